@@ -126,8 +126,9 @@ def confusion_matrix(y_true, y_pred, *, n_true: int, n_pred: int, mask=None) -> 
     validation.check_count(high, f"n_{name[2:]}", low=1)
     if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
       raise ValueError(f"{name} must be 1-D integer labels, got shape {tuple(y.shape)} dtype={y.dtype}")
-    if validation.is_concrete(y) and y.size and (int(jnp.min(y)) < 0 or int(jnp.max(y)) >= high):
-      raise ValueError(f"{name} has labels in [{int(jnp.min(y))}, {int(jnp.max(y))}], outside [0, {high})")
+    low_seen, high_seen = validation.host_int(jnp.min(y)), validation.host_int(jnp.max(y))
+    if low_seen is not None and (low_seen < 0 or high_seen >= high):
+      raise ValueError(f"{name} has labels in [{low_seen}, {high_seen}], outside [0, {high})")
   if y_true.shape != y_pred.shape:
     raise ValueError(f"y_true has {y_true.shape[0]} labels but y_pred has {y_pred.shape[0]}")
   weight = jnp.ones(y_true.shape, jnp.int32) if mask is None else jnp.asarray(mask).astype(jnp.int32)
@@ -156,11 +157,10 @@ def silhouette(x, labels, *, k: int, rng=None, sample_size: int | None = 2000) -
       raise ValueError(f"sample_size={sample_size} < n={n} needs an rng to draw the sample")
     idx = jax.random.choice(rng, n, (validation.check_count(sample_size, "sample_size", low=2),), replace=False)
     x, labels = x[idx], labels[idx]
-  if validation.is_concrete(labels):
-    used = int(jnp.unique(labels).size)
-    if not 2 <= used <= x.shape[0] - 1:
-      raise ValueError(f"silhouette needs 2 <= number of clusters <= n_samples - 1, got {used} "
-                       f"clusters in {x.shape[0]} samples")
+  used = validation.host_int(jnp.sum(jnp.bincount(labels, length=k) > 0))
+  if used is not None and not 2 <= used <= x.shape[0] - 1:
+    raise ValueError(f"silhouette needs 2 <= number of clusters <= n_samples - 1, got {used} "
+                     f"clusters in {x.shape[0]} samples")
   return _silhouette(x.astype(jnp.float32), labels.astype(jnp.int32), k=k)
 
 

@@ -15,6 +15,11 @@ def is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def host_int(value) -> int | None:
+  """``int(value)`` or None when ``value`` is traced (under an outer ``jit`` it cannot be read)."""
+  return int(value) if is_concrete(value) else None
+
+
 @jax.jit
 def _non_finite_count(x):
   return jnp.sum(~jnp.isfinite(x))
@@ -34,7 +39,7 @@ def check_float_array(x, name: str, ranks: tuple[int, ...]) -> None:
   if not is_concrete(x):
     return
   # One fused reduction on device (works on sharded global arrays); locate the culprit only on failure.
-  bad = int(_non_finite_count(x))
+  bad = int((~np.isfinite(x)).sum()) if isinstance(x, np.ndarray) else host_int(_non_finite_count(x))
   if bad:
     where = np.argwhere(~np.isfinite(np.asarray(x)))[0]
     raise ValueError(f"{name} has {bad} non-finite values (NaN or Inf); the first is at index "

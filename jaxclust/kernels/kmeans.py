@@ -99,9 +99,9 @@ def kmeans(x, k: int, *, rng, n_init: int = 1, max_iter: int = 300, tol: float =
   else:
     init = _check_init(init, batched=batched, n_init=n_init, k=k, d=d, x_shape=x.shape)
   if spherical and validation.is_concrete(x):
-    zero = jnp.sum(jnp.all(x == 0, axis=-1))
-    if int(zero):
-      raise ValueError(f"spherical k-means needs non-zero rows: x has {int(zero)} all-zero rows")
+    zero = validation.host_int(jnp.sum(jnp.all(x == 0, axis=-1)))
+    if zero:
+      raise ValueError(f"spherical k-means needs non-zero rows: x has {zero} all-zero rows")
   if chunk_size is None:
     chunk_size = default_chunk_size(n // (sharding.n_shards if sharding else 1), n_init * k)
   chunk_size = validation.check_count(chunk_size, "chunk_size", low=1)
@@ -109,11 +109,10 @@ def kmeans(x, k: int, *, rng, n_init: int = 1, max_iter: int = 300, tol: float =
   out = _solve(x, sample_weight, init, rng, jnp.float32(tol), k=k, n_init=n_init, max_iter=max_iter,
                n_trials=n_local_trials, chunk_size=chunk_size, spherical=spherical,
                precision=precision, sharding=sharding, batched=batched)
-  if validation.is_concrete(out.counts):
-    empty = jnp.sum(out.counts <= 0)
-    if int(empty):
-      warnings.warn(f"k-means ended with {int(empty)} empty clusters out of k={k}: x has fewer "
-                    "distinct points (with non-zero weight) than clusters", RuntimeWarning, stacklevel=2)
+  empty = validation.host_int(jnp.sum(out.counts <= 0))
+  if empty:
+    warnings.warn(f"k-means ended with {empty} empty clusters out of k={k}: x has fewer "
+                  "distinct points (with non-zero weight) than clusters", RuntimeWarning, stacklevel=2)
   return out
 
 

@@ -36,8 +36,10 @@ def knn(x, k: int, *, query=None, metric: str = "cosine", query_chunk: int | Non
   """Exact k nearest neighbours of each query row among the rows of ``x``.
 
   With ``query=None`` the queries are the rows of ``x`` themselves and each point is its own first
-  neighbour (mine ``k + 1`` and drop column 0 to exclude it, as SCAN does). Ties are broken by the
-  lower index, so the result does not depend on chunking or on the number of devices.
+  neighbour (mine ``k + 1`` and drop column 0 to exclude it, as SCAN does). Equal scores are ordered
+  by the lower index, whatever the chunking or the number of devices (duplicates whose GEMM results
+  differ in the last bit, e.g. one in a ragged tail block, are no longer equal). Euclidean
+  distances of the winners are recomputed as ``|q - x|`` so that near-zero ones stay exact.
 
   Sharding: if ``x`` is row-sharded over a mesh, the queries are sharded the same way (``query`` is
   placed on that sharding) and the output comes back row-sharded like the queries.
@@ -71,7 +73,7 @@ def knn(x, k: int, *, query=None, metric: str = "cosine", query_chunk: int | Non
   n_local = n // (sharding.n_shards if sharding else 1)
   if metric == "cosine" and validation.is_concrete(x):
     for name, a in (("x", x), ("query", query)):
-      zero = 0 if a is None else int(jnp.sum(jnp.all(a == 0, axis=-1)))
+      zero = None if a is None else validation.host_int(jnp.sum(jnp.all(a == 0, axis=-1)))
       if zero:
         raise ValueError(f"cosine kNN needs non-zero rows: {name} has {zero} all-zero rows")
   on_cpu = jax.default_backend() == "cpu"
@@ -111,7 +113,8 @@ def _search_local(x, query, *, k, cosine, query_chunk, db_chunk, precision, axis
   def search_queries(q):
     """Top-k of the query chunk ``q`` over every database shard, visiting them around the ring."""
     q = prepare(q)
-    best = (jnp.full((q.shape[0], k), -jnp.inf), jnp.full((q.shape[0], k), jnp.iinfo(jnp.int32).max, jnp.int32))
+    m = q.shape[0]
+    best = (jnp.full((m, k), -jnp.inf), jnp.full((m, k), jnp.iinfo(jnp.int32).max, jnp.int32), jnp.zeros((m, k)))
 
     def visit_shard(carry, shard):
       best, db, s = carry
@@ -123,7 +126,11 @@ def _search_local(x, query, *, k, cosine, query_chunk, db_chunk, precision, axis
         if not cosine:  # argmax of q.x - |x|^2/2 is argmin of |q - x|^2
           scores = scores - 0.5 * jnp.sum(rows * rows, axis=-1)
         vals, idx = lax.top_k(scores, min(k, rows.shape[0]))
-        return _merge(best, (vals, idx + start), k), None
+        if cosine:
+          exact = vals
+        else:  # the expanded form loses ~sqrt(eps)|q| near 0: recompute the winners' distances directly
+          exact = jnp.sqrt(jnp.sum((q[:, None, :] - rows[idx]) ** 2, axis=-1))
+        return _merge(best, (vals, idx + start, exact), k), None
 
       offsets = owner * n_local + jnp.arange(n_local, dtype=jnp.int32)
       best, _ = scan_chunks(visit_chunk, best, (db, offsets), db_chunk)
@@ -132,18 +139,14 @@ def _search_local(x, query, *, k, cosine, query_chunk, db_chunk, precision, axis
       return (best, db, s + 1), None
 
     (best, _, _), _ = lax.scan(visit_shard, (best, x, jnp.int32(0)), None, length=n_shards)
-    vals, idx = best
-    if not cosine:
-      vals = jnp.sqrt(jnp.maximum(jnp.sum(q * q, axis=-1, keepdims=True) - 2.0 * vals, 0.0))
-    return idx, vals
+    return best[1], best[2]
 
   _, (idx, vals) = scan_chunks(lambda c, chunk: (c, search_queries(chunk[0])), None, (query,), query_chunk)
   return KNNOutput(idx, vals)
 
 
 def _merge(a, b, k):
-  """The k best of two candidate sets, ordered by score (descending) then index (ascending)."""
-  vals = jnp.concatenate([a[0], b[0]], axis=-1)
-  idx = jnp.concatenate([a[1], b[1]], axis=-1)
-  neg, idx = lax.sort((-vals, idx), dimension=-1, num_keys=2)
-  return -neg[:, :k], idx[:, :k]
+  """The k best of two ``(score, index, value)`` sets, by score (descending) then index (ascending)."""
+  score, idx, value = (jnp.concatenate([u, v], axis=-1) for u, v in zip(a, b))
+  neg, idx, value = lax.sort((-score, idx, value), dimension=-1, num_keys=2)
+  return -neg[:, :k], idx[:, :k], value[:, :k]
