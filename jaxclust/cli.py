@@ -27,7 +27,7 @@ def _kmeans(args) -> int:
   import jaxclust
 
   x, y = _load(args.dataset)
-  k = args.k or len(np.unique(y))
+  k = len(np.unique(y)) if args.k is None else args.k
   print(f"dataset={args.dataset} n={x.shape[0]} d={x.shape[1]} k={k} n_init={args.n_init} "
         f"devices={jax.device_count()} ({jax.default_backend()})")
   start = time.perf_counter()

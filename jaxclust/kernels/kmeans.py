@@ -118,11 +118,12 @@ def kmeans(x, k: int, *, rng, n_init: int = 1, max_iter: int = 300, tol: float =
 
 def _check_init(init, *, batched, n_init, k, d, x_shape):
   validation.check_float_array(init, "init", ranks=(3, 4) if batched else (2, 3))
+  given = tuple(init.shape)
   if init.ndim == (3 if batched else 2):
     init = init[..., None, :, :]  # one restart
   want = ((x_shape[0],) if batched else ()) + (n_init, k, d)
   if tuple(init.shape) != want:
-    raise ValueError(f"init has shape {tuple(init.shape)}, expected {want[:-3] + want[-2:]} or {want} "
+    raise ValueError(f"init has shape {given}, expected {want[:-3] + want[-2:]} or {want} "
                      f"for k={k}, n_init={n_init}, d={d}")
   return jnp.asarray(init, jnp.float32)
 

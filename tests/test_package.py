@@ -1,0 +1,32 @@
+"""The package as users meet it: the CLI, and the core running without TensorFlow."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+from jaxclust import cli
+
+
+def test_cli_kmeans_on_bundled_digits(capsys):
+  assert cli.main(["kmeans", "--dataset", "digits", "--n-init", "3"]) == 0
+  out = capsys.readouterr().out
+  acc = float(out.split("ACC=")[1].split()[0])
+  assert 0.6 < acc <= 1.0, out
+
+
+def test_cli_rejects_bad_k(capsys):
+  assert cli.main(["kmeans", "--k", "0"]) == 2
+  assert "k=0 must be >= 1" in capsys.readouterr().err
+
+
+def test_core_imports_and_runs_without_tensorflow():
+  """Accelerator images may lack TensorFlow: block it and run a kernel in a fresh interpreter."""
+  code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['tensorflow_datasets'] = None\n"
+          "import jax, numpy as np, jaxclust\n"
+          "x = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)\n"
+          "print(int(jaxclust.kmeans(x, 2, rng=jax.random.key(0)).labels.shape[0]))\n"
+          "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m] is not None]\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == "100"
