@@ -61,8 +61,8 @@ def sinkhorn_knopp(scores, *, epsilon: float = 0.05, n_iter: int = 3, axis_name=
     m = lax.stop_gradient(global_max(jnp.max(v, axis=axis, keepdims=True)))
     return m + jnp.log(global_sum(jnp.sum(jnp.exp(v - m), axis=axis, keepdims=True)))
 
-  # Q /= sum(Q): a no-op before the first row step in exact arithmetic, kept to mirror the paper.
-  log_q = log_q - log_total(log_total(log_q, 1), 0)
+  # The paper's first step, Q /= sum(Q), scales Q by a constant that the first prototype
+  # normalization below cancels exactly; it is omitted (two fewer passes over [b, K]).
   log_k, log_b = math.log(n_protos), jnp.log(jnp.float32(batch))
 
   def iteration(_, log_q):
