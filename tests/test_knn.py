@@ -54,3 +54,15 @@ def test_ties_go_to_the_lower_index_whatever_the_chunking():
   for db_chunk in (None, 8, 40, 60):
     out = jaxclust.knn(x, 3, query=base, metric="cosine", db_chunk=db_chunk)
     np.testing.assert_array_equal(np.asarray(out.indices), np.arange(40)[:, None] + np.array([0, 40, 80]))
+
+
+def test_no_recompilation_for_same_shapes(monkeypatch):
+  import chex
+  from jaxclust.kernels import knn as knn_module
+  traced = jax.jit(chex.assert_max_traces(knn_module._knn_impl, n=1), static_argnames=knn_module._STATIC)
+  monkeypatch.setattr(knn_module, "_knn", traced)
+  rng = np.random.default_rng(0)
+  for _ in range(2):  # new values, same shapes: one trace
+    jaxclust.knn(rng.normal(size=(300, 8)).astype(np.float32), 4)
+  with pytest.raises(AssertionError):
+    jaxclust.knn(rng.normal(size=(301, 8)).astype(np.float32), 4)

@@ -90,8 +90,7 @@ def knn(x, k: int, *, query=None, metric: str = "cosine", query_chunk: int | Non
               precision=precision, sharding=sharding)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "cosine", "query_chunk", "db_chunk", "precision", "sharding"))
-def _knn(x, query, *, k, cosine, query_chunk, db_chunk, precision, sharding):
+def _knn_impl(x, query, *, k, cosine, query_chunk, db_chunk, precision, sharding):
   search = functools.partial(_search_local, k=k, cosine=cosine, query_chunk=query_chunk,
                              db_chunk=db_chunk, precision=precision)
   if sharding is None:
@@ -101,6 +100,10 @@ def _knn(x, query, *, k, cosine, query_chunk, db_chunk, precision, sharding):
       functools.partial(search, axis_name=sharding.axes, n_shards=sharding.n_shards),
       mesh=sharding.mesh, in_specs=(rows, rows), out_specs=KNNOutput(rows, rows), check_vma=False)
   return sharded(x, query)
+
+
+_STATIC = ("k", "cosine", "query_chunk", "db_chunk", "precision", "sharding")
+_knn = jax.jit(_knn_impl, static_argnames=_STATIC)
 
 
 def _search_local(x, query, *, k, cosine, query_chunk, db_chunk, precision, axis_name, n_shards):
