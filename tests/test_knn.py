@@ -66,3 +66,14 @@ def test_no_recompilation_for_same_shapes(monkeypatch):
     jaxclust.knn(rng.normal(size=(300, 8)).astype(np.float32), 4)
   with pytest.raises(AssertionError):
     jaxclust.knn(rng.normal(size=(301, 8)).astype(np.float32), 4)
+
+
+@pytest.mark.parametrize("k", [1, 5, 16])
+def test_block_top_k_equals_lax_top_k_with_ties(k):
+  from jax import lax
+  from jaxclust.kernels.knn import _block_top_k
+  scores = jax.numpy.asarray(np.random.default_rng(k).integers(0, 12, (64, 256)), jax.numpy.float32)  # many ties
+  vals, idx = _block_top_k(scores, k)
+  ref_vals, ref_idx = lax.top_k(scores, k)
+  np.testing.assert_array_equal(np.asarray(vals), np.asarray(ref_vals))
+  np.testing.assert_array_equal(np.asarray(idx), np.asarray(ref_idx))

@@ -79,3 +79,15 @@ def test_confusion_matrix_on_sharded_labels(mesh):
   cm = jaxclust.metrics.confusion_matrix(parallel.shard_rows(jnp.asarray(y_true), mesh),
                                          parallel.shard_rows(jnp.asarray(y_pred), mesh), n_true=5, n_pred=6)
   np.testing.assert_array_equal(np.asarray(cm), jaxclust.metrics.contingency(y_true, y_pred))
+
+
+def test_label_free_metrics_on_sharded_arrays(digits, mesh):
+  x, y = digits
+  x, y = jnp.asarray(x[:1600]), jnp.asarray(y[:1600], jnp.int32)
+  single = jaxclust.metrics.silhouette(x, y, k=10, sample_size=None)
+  sharded = jaxclust.metrics.silhouette(parallel.shard_rows(x, mesh), parallel.shard_rows(y, mesh), k=10, sample_size=None)
+  np.testing.assert_allclose(float(single), float(sharded), rtol=1e-5)
+  a = jaxclust.metrics.cluster_balance(y, k=10)
+  b = jaxclust.metrics.cluster_balance(parallel.shard_rows(y, mesh), k=10)
+  for key in a:
+    np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-6)
