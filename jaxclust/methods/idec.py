@@ -1,0 +1,21 @@
+"""IDEC: Improved Deep Embedded Clustering with local structure preservation (Guo et al., IJCAI 2017).
+
+DEC's clustering loss plus the autoencoder's reconstruction loss, ``L = L_r + gamma * L_c`` with
+``gamma = 0.1`` (eq. 6), so the decoder is kept and the embedding cannot distort freely. Everything
+else (Student-t Q, target P refreshed over the whole dataset, the tol stopping rule) is DEC's, so
+this module reuses :mod:`jaxclust.methods.dec` and fixes the loss weight.
+"""
+
+from __future__ import annotations
+
+from jaxclust.methods import dec
+from jaxclust.methods.dec import DECState, embed, init, predict, refresh_target  # noqa: F401  (IDEC's API)
+
+GAMMA = 0.1
+
+
+def train_step(state: DECState, batch, rng, *, model, tx, alpha: float = 1.0, gamma: float = GAMMA):
+  """One step of ``reconstruction + gamma * KL(P || Q)``; see :func:`jaxclust.methods.dec.train_step`."""
+  if gamma <= 0:
+    raise ValueError(f"gamma={gamma} must be > 0 for IDEC (gamma = 0 is DEC)")
+  return dec.train_step(state, batch, rng, model=model, tx=tx, alpha=alpha, gamma=gamma)

@@ -1,0 +1,57 @@
+"""Autoencoders of the AE-based clustering papers (flax.linen modules only).
+
+DEC (Xie et al. 2016), IDEC (Guo et al. 2017) and VaDE (Jiang et al. 2017) share the fully
+connected ``d-500-500-2000-10`` architecture: ReLU hidden layers, a linear embedding, a mirrored
+decoder with a linear output. Weights start Glorot-uniform, the default of the Keras originals.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+_INIT = nn.initializers.glorot_uniform()
+
+
+class MLPAutoencoder(nn.Module):
+  """``input_dim - hidden... - latent`` encoder and its mirror image as decoder.
+
+  Inputs of any trailing shape (e.g. ``[b, 28, 28, 1]`` images) are flattened; ``decode`` returns
+  the flat ``[b, input_dim]`` reconstruction.
+  """
+  input_dim: int
+  hidden: Sequence[int] = (500, 500, 2000)
+  latent: int = 10
+
+  def setup(self):
+    self.encoder_layers = [nn.Dense(h, kernel_init=_INIT, name=f"encoder_{i}") for i, h in enumerate(self.hidden)]
+    self.embedding = nn.Dense(self.latent, kernel_init=_INIT, name="embedding")
+    self.decoder_layers = [nn.Dense(h, kernel_init=_INIT, name=f"decoder_{i}")
+                           for i, h in enumerate(reversed(self.hidden))]
+    self.reconstruction = nn.Dense(self.input_dim, kernel_init=_INIT, name="reconstruction")
+
+  def encode(self, x):
+    h = x.reshape(x.shape[0], -1)
+    for layer in self.encoder_layers:
+      h = nn.relu(layer(h))
+    return self.embedding(h)
+
+  def decode(self, z):
+    h = z
+    for layer in self.decoder_layers:
+      h = nn.relu(layer(h))
+    return self.reconstruction(h)
+
+  def __call__(self, x):
+    z = self.encode(x)
+    return z, self.decode(z)
+
+
+def reconstruction_loss(x, x_hat, mask=None):
+  """Mean squared error per sample, averaged over the (unmasked) batch, as in DEC/IDEC pretraining."""
+  per_sample = jnp.mean((x.reshape(x.shape[0], -1) - x_hat) ** 2, axis=-1)
+  if mask is None:
+    return jnp.mean(per_sample)
+  return jnp.sum(per_sample * mask) / jnp.maximum(jnp.sum(mask), 1)
