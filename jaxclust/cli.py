@@ -1,6 +1,7 @@
-"""Command line: ``jaxclust kmeans --dataset digits`` clusters a bundled dataset and prints metrics.
+"""Command line: ``jaxclust fit dec --dataset digits`` (deep clustering), ``jaxclust kmeans ...``.
 
-The deep methods (DEC, IDEC, VaDE, SCAN, SwAV, DeepCluster-v2) will join as ``jaxclust fit``.
+``fit`` runs or resumes a method in a workdir (checkpoints, metrics.jsonl, summary.json); settings
+come from :mod:`jaxclust.configs`, a ``--config`` file and ``--set key=value`` overrides.
 """
 
 from __future__ import annotations
@@ -44,9 +45,52 @@ def _kmeans(args) -> int:
   return 0
 
 
+def _fit(args) -> int:
+  import ast
+  import runpy
+
+  from jaxclust import configs, train
+
+  if args.config:
+    config = runpy.run_path(args.config)["get_config"]()
+  else:
+    config = configs.get_config(args.method, args.dataset)
+  config.method, config.dataset = args.method, args.dataset
+  if args.data_dir:
+    config.data_dir = args.data_dir
+  for assignment in args.set or []:
+    name, _, text = assignment.partition("=")
+    if not _:
+      raise ValueError(f"--set {assignment!r} must look like key=value, e.g. cluster.tol=0.01")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    target, *path = name.split(".")[::-1]
+    node = config
+    for part in reversed(path):
+      if part not in node:
+        raise ValueError(f"--set {name}: unknown setting {part!r}")
+      node = node[part]
+    if target not in node:
+      raise ValueError(f"--set {name}: unknown setting {target!r}; available: {sorted(node.keys())}")
+    node[target] = type(node[target])(value) if isinstance(node[target], (int, float)) and not isinstance(node[target], bool) else value
+  workdir = args.workdir or f"workdirs/{config.method}_{config.dataset.replace('/', '_')}_seed{config.seed}"
+  train.fit(config, workdir)
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="jaxclust", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
+  fit = sub.add_parser("fit", help="train (or resume) a deep clustering method in a workdir")
+  fit.add_argument("method", choices=("dec", "idec", "vade"))
+  fit.add_argument("--dataset", default="digits",
+                   help="digits (bundled), mnist, fashion_mnist, usps (with --data-dir), tfds:NAME, or a .npy/.npz/.csv file")
+  fit.add_argument("--data-dir", default=None)
+  fit.add_argument("--config", default=None, help="a Python file defining get_config()")
+  fit.add_argument("--workdir", default=None, help="default: workdirs/METHOD_DATASET_seedSEED")
+  fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. pretrain.epochs=10")
   km = sub.add_parser("kmeans", help="k-means on a dataset, with ACC/NMI/ARI against its labels")
   km.add_argument("--dataset", default="digits", choices=_DATASETS)
   km.add_argument("--k", type=int, default=None, help="clusters (default: number of classes)")
@@ -55,7 +99,7 @@ def main(argv=None) -> int:
   km.add_argument("--spherical", action="store_true", help="cosine k-means")
   args = parser.parse_args(argv)
   try:
-    return _kmeans(args)
+    return _fit(args) if args.command == "fit" else _kmeans(args)
   except ValueError as e:
     print(f"jaxclust: error: {e}", file=sys.stderr)
     return 2

@@ -30,3 +30,10 @@ def test_core_imports_and_runs_without_tensorflow():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip() == "100"
+
+
+def test_cli_fit_rejects_unknown_settings(capsys):
+  assert cli.main(["fit", "dec", "--set", "pretrain.epoch=3"]) == 2
+  assert "unknown setting 'epoch'" in capsys.readouterr().err
+  assert cli.main(["fit", "dec", "--set", "nonsense"]) == 2
+  assert "must look like key=value" in capsys.readouterr().err

@@ -1,0 +1,48 @@
+"""Default configurations (ml_collections) per method and dataset: the papers' settings.
+
+``get_config(method, dataset)`` returns a ``ConfigDict`` that the CLI overrides from the command
+line (``--set cluster.tol=0.01``) or from a file (``--config FILE.py`` defining ``get_config()``).
+Library code never reads it: :mod:`jaxclust.train` unpacks it into plain arguments.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+METHODS = ("dec", "idec", "vade")
+
+
+def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDict:
+  if method not in METHODS:
+    raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+  c = ml_collections.ConfigDict()
+  c.method = method
+  c.dataset = dataset
+  c.data_dir = ""
+  c.seed = 0
+  c.n_clusters = 0  # 0: the number of classes of the dataset
+  c.hidden = (500, 500, 2000)  # d-500-500-2000-10 in DEC, IDEC and VaDE
+  c.latent = 10
+
+  # End-to-end autoencoder pretraining (IDEC / DEC-keras): Adam, batch 256.
+  c.pretrain = ml_collections.ConfigDict({"epochs": 200, "batch_size": 256, "learning_rate": 1e-3})
+  # DEC / IDEC clustering stage (DEC official code): SGD 0.01 momentum 0.9, batch 256, target P
+  # refreshed every 140 steps on MNIST, stop when fewer than 0.1% of labels change.
+  c.cluster = ml_collections.ConfigDict({
+      "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "update_interval": 140, "tol": 0.001,
+      "max_steps": 20_000, "kmeans_n_init": 20, "gamma": 0.1 if method == "idec" else 0.0})
+  # VaDE: Adam on the negative ELBO; mixture initialized by a diagonal GMM on the embeddings.
+  # Batch, epochs and learning rate are provisional: check them against the official code when
+  # reproducing the paper's MNIST figure.
+  c.vade = ml_collections.ConfigDict({"epochs": 300, "batch_size": 100, "learning_rate": 2e-3})
+  c.checkpoint_every = 1  # pretraining epochs / DEC refresh intervals / VaDE epochs between saves
+  c.keep_checkpoints = 2
+
+  if dataset == "digits":  # 1,797 8x8 images: the README's few-minute demo on 2 CPU cores
+    c.pretrain.epochs = 60
+    c.pretrain.batch_size = 64
+    c.cluster.batch_size = 64
+    c.cluster.update_interval = 28
+    c.cluster.max_steps = 2_000
+    c.vade.epochs = 60
+  return c

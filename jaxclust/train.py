@@ -1,0 +1,242 @@
+"""Training driver for the autoencoder methods: stages, checkpoints, resume. The I/O lives here.
+
+A run is ``pretrain -> init -> cluster``. Every save records the stage and how far it got, so a
+run killed at any point (even with SIGKILL) continues from its last checkpoint when ``fit`` is
+called again on the same workdir. All randomness comes from ``config.seed`` folded with the stage
+and the epoch or step, so a resumed run ends exactly where an uninterrupted one would. A finished
+workdir (``summary.json``) is never trained over; a workdir made with another configuration, or
+whose checkpoint cannot be restored, is refused with an error instead of being overwritten.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from jaxclust import metrics as cluster_metrics
+from jaxclust.data import sources
+from jaxclust.kernels.gmm import gmm_diag
+from jaxclust.kernels.kmeans import kmeans
+from jaxclust.methods import dec, pretrain, vade
+from jaxclust.models.autoencoder import MLPAutoencoder
+from jaxclust.validation import check_count
+
+_PRETRAIN, _CLUSTER = "pretrain", "cluster"
+
+
+def fit(config, workdir, *, log=print) -> dict:
+  """Runs (or resumes) ``config.method`` on ``config.dataset`` in ``workdir``; returns the summary."""
+  workdir = Path(workdir).absolute()
+  summary_path = workdir / "summary.json"
+  if summary_path.exists():
+    log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
+    return json.loads(summary_path.read_text())
+  start = time.perf_counter()
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_same_config(workdir, config)
+
+  data = sources.load(config.dataset, data_dir=config.data_dir or None)
+  x = jnp.asarray(data.x.reshape(data.x.shape[0], -1))
+  n, d = x.shape
+  k = config.n_clusters or (len(np.unique(data.y)) if data.y is not None else 0)
+  if k == 0:
+    raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
+  k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
+  key = jax.random.key(config.seed)
+  log(f"{config.method} on {config.dataset}: n={n} d={d} k={k}, workdir {workdir}")
+
+  manager = ocp.CheckpointManager(workdir / "checkpoints",
+                                  options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
+  saves = manager.latest_step() or 0
+  meta = _restore(manager, saves, meta_only=True)["meta"] if saves else {"stage": _PRETRAIN, "progress": 0}
+
+  def save(state, stage, progress):
+    nonlocal saves
+    saves += 1
+    manager.save(saves, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                meta=ocp.args.JsonSave({"stage": stage, "progress": progress})))
+
+  ae = MLPAutoencoder(input_dim=d, hidden=tuple(config.hidden), latent=config.latent)
+  tx = optax.adam(config.pretrain.learning_rate)
+  state = pretrain.init(ae, jax.random.fold_in(key, 0), x[:2], tx)
+  if meta["stage"] == _PRETRAIN:
+    if saves:
+      state = _restore(manager, saves, state)["state"]
+    for epoch in range(meta["progress"], config.pretrain.epochs):
+      tick = time.perf_counter()
+      state, m = pretrain.train_epoch(state, x, jax.random.fold_in(key, 1_000_000 + epoch), model=ae, tx=tx,
+                                      batch_size=config.pretrain.batch_size)
+      _record(workdir, log, stage=_PRETRAIN, epoch=epoch + 1, of=config.pretrain.epochs,
+              loss=float(m["loss"]), seconds=time.perf_counter() - tick)
+      if (epoch + 1) % config.checkpoint_every == 0 and epoch + 1 < config.pretrain.epochs:
+        save(state, _PRETRAIN, epoch + 1)
+    meta = {"stage": _CLUSTER, "progress": 0}
+    cluster_state = _initialize(config, ae, state.params, x, k, key, log)
+    save(cluster_state, _CLUSTER, 0)  # the stage boundary is always saved
+  else:
+    cluster_state = _restore(manager, saves, _cluster_template(config, ae, state.params, n, k, x))["state"]
+
+  run = _run_dec if config.method in ("dec", "idec") else _run_vade
+  cluster_state, labels = run(config, ae, cluster_state, x, data.y, key, meta["progress"], save, workdir, log)
+  manager.wait_until_finished()
+
+  summary = {"method": config.method, "dataset": config.dataset, "n": n, "k": k, "seed": config.seed,
+             "wall_seconds": time.perf_counter() - start}
+  if data.y is not None:
+    summary.update(cluster_metrics.evaluate(data.y, labels))
+  balance = cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)
+  summary["size_entropy"] = float(balance["normalized_entropy"])
+  np.save(workdir / "labels.npy", labels)
+  _write_atomic(summary_path, json.dumps(summary, indent=2))
+  log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
+                           for key, value in summary.items()))
+  return summary
+
+
+def _initialize(config, ae, ae_params, x, k, key, log):
+  """Cluster-stage state from the pretrained embeddings: k-means centers or a fitted GMM."""
+  z = ae.apply({"params": ae_params}, x, method=ae.encode)
+  if config.method == "vade":
+    fit = gmm_diag(z, k, rng=jax.random.fold_in(key, 2))
+    log(f"GMM on embeddings: mean log-likelihood {float(fit.log_likelihood):.4f} after {int(fit.n_iter)} EM steps")
+    model, tx = _vade_model(config, x.shape[1])
+    params = model.init(jax.random.fold_in(key, 3), x[:2], jnp.zeros((2, config.latent)))["params"]
+    return vade.init({**params, **ae_params}, vade.mixture_params(fit.weights, fit.means, fit.variances), tx)
+  out = kmeans(z, k, rng=jax.random.fold_in(key, 2), n_init=config.cluster.kmeans_n_init)
+  log(f"k-means on embeddings: inertia {float(out.inertia):.4f}")
+  state = dec.init(ae_params, out.centers, x.shape[0], _dec_tx(config))
+  return state.replace(labels=out.labels.astype(jnp.int32))
+
+
+def _cluster_template(config, ae, ae_params, n, k, x):
+  """A state with the cluster stage's structure, to restore into."""
+  if config.method == "vade":
+    model, tx = _vade_model(config, x.shape[1])
+    params = model.init(jax.random.key(0), x[:2], jnp.zeros((2, config.latent)))["params"]
+    prior = vade.mixture_params(jnp.ones(k), jnp.zeros((k, config.latent)), jnp.ones((k, config.latent)))
+    return vade.init(params, prior, tx)
+  return dec.init(ae_params, jnp.zeros((k, config.latent)), n, _dec_tx(config))
+
+
+def _dec_tx(config):
+  return dec.sgd(config.cluster.learning_rate, config.cluster.momentum)
+
+
+@functools.lru_cache(maxsize=None)
+def _vade_model_cached(input_dim, hidden, latent, learning_rate):
+  return vade.VaDEModel(input_dim=input_dim, hidden=hidden, latent=latent), optax.adam(learning_rate)
+
+
+def _vade_model(config, input_dim):
+  return _vade_model_cached(input_dim, tuple(config.hidden), config.latent, config.vade.learning_rate)
+
+
+def _run_dec(config, ae, state, x, y, key, done_steps, save, workdir, log):
+  c = config.cluster
+  tx = _dec_tx(config)
+  refresh = jax.jit(functools.partial(dec.refresh_target, model=ae))
+  interval = _dec_interval(ae, tx, c.gamma, c.update_interval, c.batch_size)
+  steps = done_steps
+  while True:
+    state, changed = refresh(state, x)
+    record = {"stage": _CLUSTER, "step": steps, "changed": float(changed)}
+    if y is not None:
+      record.update(cluster_metrics.evaluate(y, np.asarray(state.labels)))
+    if steps >= c.max_steps or (steps > 0 and float(changed) < c.tol):
+      _record(workdir, log, **record, stop="tol" if float(changed) < c.tol else "max_steps")
+      return state, np.asarray(state.labels)
+    tick = time.perf_counter()
+    state, m = interval(state, x, jax.random.fold_in(key, 2_000_000 + steps))
+    steps += c.update_interval
+    _record(workdir, log, **record, loss=float(jnp.mean(m["loss"])), seconds=time.perf_counter() - tick)
+    if (steps // c.update_interval) % config.checkpoint_every == 0:
+      save(state, _CLUSTER, steps)
+
+
+@functools.lru_cache(maxsize=None)
+def _dec_interval(ae, tx, gamma, update_interval, batch_size):
+  """``update_interval`` DEC/IDEC steps on random batches, as one compiled scan."""
+  step = functools.partial(dec.train_step, model=ae, tx=tx, gamma=gamma)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def interval(state, x, rng):
+    n = x.shape[0]
+    keys = jax.random.split(rng, update_interval)
+    index = jax.vmap(lambda k: jax.random.choice(k, n, (batch_size,), replace=False))(keys)
+    return jax.lax.scan(lambda s, i: step(s, {"x": x[i], "index": i}, None), state, index)
+
+  return interval
+
+
+def _run_vade(config, ae, state, x, y, key, done_epochs, save, workdir, log):
+  model, tx = _vade_model(config, x.shape[1])
+  epoch_fn = _vade_epoch(model, tx, config.vade.batch_size)
+  for epoch in range(done_epochs, config.vade.epochs):
+    tick = time.perf_counter()
+    state, m = epoch_fn(state, x, jax.random.fold_in(key, 3_000_000 + epoch))
+    record = {"stage": _CLUSTER, "epoch": epoch + 1, "of": config.vade.epochs, "loss": float(m["loss"]),
+              "seconds": time.perf_counter() - tick}
+    if y is not None and ((epoch + 1) % 10 == 0 or epoch + 1 == config.vade.epochs):
+      record.update(cluster_metrics.evaluate(y, np.asarray(vade.predict(model, state.params, x))))
+    _record(workdir, log, **record)
+    if (epoch + 1) % config.checkpoint_every == 0:
+      save(state, _CLUSTER, epoch + 1)
+  return state, np.asarray(vade.predict(model, state.params, x))
+
+
+@functools.lru_cache(maxsize=None)
+def _vade_epoch(model, tx, batch_size):
+  @functools.partial(jax.jit, donate_argnums=0)
+  def epoch(state, x, rng):
+    index, mask = pretrain.epoch_batches(rng, x.shape[0], batch_size)
+    step = lambda s, b: vade.train_step(s, {"x": x[b[0]], "mask": b[1]}, rng, model=model, tx=tx)
+    state, m = jax.lax.scan(step, state, (index, mask))
+    return state, {"loss": jnp.mean(m["loss"])}
+
+  return epoch
+
+
+def _restore(manager, step, template=None, meta_only=False):
+  try:
+    if meta_only:
+      return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                         meta=ocp.args.JsonRestore()))
+  except Exception as e:  # orbax raises many types; a corrupt run must stop, never be overwritten
+    raise ValueError(f"checkpoint {step} in {manager.directory} cannot be restored ({type(e).__name__}: {e}); "
+                     "move the workdir away or choose another --workdir") from e
+
+
+def _check_same_config(workdir: Path, config):
+  path = workdir / "config.json"
+  current = json.loads(config.to_json())
+  if path.exists():
+    saved = json.loads(path.read_text())
+    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if differ:
+      raise ValueError(f"{workdir} holds a run with another configuration (differs in {differ}); "
+                       "resume it with the same settings or choose another --workdir")
+  else:
+    _write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
+
+
+def _record(workdir: Path, log, **fields):
+  with open(workdir / "metrics.jsonl", "a") as f:
+    f.write(json.dumps(fields) + "\n")
+  log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()))
+
+
+def _write_atomic(path: Path, text: str):
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)

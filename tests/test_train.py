@@ -1,0 +1,89 @@
+"""fit: resumes after SIGKILL to the same result, never overwrites a finished or foreign run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxclust import configs, train
+
+FAST = ["pretrain.epochs=4", "cluster.update_interval=10", "cluster.max_steps=80", "cluster.tol=0.0",
+        "checkpoint_every=1", "hidden=(64, 64)", "cluster.kmeans_n_init=2", "vade.epochs=3"]
+
+
+def fast_config(method="dec"):
+  config = configs.get_config(method, "digits")
+  config.pretrain.epochs, config.cluster.update_interval, config.cluster.max_steps = 4, 10, 80
+  config.cluster.tol, config.checkpoint_every, config.hidden, config.cluster.kmeans_n_init = 0.0, 1, (64, 64), 2
+  config.vade.epochs = 3
+  return config
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+  reference = train.fit(fast_config(), tmp_path / "reference", log=lambda _: None)
+  workdir = tmp_path / "killed"
+  cmd = [sys.executable, "-m", "jaxclust.cli", "fit", "dec", "--dataset", "digits", "--workdir", str(workdir)]
+  cmd += [arg for setting in FAST for arg in ("--set", setting)]
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # saves 1-3: pretraining epochs; 4: the stage boundary; 5, 6, ...: clustering intervals
+  deadline = time.time() + 240
+  while not (workdir / "checkpoints" / "6").is_dir():
+    assert proc.poll() is None, "the run ended before it could be killed"
+    assert time.time() < deadline, "no clustering checkpoint within 240 s"
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert not (workdir / "summary.json").exists()
+  resumed = train.fit(fast_config(), workdir, log=lambda _: None)
+  stages = [json.loads(l)["stage"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert stages.count("pretrain") == 4, "the resumed run trained the autoencoder again"
+  np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
+  for key in ("acc", "nmi", "ari"):
+    assert resumed[key] == reference[key]
+
+
+def test_finished_workdir_is_not_trained_again(tmp_path):
+  summary = train.fit(fast_config(), tmp_path, log=lambda _: None)
+  stamp = (tmp_path / "labels.npy").stat().st_mtime_ns
+  messages = []
+  assert train.fit(fast_config(), tmp_path, log=messages.append) == summary
+  assert "finished run" in messages[0]
+  assert (tmp_path / "labels.npy").stat().st_mtime_ns == stamp
+
+
+def test_other_configuration_is_refused(tmp_path):
+  config = fast_config()
+  config.pretrain.epochs = 1
+  config.cluster.max_steps = 10
+  train.fit(config, tmp_path, log=lambda _: None)
+  (tmp_path / "summary.json").unlink()  # an unfinished run
+  other = fast_config()
+  with pytest.raises(ValueError, match=r"another configuration \(differs in \['cluster', 'pretrain'\]\)"):
+    train.fit(other, tmp_path, log=lambda _: None)
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+  config = fast_config()
+  config.cluster.max_steps = 10
+  train.fit(config, tmp_path, log=lambda _: None)
+  (tmp_path / "summary.json").unlink()
+  latest = max((p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+  for f in latest.rglob("*"):
+    if f.is_file() and f.stat().st_size > 0 and "meta" not in str(f):
+      f.write_bytes(b"corrupt")
+  with pytest.raises(ValueError, match=r"cannot be restored"):
+    train.fit(config, tmp_path, log=lambda _: None)
+
+
+@pytest.mark.parametrize("method", ["idec", "vade"])
+def test_other_methods_run_end_to_end(tmp_path, method):
+  summary = train.fit(fast_config(method), tmp_path, log=lambda _: None)
+  assert summary["method"] == method and 0.0 < summary["acc"] <= 1.0
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert lines[0]["stage"] == "pretrain" and lines[-1]["stage"] == "cluster"
