@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -21,11 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+import tqdm
 
 from jaxclust import metrics as cluster_metrics
 from jaxclust.data import sources
 from jaxclust.kernels.gmm import gmm_diag
 from jaxclust.kernels.kmeans import kmeans
+from jaxclust.metric_writer import ScalarWriter
 from jaxclust.methods import dec, pretrain, vade
 from jaxclust.models.autoencoder import MLPAutoencoder
 from jaxclust.validation import check_count
@@ -54,6 +57,7 @@ def fit(config, workdir, *, log=print) -> dict:
   key = jax.random.key(config.seed)
   log(f"{config.method} on {config.dataset}: n={n} d={d} k={k}, workdir {workdir}")
 
+  logger = _Logger(workdir, log)
   manager = ocp.CheckpointManager(workdir / "checkpoints",
                                   options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
   saves = manager.latest_step() or 0
@@ -71,12 +75,14 @@ def fit(config, workdir, *, log=print) -> dict:
   if meta["stage"] == _PRETRAIN:
     if saves:
       state = _restore(manager, saves, state)["state"]
+    logger.stage("pretrain", config.pretrain.epochs, meta["progress"])
     for epoch in range(meta["progress"], config.pretrain.epochs):
       tick = time.perf_counter()
       state, m = pretrain.train_epoch(state, x, jax.random.fold_in(key, 1_000_000 + epoch), model=ae, tx=tx,
                                       batch_size=config.pretrain.batch_size)
-      _record(workdir, log, stage=_PRETRAIN, epoch=epoch + 1, of=config.pretrain.epochs,
-              loss=float(m["loss"]), seconds=time.perf_counter() - tick)
+      seconds = time.perf_counter() - tick
+      logger.record(1, stage=_PRETRAIN, epoch=epoch + 1, of=config.pretrain.epochs, loss=float(m["loss"]),
+                    seconds=seconds, eta_seconds=seconds * (config.pretrain.epochs - epoch - 1))
       if (epoch + 1) % config.checkpoint_every == 0 and epoch + 1 < config.pretrain.epochs:
         save(state, _PRETRAIN, epoch + 1)
     meta = {"stage": _CLUSTER, "progress": 0}
@@ -86,8 +92,9 @@ def fit(config, workdir, *, log=print) -> dict:
     cluster_state = _restore(manager, saves, _cluster_template(config, ae, state.params, n, k, x))["state"]
 
   run = _run_dec if config.method in ("dec", "idec") else _run_vade
-  cluster_state, labels = run(config, ae, cluster_state, x, data.y, key, meta["progress"], save, workdir, log)
+  cluster_state, labels = run(config, ae, cluster_state, x, data.y, key, meta["progress"], save, logger)
   manager.wait_until_finished()
+  logger.close()
 
   summary = {"method": config.method, "dataset": config.dataset, "n": n, "k": k, "seed": config.seed,
              "wall_seconds": time.perf_counter() - start}
@@ -140,24 +147,25 @@ def _vade_model(config, input_dim):
   return _vade_model_cached(input_dim, tuple(config.hidden), config.latent, config.vade.learning_rate)
 
 
-def _run_dec(config, ae, state, x, y, key, done_steps, save, workdir, log):
+def _run_dec(config, ae, state, x, y, key, done_steps, save, logger):
   c = config.cluster
   tx = _dec_tx(config)
   refresh = jax.jit(functools.partial(dec.refresh_target, model=ae))
   interval = _dec_interval(ae, tx, c.gamma, c.update_interval, c.batch_size)
   steps = done_steps
+  logger.stage("cluster", c.max_steps, done_steps)
   while True:
     state, changed = refresh(state, x)
     record = {"stage": _CLUSTER, "step": steps, "changed": float(changed)}
     if y is not None:
       record.update(cluster_metrics.evaluate(y, np.asarray(state.labels)))
     if steps >= c.max_steps or (steps > 0 and float(changed) < c.tol):
-      _record(workdir, log, **record, stop="tol" if float(changed) < c.tol else "max_steps")
+      logger.record(**record, stop="tol" if float(changed) < c.tol else "max_steps")
       return state, np.asarray(state.labels)
     tick = time.perf_counter()
     state, m = interval(state, x, jax.random.fold_in(key, 2_000_000 + steps))
     steps += c.update_interval
-    _record(workdir, log, **record, loss=float(jnp.mean(m["loss"])), seconds=time.perf_counter() - tick)
+    logger.record(c.update_interval, **record, loss=float(jnp.mean(m["loss"])), seconds=time.perf_counter() - tick)
     if (steps // c.update_interval) % config.checkpoint_every == 0:
       save(state, _CLUSTER, steps)
 
@@ -177,9 +185,10 @@ def _dec_interval(ae, tx, gamma, update_interval, batch_size):
   return interval
 
 
-def _run_vade(config, ae, state, x, y, key, done_epochs, save, workdir, log):
+def _run_vade(config, ae, state, x, y, key, done_epochs, save, logger):
   model, tx = _vade_model(config, x.shape[1])
   epoch_fn = _vade_epoch(model, tx, config.vade.batch_size)
+  logger.stage("cluster", config.vade.epochs, done_epochs)
   for epoch in range(done_epochs, config.vade.epochs):
     tick = time.perf_counter()
     state, m = epoch_fn(state, x, jax.random.fold_in(key, 3_000_000 + epoch))
@@ -187,7 +196,7 @@ def _run_vade(config, ae, state, x, y, key, done_epochs, save, workdir, log):
               "seconds": time.perf_counter() - tick}
     if y is not None and ((epoch + 1) % 10 == 0 or epoch + 1 == config.vade.epochs):
       record.update(cluster_metrics.evaluate(y, np.asarray(vade.predict(model, state.params, x))))
-    _record(workdir, log, **record)
+    logger.record(1, **record)
     if (epoch + 1) % config.checkpoint_every == 0:
       save(state, _CLUSTER, epoch + 1)
   return state, np.asarray(vade.predict(model, state.params, x))
@@ -230,10 +239,37 @@ def _check_same_config(workdir: Path, config):
     _write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
 
 
-def _record(workdir: Path, log, **fields):
-  with open(workdir / "metrics.jsonl", "a") as f:
-    f.write(json.dumps(fields) + "\n")
-  log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()))
+class _Logger:
+  """One place for run output: console lines, metrics.jsonl, TensorBoard scalars, a progress bar."""
+
+  def __init__(self, workdir: Path, log):
+    self.workdir, self.log = workdir, log
+    self.writer = ScalarWriter(workdir / "tensorboard")
+    self.bar = None
+
+  def stage(self, name: str, total: int, done: int):
+    """A progress bar with ETA on a terminal (tqdm hides it when stderr is not a TTY)."""
+    if self.bar is not None:
+      self.bar.close()
+    self.bar = tqdm.tqdm(total=total, initial=done, desc=name, file=sys.stderr, disable=None, leave=False)
+
+  def record(self, advance: int = 0, **fields):
+    with open(self.workdir / "metrics.jsonl", "a") as f:
+      f.write(json.dumps(fields) + "\n")
+    position = fields.get("epoch", fields.get("step", 0))
+    self.writer.write(position, {f"{fields['stage']}/{k}": v for k, v in fields.items()
+                                 if isinstance(v, (int, float)) and k not in ("epoch", "step", "of")})
+    line = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+    if self.bar is not None and not self.bar.disable:
+      self.bar.write(line)
+      self.bar.update(advance)
+    else:
+      self.log(line)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
+    self.writer.close()
 
 
 def _write_atomic(path: Path, text: str):

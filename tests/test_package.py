@@ -37,3 +37,15 @@ def test_cli_fit_rejects_unknown_settings(capsys):
   assert "unknown setting 'epoch'" in capsys.readouterr().err
   assert cli.main(["fit", "dec", "--set", "nonsense"]) == 2
   assert "must look like key=value" in capsys.readouterr().err
+
+
+def test_training_path_never_imports_tensorflow(tmp_path):
+  """TensorFlow is installed here, but fit's logging must not pull it in (7 s, absent on GPUs)."""
+  code = ("import sys\n"
+          "import jaxclust.train\n"
+          "from jaxclust.metric_writer import ScalarWriter\n"
+          f"ScalarWriter({str(tmp_path)!r}).write(1, {{'loss': 1.0}})\n"
+          "print('tensorflow' in sys.modules)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == "False"

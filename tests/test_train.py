@@ -87,3 +87,4 @@ def test_other_methods_run_end_to_end(tmp_path, method):
   assert summary["method"] == method and 0.0 < summary["acc"] <= 1.0
   lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert lines[0]["stage"] == "pretrain" and lines[-1]["stage"] == "cluster"
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
