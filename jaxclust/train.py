@@ -57,7 +57,7 @@ def fit(config, workdir, *, log=print) -> dict:
   key = jax.random.key(config.seed)
   log(f"{config.method} on {config.dataset}: n={n} d={d} k={k}, workdir {workdir}")
 
-  logger = _Logger(workdir, log)
+  logger = _Logger(workdir, log, start)
   manager = ocp.CheckpointManager(workdir / "checkpoints",
                                   options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
   saves = manager.latest_step() or 0
@@ -242,8 +242,8 @@ def _check_same_config(workdir: Path, config):
 class _Logger:
   """One place for run output: console lines, metrics.jsonl, TensorBoard scalars, a progress bar."""
 
-  def __init__(self, workdir: Path, log):
-    self.workdir, self.log = workdir, log
+  def __init__(self, workdir: Path, log, start: float):
+    self.workdir, self.log, self.start = workdir, log, start
     self.writer = ScalarWriter(workdir / "tensorboard")
     self.bar = None
 
@@ -254,6 +254,7 @@ class _Logger:
     self.bar = tqdm.tqdm(total=total, initial=done, desc=name, file=sys.stderr, disable=None, leave=False)
 
   def record(self, advance: int = 0, **fields):
+    fields["elapsed"] = time.perf_counter() - self.start  # seconds since this fit call started
     with open(self.workdir / "metrics.jsonl", "a") as f:
       f.write(json.dumps(fields) + "\n")
     position = fields.get("epoch", fields.get("step", 0))
