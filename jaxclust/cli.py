@@ -80,6 +80,46 @@ def _fit(args) -> int:
   return 0
 
 
+def _predict(args) -> int:
+  from jaxclust import train
+  from jaxclust.data import sources
+
+  data = sources.load(args.input, data_dir=args.data_dir)
+  labels = train.predict(args.workdir, data.x)
+  if args.output:
+    np.save(args.output, labels)
+  counts = np.bincount(labels)
+  print(f"{len(labels)} rows -> clusters with sizes {counts.tolist()}" + (f"; saved to {args.output}" if args.output else ""))
+  if data.y is not None:
+    import jaxclust
+    scores = jaxclust.metrics.evaluate(data.y, labels)
+    print(f"ACC={scores['acc']:.4f} NMI={scores['nmi']:.4f} ARI={scores['ari']:.4f} (against the input's labels)")
+  return 0
+
+
+def _eval(args) -> int:
+  import json
+  from pathlib import Path
+
+  import jaxclust
+  from jaxclust.data import sources
+
+  workdir = Path(args.workdir)
+  if not (workdir / "summary.json").exists():
+    raise ValueError(f"{workdir} holds no finished run (no summary.json)")
+  summary = json.loads((workdir / "summary.json").read_text())
+  config = json.loads((workdir / "config.json").read_text())
+  data = sources.load(config["dataset"], data_dir=config["data_dir"] or None)
+  labels = np.load(workdir / "labels.npy")
+  line = f"{summary['method']} on {summary['dataset']} (seed {summary['seed']}): n={len(labels)} k={summary['k']}"
+  if data.y is not None:
+    scores = jaxclust.metrics.evaluate(data.y, labels)
+    line += f" ACC={scores['acc']:.4f} NMI={scores['nmi']:.4f} ARI={scores['ari']:.4f}"
+  balance = jaxclust.metrics.cluster_balance(labels, k=summary["k"])
+  print(line + f" size_entropy={float(balance['normalized_entropy']):.4f} wall={summary['wall_seconds']:.1f}s")
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="jaxclust", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -97,9 +137,17 @@ def main(argv=None) -> int:
   km.add_argument("--n-init", type=int, default=10, help="restarts, run batched")
   km.add_argument("--seed", type=int, default=0)
   km.add_argument("--spherical", action="store_true", help="cosine k-means")
+  pred = sub.add_parser("predict", help="assign new data to the clusters of a finished run")
+  pred.add_argument("--workdir", required=True)
+  pred.add_argument("--input", required=True, help="a .npy/.npz/.csv file or a dataset name, with the run's features")
+  pred.add_argument("--data-dir", default=None)
+  pred.add_argument("--output", default=None, help="where to save the labels (.npy)")
+  ev = sub.add_parser("eval", help="metrics of a finished run")
+  ev.add_argument("--workdir", required=True)
   args = parser.parse_args(argv)
+  commands = {"fit": _fit, "kmeans": _kmeans, "predict": _predict, "eval": _eval}
   try:
-    return _fit(args) if args.command == "fit" else _kmeans(args)
+    return commands[args.command](args)
   except ValueError as e:
     print(f"jaxclust: error: {e}", file=sys.stderr)
     return 2

@@ -88,3 +88,24 @@ def test_other_methods_run_end_to_end(tmp_path, method):
   lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert lines[0]["stage"] == "pretrain" and lines[-1]["stage"] == "cluster"
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_predict_and_eval_on_a_finished_run(tmp_path, capsys):
+  from sklearn.datasets import load_digits
+
+  from jaxclust import cli
+  train.fit(fast_config(), tmp_path, log=lambda _: None)
+  x, y = load_digits(return_X_y=True)
+  np.savez(tmp_path / "new.npz", x=(x[:100] / 16.0).astype(np.float32), y=y[:100])
+  labels = train.predict(tmp_path, (x[:100] / 16.0).astype(np.float32))
+  np.testing.assert_array_equal(labels, np.load(tmp_path / "labels.npy")[:100])  # same rows, same clusters
+  assert cli.main(["predict", "--workdir", str(tmp_path), "--input", str(tmp_path / "new.npz"),
+                   "--output", str(tmp_path / "pred.npy")]) == 0
+  np.testing.assert_array_equal(np.load(tmp_path / "pred.npy"), labels)
+  assert "ACC=" in capsys.readouterr().out
+  assert cli.main(["eval", "--workdir", str(tmp_path)]) == 0
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert f"ACC={summary['acc']:.4f}" in capsys.readouterr().out
+  with pytest.raises(ValueError, match="input has 10 features but the run"):
+    train.predict(tmp_path, np.zeros((3, 10), np.float32))
+  assert cli.main(["eval", "--workdir", str(tmp_path / "nothing")]) == 2
