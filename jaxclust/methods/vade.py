@@ -12,7 +12,7 @@ keeps them valid.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -20,38 +20,23 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-_INIT = nn.initializers.glorot_uniform()
+from jaxclust.models.autoencoder import MLPAutoencoder
 
 
-class VaDEModel(nn.Module):
-  """The AE of :class:`jaxclust.models.autoencoder.MLPAutoencoder` plus a log-variance head.
+class VaDEModel(MLPAutoencoder):
+  """:class:`jaxclust.models.autoencoder.MLPAutoencoder` plus a log-variance head.
 
-  Layer names match the autoencoder's, so pretrained parameters carry over (``embedding`` becomes
+  Layer names are the autoencoder's, so pretrained parameters carry over (``embedding`` becomes
   the posterior mean); ``reconstruction`` outputs Bernoulli logits.
   """
-  input_dim: int
-  hidden: Sequence[int] = (500, 500, 2000)
-  latent: int = 10
 
   def setup(self):
-    self.encoder_layers = [nn.Dense(h, kernel_init=_INIT, name=f"encoder_{i}") for i, h in enumerate(self.hidden)]
-    self.embedding = nn.Dense(self.latent, kernel_init=_INIT, name="embedding")
-    self.log_var = nn.Dense(self.latent, kernel_init=_INIT, name="log_var")
-    self.decoder_layers = [nn.Dense(h, kernel_init=_INIT, name=f"decoder_{i}")
-                           for i, h in enumerate(reversed(self.hidden))]
-    self.reconstruction = nn.Dense(self.input_dim, kernel_init=_INIT, name="reconstruction")
+    super().setup()
+    self.log_var = nn.Dense(self.latent, kernel_init=nn.initializers.glorot_uniform(), name="log_var")
 
   def encode(self, x):
-    h = x.reshape(x.shape[0], -1)
-    for layer in self.encoder_layers:
-      h = nn.relu(layer(h))
+    h = self.features(x)
     return self.embedding(h), self.log_var(h)
-
-  def decode(self, z):
-    h = z
-    for layer in self.decoder_layers:
-      h = nn.relu(layer(h))
-    return self.reconstruction(h)
 
   def __call__(self, x, eps):
     mean, log_var = self.encode(x)

@@ -32,11 +32,15 @@ class MLPAutoencoder(nn.Module):
                            for i, h in enumerate(reversed(self.hidden))]
     self.reconstruction = nn.Dense(self.input_dim, kernel_init=_INIT, name="reconstruction")
 
-  def encode(self, x):
+  def features(self, x):
+    """The last hidden layer of the encoder (shared with VaDE's mean and variance heads)."""
     h = x.reshape(x.shape[0], -1)
     for layer in self.encoder_layers:
       h = nn.relu(layer(h))
-    return self.embedding(h)
+    return h
+
+  def encode(self, x):
+    return self.embedding(self.features(x))
 
   def decode(self, z):
     h = z
