@@ -31,6 +31,8 @@ def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDic
   c.cluster = ml_collections.ConfigDict({
       "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "update_interval": 140, "tol": 0.001,
       "max_steps": 20_000, "kmeans_n_init": 20, "gamma": 0.1 if method == "idec" else 0.0})
+  if method == "idec":  # IDEC paper: SGD with learning rate 0.1, momentum 0.99 (per the authors' IDEC-toy README)
+    c.cluster.learning_rate, c.cluster.momentum = 0.1, 0.99
   # VaDE: Adam on the negative ELBO; mixture initialized by a diagonal GMM on the embeddings.
   # Batch, epochs and learning rate are provisional: check them against the official code when
   # reproducing the paper's MNIST figure.
