@@ -109,3 +109,20 @@ def test_predict_and_eval_on_a_finished_run(tmp_path, capsys):
   with pytest.raises(ValueError, match="input has 10 features but the run"):
     train.predict(tmp_path, np.zeros((3, 10), np.float32))
   assert cli.main(["eval", "--workdir", str(tmp_path / "nothing")]) == 2
+
+
+def test_cli_fit_with_a_config_file_and_overrides(tmp_path):
+  from jaxclust import cli
+  config_file = tmp_path / "small.py"
+  config_file.write_text(
+      "from jaxclust import configs\n\n\n"
+      "def get_config():\n"
+      "  c = configs.get_config('dec', 'digits')\n"
+      "  c.pretrain.epochs, c.cluster.max_steps, c.hidden, c.cluster.kmeans_n_init = 2, 20, (32,), 1\n"
+      "  return c\n")
+  workdir = tmp_path / "run"
+  assert cli.main(["fit", "dec", "--config", str(config_file), "--workdir", str(workdir),
+                   "--set", "cluster.update_interval=10", "--set", "seed=3"]) == 0
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["pretrain"]["epochs"] == 2 and saved["cluster"]["update_interval"] == 10 and saved["seed"] == 3
+  assert json.loads((workdir / "summary.json").read_text())["seed"] == 3
