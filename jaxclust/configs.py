@@ -25,7 +25,9 @@ def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDic
   c.latent = 10
 
   # End-to-end autoencoder pretraining (IDEC / DEC-keras): Adam, batch 256.
-  c.pretrain = ml_collections.ConfigDict({"epochs": 200, "batch_size": 256, "learning_rate": 1e-3})
+  c.pretrain = ml_collections.ConfigDict({"epochs": 200, "batch_size": 256, "learning_rate": 1e-3,
+                                          # VaDE's decoder outputs Bernoulli logits: pretrain it for them
+                                          "loss": "bce" if method == "vade" else "mse"})
   # DEC / IDEC clustering stage (DEC official code): SGD 0.01 momentum 0.9, batch 256, target P
   # refreshed every 140 steps on MNIST, stop when fewer than 0.1% of labels change.
   c.cluster = ml_collections.ConfigDict({

@@ -80,7 +80,7 @@ def fit(config, workdir, *, log=print) -> dict:
     for epoch in range(meta["progress"], config.pretrain.epochs):
       tick = time.perf_counter()
       state, m = pretrain.train_epoch(state, x, jax.random.fold_in(key, 1_000_000 + epoch), model=ae, tx=tx,
-                                      batch_size=config.pretrain.batch_size)
+                                      batch_size=config.pretrain.batch_size, loss=config.pretrain.loss)
       loss = float(m["loss"])  # blocks until the epoch has run
       seconds = time.perf_counter() - tick
       logger.record(1, stage=_PRETRAIN, epoch=epoch + 1, of=config.pretrain.epochs, loss=loss,

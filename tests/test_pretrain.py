@@ -35,3 +35,15 @@ def test_epochs_reduce_reconstruction_error(digits):
   assert losses[-1] < 0.7 * losses[0], losses
   assert int(state.step) == 4 * 15  # ceil(1797 / 128) steps per epoch
   assert pretrain.train_epoch._cache_size() == 1  # same shapes: compiled once
+
+
+def test_bernoulli_reconstruction_loss_is_binary_cross_entropy():
+  import pytest
+  rng = np.random.default_rng(0)
+  x, logits = rng.random((6, 5)), rng.normal(size=(6, 5))
+  p = 1 / (1 + np.exp(-logits))
+  expected = -(x * np.log(p) + (1 - x) * np.log(1 - p)).sum(1).mean()
+  ours = reconstruction_loss(jnp.asarray(x, jnp.float32), jnp.asarray(logits, jnp.float32), kind="bce")
+  np.testing.assert_allclose(float(ours), expected, rtol=1e-5)
+  with pytest.raises(ValueError, match="kind='l1' must be 'mse' or 'bce'"):
+    reconstruction_loss(jnp.ones((2, 2)), jnp.ones((2, 2)), kind="l1")

@@ -32,13 +32,16 @@ def init(model: nn.Module, rng, example_x, tx: optax.GradientTransformation) -> 
   return PretrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params))
 
 
-def train_step(state: PretrainState, batch, rng, *, model, tx):
-  """One step on ``{"x": [b, ...], "mask": [b]}``; ``rng`` is unused (no noise in end-to-end pretraining)."""
+def train_step(state: PretrainState, batch, rng, *, model, tx, loss: str = "mse"):
+  """One step on ``{"x": [b, ...], "mask": [b]}``; ``rng`` is unused (no noise in end-to-end pretraining).
+
+  ``loss`` is ``"mse"`` (DEC/IDEC) or ``"bce"`` (VaDE, whose decoder outputs Bernoulli logits).
+  """
   del rng
 
   def loss_fn(params):
     _, x_hat = model.apply({"params": params}, batch["x"])
-    return reconstruction_loss(batch["x"], x_hat, batch.get("mask"))
+    return reconstruction_loss(batch["x"], x_hat, batch.get("mask"), kind=loss)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -58,14 +61,14 @@ def epoch_batches(rng, n: int, batch_size: int):
   return padded.reshape(steps, batch_size), mask.reshape(steps, batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size"), donate_argnums=0)
-def train_epoch(state: PretrainState, x, rng, *, model, tx, batch_size: int = 256):
+@functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size", "loss"), donate_argnums=0)
+def train_epoch(state: PretrainState, x, rng, *, model, tx, batch_size: int = 256, loss: str = "mse"):
   """One shuffled pass over the on-device dataset ``x`` ([n, ...]); returns the mean loss."""
   index, mask = epoch_batches(rng, x.shape[0], batch_size)
 
   def step(state, batch):
     idx, m = batch
-    return train_step(state, {"x": x[idx], "mask": m}, None, model=model, tx=tx)
+    return train_step(state, {"x": x[idx], "mask": m}, None, model=model, tx=tx, loss=loss)
 
   state, metrics = jax.lax.scan(step, state, (index, mask))
   return state, {"loss": jnp.mean(metrics["loss"])}

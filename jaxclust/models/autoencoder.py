@@ -11,6 +11,7 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+import optax
 
 _INIT = nn.initializers.glorot_uniform()
 
@@ -53,9 +54,19 @@ class MLPAutoencoder(nn.Module):
     return z, self.decode(z)
 
 
-def reconstruction_loss(x, x_hat, mask=None):
-  """Mean squared error per sample, averaged over the (unmasked) batch, as in DEC/IDEC pretraining."""
-  per_sample = jnp.mean((x.reshape(x.shape[0], -1) - x_hat) ** 2, axis=-1)
+def reconstruction_loss(x, x_hat, mask=None, kind: str = "mse"):
+  """Reconstruction error per sample, averaged over the (unmasked) batch.
+
+  ``kind="mse"``: mean squared error (DEC/IDEC). ``kind="bce"``: binary cross-entropy with ``x_hat``
+  as Bernoulli logits, summed over features, the likelihood of VaDE's decoder, for inputs in [0, 1].
+  """
+  x = x.reshape(x.shape[0], -1)
+  if kind == "mse":
+    per_sample = jnp.mean((x - x_hat) ** 2, axis=-1)
+  elif kind == "bce":
+    per_sample = jnp.sum(optax.sigmoid_binary_cross_entropy(x_hat, x), axis=-1)
+  else:
+    raise ValueError(f"kind={kind!r} must be 'mse' or 'bce'")
   if mask is None:
     return jnp.mean(per_sample)
   return jnp.sum(per_sample * mask) / jnp.maximum(jnp.sum(mask), 1)
