@@ -45,9 +45,6 @@ def fit(config, workdir, *, log=print) -> dict:
     log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
     return json.loads(summary_path.read_text())
   start = time.perf_counter()
-  workdir.mkdir(parents=True, exist_ok=True)
-  _check_same_config(workdir, config)
-
   data = sources.load(config.dataset, data_dir=config.data_dir or None)
   x = jnp.asarray(data.x.reshape(data.x.shape[0], -1))
   n, d = x.shape
@@ -55,6 +52,9 @@ def fit(config, workdir, *, log=print) -> dict:
   if k == 0:
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
   k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
+  # Only now, with data and k known to be valid, does the workdir get created and claimed.
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_same_config(workdir, config)
   key = jax.random.key(config.seed)
   log(f"{config.method} on {config.dataset}: n={n} d={d} k={k}, workdir {workdir}")
 
@@ -269,7 +269,8 @@ def _check_same_config(workdir: Path, config):
   current = json.loads(config.to_json())
   if path.exists():
     saved = json.loads(path.read_text())
-    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    # data_dir says where the files are, not what is trained: moved data may resume.
+    differ = sorted(k for k in set(saved) | set(current) if k != "data_dir" and saved.get(k) != current.get(k))
     if differ:
       raise ValueError(f"{workdir} holds a run with another configuration (differs in {differ}); "
                        "resume it with the same settings or choose another --workdir")

@@ -126,3 +126,18 @@ def test_cli_fit_with_a_config_file_and_overrides(tmp_path):
   saved = json.loads((workdir / "config.json").read_text())
   assert saved["pretrain"]["epochs"] == 2 and saved["cluster"]["update_interval"] == 10 and saved["seed"] == 3
   assert json.loads((workdir / "summary.json").read_text())["seed"] == 3
+
+
+def test_a_run_that_failed_on_bad_data_does_not_claim_the_workdir(tmp_path):
+  config = fast_config()
+  config.dataset, config.data_dir = "mnist", str(tmp_path / "nowhere")
+  with pytest.raises(ValueError, match=r"not found|pass data_dir"):
+    train.fit(config, tmp_path / "run", log=lambda _: None)
+  assert not (tmp_path / "run" / "config.json").exists()
+  good = fast_config()
+  good.cluster.max_steps = 10
+  good.data_dir = str(tmp_path / "elsewhere")  # digits ignores data_dir; a different path must not block resume
+  train.fit(good, tmp_path / "run", log=lambda _: None)
+  (tmp_path / "run" / "summary.json").unlink()
+  good.data_dir = ""
+  train.fit(good, tmp_path / "run", log=lambda _: None)
