@@ -154,7 +154,7 @@ def _initialize(config, ae, ae_params, x, k, key, log):
     return vade.init({**params, **ae_params}, vade.mixture_params(fit.weights, fit.means, fit.variances), tx)
   out = kmeans(z, k, rng=jax.random.fold_in(key, 2), n_init=config.cluster.kmeans_n_init)
   log(f"k-means on embeddings: inertia {float(out.inertia):.4f}")
-  state = dec.init(ae_params, out.centers, x.shape[0], _dec_tx(config))
+  state = dec.init(ae_params, out.centers, x.shape[0], _dec_tx(config), keep_decoder=config.cluster.gamma > 0)
   return state.replace(labels=out.labels.astype(jnp.int32))
 
 
@@ -165,7 +165,7 @@ def _cluster_template(config, ae, ae_params, n, k, x):
     params = model.init(jax.random.key(0), x[:2], jnp.zeros((2, config.latent)))["params"]
     prior = vade.mixture_params(jnp.ones(k), jnp.zeros((k, config.latent)), jnp.ones((k, config.latent)))
     return vade.init(params, prior, tx)
-  return dec.init(ae_params, jnp.zeros((k, config.latent)), n, _dec_tx(config))
+  return dec.init(ae_params, jnp.zeros((k, config.latent)), n, _dec_tx(config), keep_decoder=config.cluster.gamma > 0)
 
 
 def _dec_tx(config):

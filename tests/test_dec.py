@@ -61,20 +61,20 @@ def test_target_frequency_ignores_padding():
                              np.asarray(dec.target_distribution(q)), rtol=1e-6)
 
 
-def make_problem(n=64, k=3, seed=0):
+def make_problem(n=64, k=3, seed=0, keep_decoder=True):
   model = MLPAutoencoder(input_dim=12, hidden=(16, 16), latent=4)
   x = jnp.asarray(np.random.default_rng(seed).normal(size=(n, 12)), jnp.float32)
   params = model.init(jax.random.key(seed), x[:2])["params"]
   tx = dec.sgd(0.01, 0.9)
-  state = dec.init(params, x[:k, :4], n, tx)
-  state = dec.init(params, dec.embed(model, state.params, x[:k]), n, tx)
+  state = dec.init(params, x[:k, :4], n, tx, keep_decoder=keep_decoder)
+  state = dec.init(params, dec.embed(model, state.params, x[:k]), n, tx, keep_decoder=keep_decoder)
   state, _ = dec.refresh_target(state, x, model=model)
   return model, tx, x, state
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.1], ids=["dec", "idec"])
 def test_train_steps_reduce_the_loss(gamma):
-  model, tx, x, state = make_problem()
+  model, tx, x, state = make_problem(keep_decoder=gamma > 0)
   step = jax.jit(functools.partial(dec.train_step, model=model, tx=tx, gamma=gamma))
   batch = {"x": x, "index": jnp.arange(64), "mask": jnp.ones(64, bool)}
   _, first = step(state, batch, jax.random.key(0))
@@ -135,3 +135,11 @@ def test_idec_is_reconstruction_plus_gamma_kl():
   np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)
   with pytest.raises(ValueError, match="gamma=0 must be > 0"):
     idec.train_step(state, batch, jax.random.key(0), model=model, tx=tx, gamma=0)
+
+
+def test_dec_state_drops_the_decoder_and_idec_keeps_it():
+  from jaxclust.methods import idec
+  model, tx, x, _ = make_problem()
+  params = model.init(jax.random.key(0), x[:2])["params"]
+  assert set(dec.init(params, jnp.zeros((3, 4)), 64, tx).params["ae"]) == {"encoder_0", "encoder_1", "embedding"}
+  assert set(idec.init(params, jnp.zeros((3, 4)), 64, tx).params["ae"]) == set(params)

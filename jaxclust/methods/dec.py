@@ -71,8 +71,14 @@ def sgd(learning_rate: float = 0.01, momentum: float = 0.9) -> optax.GradientTra
   return optax.sgd(learning_rate, momentum=momentum)
 
 
-def init(ae_params, centers, n: int, tx: optax.GradientTransformation) -> DECState:
-  """The clustering-stage state after pretraining and k-means on the embeddings."""
+def init(ae_params, centers, n: int, tx: optax.GradientTransformation, *, keep_decoder: bool = False) -> DECState:
+  """The clustering-stage state after pretraining and k-means on the embeddings.
+
+  DEC discards the decoder (as in the paper), so its parameters are neither differentiated nor
+  updated; IDEC, whose loss reconstructs, passes ``keep_decoder=True``.
+  """
+  if not keep_decoder:
+    ae_params = {name: p for name, p in ae_params.items() if name.startswith(("encoder_", "embedding"))}
   params = {"ae": ae_params, "centers": jnp.asarray(centers, jnp.float32)}
   k = params["centers"].shape[0]
   return DECState(step=jnp.int32(0), params=params, opt_state=tx.init(params),

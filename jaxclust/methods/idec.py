@@ -9,9 +9,14 @@ this module reuses :mod:`jaxclust.methods.dec` and fixes the loss weight.
 from __future__ import annotations
 
 from jaxclust.methods import dec
-from jaxclust.methods.dec import DECState, embed, init, predict, refresh_target  # noqa: F401  (IDEC's API)
+from jaxclust.methods.dec import DECState, embed, predict, refresh_target  # noqa: F401  (IDEC's API)
 
 GAMMA = 0.1
+
+
+def init(ae_params, centers, n: int, tx) -> DECState:
+  """DEC's state, keeping the decoder that IDEC's reconstruction term trains."""
+  return dec.init(ae_params, centers, n, tx, keep_decoder=True)
 
 
 def train_step(state: DECState, batch, rng, *, model, tx, alpha: float = 1.0, gamma: float = GAMMA):
