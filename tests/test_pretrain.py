@@ -28,13 +28,14 @@ def test_epochs_reduce_reconstruction_error(digits):
   model = MLPAutoencoder(input_dim=64, hidden=(64, 64), latent=8)
   tx = optax.adam(1e-3)
   state = pretrain.init(model, jax.random.key(0), x[:2], tx)
+  compiled_before = pretrain.train_epoch._cache_size()  # other tests in this worker may have compiled it
   losses = []
   for epoch in range(4):
     state, metrics = pretrain.train_epoch(state, x, jax.random.key(epoch), model=model, tx=tx, batch_size=128)
     losses.append(float(metrics["loss"]))
   assert losses[-1] < 0.7 * losses[0], losses
   assert int(state.step) == 4 * 15  # ceil(1797 / 128) steps per epoch
-  assert pretrain.train_epoch._cache_size() == 1  # same shapes: compiled once
+  assert pretrain.train_epoch._cache_size() == compiled_before + 1  # same shapes: compiled once
 
 
 def test_bernoulli_reconstruction_loss_is_binary_cross_entropy():
