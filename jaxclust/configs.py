@@ -27,7 +27,9 @@ def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDic
   # End-to-end autoencoder pretraining (IDEC / DEC-keras): Adam, batch 256.
   c.pretrain = ml_collections.ConfigDict({"epochs": 200, "batch_size": 256, "learning_rate": 1e-3,
                                           # VaDE's decoder outputs Bernoulli logits: pretrain it for them
-                                          "loss": "bce" if method == "vade" else "mse"})
+                                          "loss": "bce" if method == "vade" else "mse",
+                                          # a workdir whose pretrained autoencoder to start from
+                                          "init_from": ""})
   # DEC / IDEC clustering stage (DEC official code): SGD 0.01 momentum 0.9, batch 256, target P
   # refreshed every 140 steps on MNIST, stop when fewer than 0.1% of labels change.
   c.cluster = ml_collections.ConfigDict({
@@ -35,10 +37,11 @@ def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDic
       "max_steps": 20_000, "kmeans_n_init": 20, "gamma": 0.1 if method == "idec" else 0.0})
   if method == "idec":  # IDEC paper: SGD with learning rate 0.1, momentum 0.99 (per the authors' IDEC-toy README)
     c.cluster.learning_rate, c.cluster.momentum = 0.1, 0.99
-  # VaDE: Adam on the negative ELBO; mixture initialized by a diagonal GMM on the embeddings.
-  # Batch, epochs and learning rate are provisional: check them against the official code when
-  # reproducing the paper's MNIST figure.
-  c.vade = ml_collections.ConfigDict({"epochs": 300, "batch_size": 100, "learning_rate": 2e-3})
+  # VaDE (official code, MNIST): Adam on the negative ELBO, batch 100, 300 epochs, learning rate
+  # 0.002 times 0.9 every 10 epochs, floored at 0.0002; mixture initialized by a diagonal GMM on the
+  # pretrained embeddings.
+  c.vade = ml_collections.ConfigDict({"epochs": 300, "batch_size": 100, "learning_rate": 2e-3, "lr_decay": 0.9,
+                                      "lr_decay_epochs": 10, "min_learning_rate": 2e-4})
   c.checkpoint_every = 1  # pretraining epochs / DEC refresh intervals / VaDE epochs between saves
   c.keep_checkpoints = 2
 

@@ -35,6 +35,7 @@ from jaxclust.models.autoencoder import MLPAutoencoder
 from jaxclust.validation import check_count
 
 _PRETRAIN, _CLUSTER, _DONE = "pretrain", "cluster", "done"
+_PRETRAINED = "pretrained_autoencoder"
 
 
 def fit(config, workdir, *, log=print) -> dict:
@@ -52,6 +53,9 @@ def fit(config, workdir, *, log=print) -> dict:
   if k == 0:
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
   k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
+  if config.pretrain.init_from and not (Path(config.pretrain.init_from).absolute() / _PRETRAINED).exists():
+    raise ValueError(f"pretrain.init_from={config.pretrain.init_from!r}: no {_PRETRAINED} in it "
+                     "(it is written when a run finishes pretraining)")
   # Only now, with data and k known to be valid, does the workdir get created and claimed.
   workdir.mkdir(parents=True, exist_ok=True)
   _check_same_config(workdir, config)
@@ -76,8 +80,12 @@ def fit(config, workdir, *, log=print) -> dict:
   if meta["stage"] == _PRETRAIN:
     if saves:
       state = _restore(manager, saves, state)["state"]
-    logger.stage("pretrain", config.pretrain.epochs, meta["progress"])
-    for epoch in range(meta["progress"], config.pretrain.epochs):
+    if config.pretrain.init_from:  # another run's pretrained autoencoder: skip pretraining
+      state = state.replace(params=load_pretrained(config.pretrain.init_from, state.params))
+      log(f"autoencoder from {config.pretrain.init_from}; pretraining skipped")
+    epochs = 0 if config.pretrain.init_from else config.pretrain.epochs
+    logger.stage("pretrain", epochs, meta["progress"])
+    for epoch in range(meta["progress"], epochs):
       tick = time.perf_counter()
       state, m = pretrain.train_epoch(state, x, jax.random.fold_in(key, 1_000_000 + epoch), model=ae, tx=tx,
                                       batch_size=config.pretrain.batch_size, loss=config.pretrain.loss)
@@ -87,6 +95,10 @@ def fit(config, workdir, *, log=print) -> dict:
                     seconds=seconds, eta_seconds=seconds * (config.pretrain.epochs - epoch - 1))
       if (epoch + 1) % config.checkpoint_every == 0 and epoch + 1 < config.pretrain.epochs:
         save(state, _PRETRAIN, epoch + 1)
+    # Kept apart from the rotating checkpoints so other runs can start from it (pretrain.init_from).
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(workdir / _PRETRAINED, state.params, force=True)
+    checkpointer.wait_until_finished()
     meta = {"stage": _CLUSTER, "progress": 0}
     cluster_state = _initialize(config, ae, state.params, x, k, key, log)
     save(cluster_state, _CLUSTER, 0)  # the stage boundary is always saved
@@ -113,6 +125,28 @@ def fit(config, workdir, *, log=print) -> dict:
   log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
                            for key, value in summary.items()))
   return summary
+
+
+def load_pretrained(source, template):
+  """The pretrained autoencoder parameters saved by a run in workdir ``source``.
+
+  ``template`` (parameters of the model to fill) fixes the expected shapes: an autoencoder of
+  another architecture, or a run whose pretraining has not finished, is an error.
+  """
+  path = Path(source).absolute() / _PRETRAINED
+  if not path.exists():
+    raise ValueError(f"pretrain.init_from={str(source)!r}: no {_PRETRAINED} in it "
+                     "(it is written when a run finishes pretraining)")
+  checkpointer = ocp.StandardCheckpointer()
+  try:
+    stored = jax.tree.map(lambda a: tuple(a.shape), dict(checkpointer.metadata(path).item_metadata.tree))
+  except Exception as e:  # orbax raises many types for unreadable checkpoints
+    raise ValueError(f"pretrain.init_from={str(source)!r}: {path} cannot be read ({type(e).__name__}: {e})") from e
+  wanted = jax.tree.map(lambda a: tuple(a.shape), template)
+  if stored != wanted:
+    raise ValueError(f"pretrain.init_from={str(source)!r} holds an autoencoder that does not fit this "
+                     f"configuration: stored shapes {stored}, wanted {wanted}")
+  return checkpointer.restore(path, jax.tree.map(ocp.utils.to_shape_dtype_struct, template))
 
 
 def _predict(config, ae, params, x):
@@ -149,7 +183,7 @@ def _initialize(config, ae, ae_params, x, k, key, log):
   if config.method == "vade":
     fit = gmm_diag(z, k, rng=jax.random.fold_in(key, 2))
     log(f"GMM on embeddings: mean log-likelihood {float(fit.log_likelihood):.4f} after {int(fit.n_iter)} EM steps")
-    model, tx = _vade_model(config, x.shape[1])
+    model, tx = _vade_model(config, x.shape[1], x.shape[0])
     params = model.init(jax.random.fold_in(key, 3), x[:2], jnp.zeros((2, config.latent)))["params"]
     return vade.init({**params, **ae_params}, vade.mixture_params(fit.weights, fit.means, fit.variances), tx)
   out = kmeans(z, k, rng=jax.random.fold_in(key, 2), n_init=config.cluster.kmeans_n_init)
@@ -161,7 +195,7 @@ def _initialize(config, ae, ae_params, x, k, key, log):
 def _cluster_template(config, ae, ae_params, n, k, x):
   """A state with the cluster stage's structure, to restore into."""
   if config.method == "vade":
-    model, tx = _vade_model(config, x.shape[1])
+    model, tx = _vade_model(config, x.shape[1], n)
     params = model.init(jax.random.key(0), x[:2], jnp.zeros((2, config.latent)))["params"]
     prior = vade.mixture_params(jnp.ones(k), jnp.zeros((k, config.latent)), jnp.ones((k, config.latent)))
     return vade.init(params, prior, tx)
@@ -173,12 +207,19 @@ def _dec_tx(config):
 
 
 @functools.lru_cache(maxsize=None)
-def _vade_model_cached(input_dim, hidden, latent, learning_rate):
-  return vade.VaDEModel(input_dim=input_dim, hidden=hidden, latent=latent), optax.adam(learning_rate)
+def _vade_model_cached(input_dim, hidden, latent, n, batch_size, learning_rate, decay, decay_epochs, min_learning_rate):
+  # VaDE's official code multiplies the learning rate by `decay` every `decay_epochs` epochs,
+  # never going below `min_learning_rate`.
+  steps_per_epoch = -(-n // batch_size)
+  schedule = optax.exponential_decay(learning_rate, transition_steps=decay_epochs * steps_per_epoch,
+                                     decay_rate=decay, staircase=True, end_value=min_learning_rate)
+  return vade.VaDEModel(input_dim=input_dim, hidden=hidden, latent=latent), optax.adam(schedule)
 
 
-def _vade_model(config, input_dim):
-  return _vade_model_cached(input_dim, tuple(config.hidden), config.latent, config.vade.learning_rate)
+def _vade_model(config, input_dim, n=1):
+  v = config.vade
+  return _vade_model_cached(input_dim, tuple(config.hidden), config.latent, n, v.batch_size, v.learning_rate,
+                            v.lr_decay, v.lr_decay_epochs, v.min_learning_rate)
 
 
 def _run_dec(config, ae, state, x, y, key, done_steps, save, logger):
@@ -224,7 +265,7 @@ def _dec_interval(ae, tx, gamma, update_interval, batch_size):
 
 
 def _run_vade(config, ae, state, x, y, key, done_epochs, save, logger):
-  model, tx = _vade_model(config, x.shape[1])
+  model, tx = _vade_model(config, x.shape[1], x.shape[0])
   epoch_fn = _vade_epoch(model, tx, config.vade.batch_size)
   logger.stage("cluster", config.vade.epochs, done_epochs)
   for epoch in range(done_epochs, config.vade.epochs):

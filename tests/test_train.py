@@ -141,3 +141,28 @@ def test_a_run_that_failed_on_bad_data_does_not_claim_the_workdir(tmp_path):
   (tmp_path / "run" / "summary.json").unlink()
   good.data_dir = ""
   train.fit(good, tmp_path / "run", log=lambda _: None)
+
+
+def test_init_from_starts_from_another_runs_autoencoder(tmp_path):
+  train.fit(fast_config("dec"), tmp_path / "dec", log=lambda _: None)
+  config = fast_config("idec")
+  config.pretrain.init_from = str(tmp_path / "dec")
+  train.fit(config, tmp_path / "idec", log=lambda _: None)
+  records = {name: [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+             for name in ("dec", "idec")}
+  assert not [r for r in records["idec"] if r["stage"] == "pretrain"]
+  # Same encoder and same k-means key: the first cluster assignment is the same in both runs.
+  first = {name: next(r for r in rs if r["stage"] == "cluster") for name, rs in records.items()}
+  assert first["idec"]["acc"] == first["dec"]["acc"] and first["idec"]["nmi"] == first["dec"]["nmi"]
+
+
+def test_init_from_without_a_pretrained_autoencoder_is_refused(tmp_path):
+  config = fast_config("idec")
+  config.pretrain.init_from = str(tmp_path / "nothing")
+  with pytest.raises(ValueError, match="init_from=.*nothing.*no pretrained_autoencoder"):
+    train.fit(config, tmp_path / "run", log=lambda _: None)
+  assert not (tmp_path / "run").exists()
+  train.fit(fast_config("dec"), tmp_path / "small", log=lambda _: None)
+  config.pretrain.init_from, config.hidden = str(tmp_path / "small"), (32, 32)
+  with pytest.raises(ValueError, match="does not fit this configuration"):
+    train.fit(config, tmp_path / "other", log=lambda _: None)
