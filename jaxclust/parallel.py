@@ -59,3 +59,42 @@ def row_sharding(x) -> RowSharding | None:
 
 def _as_tuple(axis) -> tuple[str, ...]:
   return axis if isinstance(axis, tuple) else (axis,)
+
+
+def global_rows(x: np.ndarray, mesh: Mesh, axis: str = "data") -> tuple[jax.Array, jax.Array]:
+  """The whole dataset as a row-sharded global array, built from this process's rows only.
+
+  Every process passes the same host array ``x`` ([n, ...]; each host reads its own copy of the
+  files) and contributes only its block of rows, so the same code runs on one or many hosts. Rows
+  are padded with zeros to a multiple of the number of shards; the returned ``mask`` ([n_pad]
+  bool, sharded the same way) is False on the padding, which whole-dataset passes must ignore.
+  """
+  n = x.shape[0]
+  shards = math.prod(mesh.shape[a] for a in _as_tuple(axis))
+  n_pad = -(-n // shards) * shards
+  per_process = n_pad // jax.process_count()
+  rows = np.arange(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
+  local = np.zeros((per_process, *x.shape[1:]), x.dtype)
+  local[rows < n] = x[rows[rows < n]]
+  sharding = NamedSharding(mesh, P(axis))
+  return (jax.make_array_from_process_local_data(sharding, local, (n_pad, *x.shape[1:])),
+          jax.make_array_from_process_local_data(sharding, rows < n, (n_pad,)))
+
+
+def put(tree, mesh: Mesh, spec: P = P()):
+  """Places a pytree of host or single-device arrays, identical on every process, on ``mesh``."""
+  sharding = NamedSharding(mesh, spec)
+
+  def one(a):
+    a = np.asarray(a)
+    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+  return jax.tree.map(one, tree)
+
+
+def fetch(a) -> np.ndarray:
+  """A global array's value on every process as numpy (gathered across hosts when needed)."""
+  if getattr(a, "is_fully_addressable", True):
+    return np.asarray(a)
+  from jax.experimental import multihost_utils  # only multi-host runs need it
+  return np.asarray(multihost_utils.process_allgather(a, tiled=True))

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,10 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
 from jaxclust import metrics as cluster_metrics
+from jaxclust import parallel
 from jaxclust.data import sources
 from jaxclust.kernels.gmm import gmm_diag
 from jaxclust.kernels.kmeans import kmeans
@@ -38,17 +42,37 @@ _PRETRAIN, _CLUSTER, _DONE = "pretrain", "cluster", "done"
 _PRETRAINED = "pretrained_autoencoder"
 
 
-def fit(config, workdir, *, log=print) -> dict:
-  """Runs (or resumes) ``config.method`` on ``config.dataset`` in ``workdir``; returns the summary."""
+class Dataset(NamedTuple):
+  """The training data on the mesh: rows sharded over all devices of all processes."""
+  x: jax.Array  # [n_pad, d] float32; rows >= n are zero padding
+  mask: jax.Array  # [n_pad] bool, False on the padding
+  n: int  # real rows
+  mesh: Mesh
+  batches: NamedSharding  # how a training batch is split: rows over the "data" axis
+
+  @property
+  def rows(self) -> int:
+    return self.x.shape[0]
+
+
+def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
+  """Runs (or resumes) ``config.method`` on ``config.dataset`` in ``workdir``; returns the summary.
+
+  Data parallel over ``mesh`` (default: every device of every process, one "data" axis). In a
+  multi-host job every process calls ``fit`` with the same arguments; each contributes its own
+  block of rows, all run the same steps, and only process 0 writes logs and results.
+  """
   workdir = Path(workdir).absolute()
+  lead = jax.process_index() == 0
+  log = log if lead else (lambda _: None)
   summary_path = workdir / "summary.json"
   if summary_path.exists():
     log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
     return json.loads(summary_path.read_text())
   start = time.perf_counter()
   data = sources.load(config.dataset, data_dir=config.data_dir or None)
-  x = jnp.asarray(data.x.reshape(data.x.shape[0], -1))
-  n, d = x.shape
+  host_x = np.asarray(data.x.reshape(data.x.shape[0], -1), np.float32)
+  n, d = host_x.shape
   k = config.n_clusters or (len(np.unique(data.y)) if data.y is not None else 0)
   if k == 0:
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
@@ -56,27 +80,37 @@ def fit(config, workdir, *, log=print) -> dict:
   if config.pretrain.init_from and not (Path(config.pretrain.init_from).absolute() / _PRETRAINED).exists():
     raise ValueError(f"pretrain.init_from={config.pretrain.init_from!r}: no {_PRETRAINED} in it "
                      "(it is written when a run finishes pretraining)")
+  mesh = mesh or parallel.make_mesh()
+  _check_batches(config, mesh.size)
   # Only now, with data and k known to be valid, does the workdir get created and claimed.
-  workdir.mkdir(parents=True, exist_ok=True)
-  _check_same_config(workdir, config)
+  if lead:
+    workdir.mkdir(parents=True, exist_ok=True)
+  _check_same_config(workdir, config, write=lead)
+  x, mask = parallel.global_rows(host_x, mesh)
+  ds = Dataset(x, mask, n, mesh, NamedSharding(mesh, P("data")))
+  del host_x
   key = jax.random.key(config.seed)
-  log(f"{config.method} on {config.dataset}: n={n} d={d} k={k}, workdir {workdir}")
+  log(f"{config.method} on {config.dataset}: n={n} d={d} k={k} on {mesh.size} device(s), workdir {workdir}")
 
-  logger = _Logger(workdir, log, start)
+  logger = _Logger(workdir, log, start, enabled=lead)
   manager = ocp.CheckpointManager(workdir / "checkpoints",
                                   options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
   saves = manager.latest_step() or 0
   meta = _restore(manager, saves, meta_only=True)["meta"] if saves else {"stage": _PRETRAIN, "progress": 0}
+  if meta.get("rows", ds.rows) != ds.rows:
+    raise ValueError(f"{workdir} was trained with the data padded to {meta['rows']} rows, for another number of "
+                     f"devices; this mesh has {mesh.size} devices ({ds.rows} rows): resume it on as many devices")
 
   def save(state, stage, progress):
     nonlocal saves
     saves += 1
-    manager.save(saves, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                meta=ocp.args.JsonSave({"stage": stage, "progress": progress})))
+    manager.save(saves, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        meta=ocp.args.JsonSave({"stage": stage, "progress": progress, "rows": ds.rows})))
 
   ae = MLPAutoencoder(input_dim=d, hidden=tuple(config.hidden), latent=config.latent)
   tx = optax.adam(config.pretrain.learning_rate)
-  state = pretrain.init(ae, jax.random.fold_in(key, 0), x[:2], tx)
+  state = parallel.put(pretrain.init(ae, jax.random.fold_in(key, 0), jnp.zeros((2, d)), tx), mesh)
   if meta["stage"] == _PRETRAIN:
     if saves:
       state = _restore(manager, saves, state)["state"]
@@ -87,8 +121,9 @@ def fit(config, workdir, *, log=print) -> dict:
     logger.stage("pretrain", epochs, meta["progress"])
     for epoch in range(meta["progress"], epochs):
       tick = time.perf_counter()
-      state, m = pretrain.train_epoch(state, x, jax.random.fold_in(key, 1_000_000 + epoch), model=ae, tx=tx,
-                                      batch_size=config.pretrain.batch_size, loss=config.pretrain.loss)
+      state, m = pretrain.train_epoch(state, ds.x, jax.random.fold_in(key, 1_000_000 + epoch), model=ae, tx=tx,
+                                      batch_size=config.pretrain.batch_size, loss=config.pretrain.loss, n=n,
+                                      batch_sharding=_batch_sharding(ds))
       loss = float(m["loss"])  # blocks until the epoch has run
       seconds = time.perf_counter() - tick
       logger.record(1, stage=_PRETRAIN, epoch=epoch + 1, of=config.pretrain.epochs, loss=loss,
@@ -100,31 +135,49 @@ def fit(config, workdir, *, log=print) -> dict:
     checkpointer.save(workdir / _PRETRAINED, state.params, force=True)
     checkpointer.wait_until_finished()
     meta = {"stage": _CLUSTER, "progress": 0}
-    cluster_state = _initialize(config, ae, state.params, x, k, key, log)
+    cluster_state = _initialize(config, ae, state.params, ds, k, key, log)
     save(cluster_state, _CLUSTER, 0)  # the stage boundary is always saved
   else:
-    cluster_state = _restore(manager, saves, _cluster_template(config, ae, state.params, n, k, x))["state"]
+    template = _cluster_template(config, ae, jax.tree.map(np.asarray, state.params), ds.rows, k, d, n, mesh)
+    cluster_state = _restore(manager, saves, template)["state"]
 
   if meta["stage"] == _DONE:  # killed after the final save, before the summary was written
-    labels = _predict(config, ae, cluster_state.params, x)
+    labels = _predict(config, ae, cluster_state.params, ds.x, n)[:n]
   else:
     run = _run_dec if config.method in ("dec", "idec") else _run_vade
-    cluster_state, labels = run(config, ae, cluster_state, x, data.y, key, meta["progress"], save, logger)
+    cluster_state, labels = run(config, ae, cluster_state, ds, data.y, key, meta["progress"], save, logger)
     save(cluster_state, _DONE, 0)  # the final parameters, for predict
   manager.wait_until_finished()
   logger.close()
 
   summary = {"method": config.method, "dataset": config.dataset, "n": n, "d": d, "k": k, "seed": config.seed,
-             "wall_seconds": time.perf_counter() - start}
+             "devices": mesh.size, "processes": jax.process_count(), "wall_seconds": time.perf_counter() - start}
   if data.y is not None:
     summary.update(cluster_metrics.evaluate(data.y, labels))
   balance = cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)
   summary["size_entropy"] = float(balance["normalized_entropy"])
-  np.save(workdir / "labels.npy", labels)
-  _write_atomic(summary_path, json.dumps(summary, indent=2))
+  if lead:
+    np.save(workdir / "labels.npy", labels)
+    _write_atomic(summary_path, json.dumps(summary, indent=2))
   log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
                            for key, value in summary.items()))
   return summary
+
+
+def _check_batches(config, devices: int):
+  if devices == 1:
+    return
+  sizes = {"pretrain.batch_size": config.pretrain.batch_size, "cluster.batch_size": config.cluster.batch_size}
+  if config.method == "vade":
+    sizes["vade.batch_size"] = config.vade.batch_size
+  for name, size in sizes.items():
+    if size % devices:
+      raise ValueError(f"{name}={size} is not divisible by the {devices} devices of the mesh: every device takes "
+                       "an equal share of each batch")
+
+
+def _batch_sharding(ds: Dataset):
+  return ds.batches if ds.mesh.size > 1 else None
 
 
 def load_pretrained(source, template):
@@ -149,11 +202,22 @@ def load_pretrained(source, template):
   return checkpointer.restore(path, jax.tree.map(ocp.utils.to_shape_dtype_struct, template))
 
 
-def _predict(config, ae, params, x):
+def _predict(config, ae, params, x, n):
+  """Labels of the rows of ``x`` (all processes get all of them)."""
   if config.method == "vade":
     model, _ = _vade_model(config, x.shape[1])
-    return np.asarray(vade.predict(model, params, x))
-  return np.asarray(dec.predict(ae, params, x))
+    return parallel.fetch(_vade_predict(model, params, x))
+  return parallel.fetch(_dec_predict(ae, params, x))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _dec_predict(model, params, x):
+  return dec.predict(model, params, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _vade_predict(model, params, x):
+  return vade.predict(model, params, x)
 
 
 def predict(workdir, x) -> np.ndarray:
@@ -164,42 +228,65 @@ def predict(workdir, x) -> np.ndarray:
     raise ValueError(f"{workdir} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
   summary = json.loads(summary_path.read_text())
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  x = jnp.asarray(np.asarray(x, np.float32).reshape(len(x), -1))
+  x = np.asarray(x, np.float32).reshape(len(x), -1)
   if x.shape[1] != summary["d"]:
     raise ValueError(f"input has {x.shape[1]} features but the run {workdir} was trained on {summary['d']}")
-  if not bool(jnp.all(jnp.isfinite(x))):
+  if not np.all(np.isfinite(x)):
     raise ValueError("input has NaN or Inf values")
-  ae = MLPAutoencoder(input_dim=summary["d"], hidden=tuple(config.hidden), latent=config.latent)
-  template = _cluster_template(config, ae, pretrain.init(ae, jax.random.key(0), x[:1], optax.adam(1.0)).params,
-                               summary["n"], summary["k"], x)
   manager = ocp.CheckpointManager(workdir / "checkpoints")
-  state = _restore(manager, manager.latest_step(), template)["state"]
-  return _predict(config, ae, state.params, x)
+  step = manager.latest_step()
+  rows = _restore(manager, step, meta_only=True)["meta"].get("rows", summary["n"])
+  mesh = parallel.make_mesh(1)
+  ae = MLPAutoencoder(input_dim=summary["d"], hidden=tuple(config.hidden), latent=config.latent)
+  params = pretrain.init(ae, jax.random.key(0), jnp.zeros((1, summary["d"])), optax.adam(1.0)).params
+  template = _cluster_template(config, ae, params, rows, summary["k"], summary["d"], summary["n"], mesh)
+  state = _restore(manager, step, template)["state"]
+  return _predict(config, ae, state.params, jnp.asarray(x), len(x))
 
 
-def _initialize(config, ae, ae_params, x, k, key, log):
+def _initialize(config, ae, ae_params, ds: Dataset, k, key, log):
   """Cluster-stage state from the pretrained embeddings: k-means centers or a fitted GMM."""
-  z = ae.apply({"params": ae_params}, x, method=ae.encode)
+  # The embeddings of the real rows, replicated on every device: [n, latent] is small (10 floats a
+  # row), and k-means / EM on it give the same centers on every device count and host layout.
+  z = _embed_valid(ae, ae_params, ds.x, ds.n, NamedSharding(ds.mesh, P()))
+  d = ds.x.shape[1]
   if config.method == "vade":
     fit = gmm_diag(z, k, rng=jax.random.fold_in(key, 2))
     log(f"GMM on embeddings: mean log-likelihood {float(fit.log_likelihood):.4f} after {int(fit.n_iter)} EM steps")
-    model, tx = _vade_model(config, x.shape[1], x.shape[0])
-    params = model.init(jax.random.fold_in(key, 3), x[:2], jnp.zeros((2, config.latent)))["params"]
-    return vade.init({**params, **ae_params}, vade.mixture_params(fit.weights, fit.means, fit.variances), tx)
+    model, tx = _vade_model(config, d, ds.n)
+    params = model.init(jax.random.fold_in(key, 3), jnp.zeros((2, d)), jnp.zeros((2, config.latent)))["params"]
+    params = {**params, **jax.tree.map(np.asarray, ae_params)}
+    prior = vade.mixture_params(fit.weights, fit.means, fit.variances)
+    return parallel.put(vade.init(params, jax.tree.map(np.asarray, prior), tx), ds.mesh)
   out = kmeans(z, k, rng=jax.random.fold_in(key, 2), n_init=config.cluster.kmeans_n_init)
   log(f"k-means on embeddings: inertia {float(out.inertia):.4f}")
-  state = dec.init(ae_params, out.centers, x.shape[0], _dec_tx(config), keep_decoder=config.cluster.gamma > 0)
-  return state.replace(labels=out.labels.astype(jnp.int32))
+  state = _dec_template(config, jax.tree.map(np.asarray, ae_params), np.asarray(out.centers), ds.rows, k, ds.mesh)
+  labels = np.full((ds.rows,), -1, np.int32)
+  labels[:ds.n] = np.asarray(out.labels)
+  return state.replace(labels=parallel.put(labels, ds.mesh, P("data")))
 
 
-def _cluster_template(config, ae, ae_params, n, k, x):
-  """A state with the cluster stage's structure, to restore into."""
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _embed_valid(model, params, x, n, sharding):
+  return jax.lax.with_sharding_constraint(model.apply({"params": params}, x[:n], method=model.encode), sharding)
+
+
+def _dec_template(config, ae_params, centers, rows, k, mesh):
+  """A DEC/IDEC state on ``mesh``: per-row target and labels sharded like the data, the rest replicated."""
+  state = dec.init(ae_params, centers, rows, _dec_tx(config), keep_decoder=config.cluster.gamma > 0)
+  return parallel.put(state, mesh).replace(
+      target=parallel.put(np.full((rows, k), 1.0 / k, np.float32), mesh, P("data")),
+      labels=parallel.put(np.full((rows,), -1, np.int32), mesh, P("data")))
+
+
+def _cluster_template(config, ae, ae_params, rows, k, d, n, mesh):
+  """A state with the cluster stage's structure and shardings, to restore into."""
   if config.method == "vade":
-    model, tx = _vade_model(config, x.shape[1], n)
-    params = model.init(jax.random.key(0), x[:2], jnp.zeros((2, config.latent)))["params"]
+    model, tx = _vade_model(config, d, n)
+    params = model.init(jax.random.key(0), jnp.zeros((2, d)), jnp.zeros((2, config.latent)))["params"]
     prior = vade.mixture_params(jnp.ones(k), jnp.zeros((k, config.latent)), jnp.ones((k, config.latent)))
-    return vade.init(params, prior, tx)
-  return dec.init(ae_params, jnp.zeros((k, config.latent)), n, _dec_tx(config), keep_decoder=config.cluster.gamma > 0)
+    return parallel.put(vade.init(params, prior, tx), mesh)
+  return _dec_template(config, ae_params, np.zeros((k, config.latent), np.float32), rows, k, mesh)
 
 
 def _dec_tx(config):
@@ -222,23 +309,24 @@ def _vade_model(config, input_dim, n=1):
                             v.lr_decay, v.lr_decay_epochs, v.min_learning_rate)
 
 
-def _run_dec(config, ae, state, x, y, key, done_steps, save, logger):
+def _run_dec(config, ae, state, ds: Dataset, y, key, done_steps, save, logger):
   c = config.cluster
   tx = _dec_tx(config)
-  refresh = jax.jit(functools.partial(dec.refresh_target, model=ae))
-  interval = _dec_interval(ae, tx, c.gamma, c.update_interval, c.batch_size)
+  refresh = _dec_refresh(ae)
+  interval = _dec_interval(ae, tx, c.gamma, c.update_interval, c.batch_size, ds.n, _batch_sharding(ds))
   steps = done_steps
   logger.stage("cluster", c.max_steps, done_steps)
   while True:
-    state, changed = refresh(state, x)
+    state, changed = refresh(state, ds.x, ds.mask)
+    labels = parallel.fetch(state.labels)[:ds.n]
     record = {"stage": _CLUSTER, "step": steps, "changed": float(changed)}
     if y is not None:
-      record.update(cluster_metrics.evaluate(y, np.asarray(state.labels)))
+      record.update(cluster_metrics.evaluate(y, labels))
     if steps >= c.max_steps or (steps > 0 and float(changed) < c.tol):
       logger.record(**record, stop="tol" if float(changed) < c.tol else "max_steps")
-      return state, np.asarray(state.labels)
+      return state, labels
     tick = time.perf_counter()
-    state, m = interval(state, x, jax.random.fold_in(key, 2_000_000 + steps))
+    state, m = interval(state, ds.x, jax.random.fold_in(key, 2_000_000 + steps))
     steps += c.update_interval
     logger.record(c.update_interval, **record, loss=float(jnp.mean(m["loss"])), seconds=time.perf_counter() - tick)
     if (steps // c.update_interval) % config.checkpoint_every == 0:
@@ -246,8 +334,13 @@ def _run_dec(config, ae, state, x, y, key, done_steps, save, logger):
 
 
 @functools.lru_cache(maxsize=None)
-def _dec_interval(ae, tx, gamma, update_interval, batch_size):
-  """``update_interval`` DEC/IDEC steps on random batches, as one compiled scan."""
+def _dec_refresh(ae):
+  return jax.jit(functools.partial(dec.refresh_target, model=ae), donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=None)
+def _dec_interval(ae, tx, gamma, update_interval, batch_size, n, batch_sharding):
+  """``update_interval`` DEC/IDEC steps on random batches of the first ``n`` rows, as one compiled scan."""
   step = functools.partial(dec.train_step, model=ae, tx=tx, gamma=gamma)
 
   @functools.partial(jax.jit, donate_argnums=0)
@@ -255,38 +348,50 @@ def _dec_interval(ae, tx, gamma, update_interval, batch_size):
     # Batches are consecutive slices of shuffled passes over the data (one permutation per pass):
     # drawing each batch with jax.random.choice(replace=False) sorts all n rows per step, which
     # made an MNIST interval 3x slower.
-    n = x.shape[0]
     needed = update_interval * batch_size
     passes = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(rng, -(-needed // n)))
     index = passes.reshape(-1)[:needed].reshape(update_interval, batch_size)
-    return jax.lax.scan(lambda s, i: step(s, {"x": x[i], "index": i}, None), state, index)
+
+    def one(state, i):
+      xb = x[i]
+      if batch_sharding is not None:
+        xb, i = jax.lax.with_sharding_constraint((xb, i), batch_sharding)
+      return step(state, {"x": xb, "index": i}, None)
+
+    return jax.lax.scan(one, state, index)
 
   return interval
 
 
-def _run_vade(config, ae, state, x, y, key, done_epochs, save, logger):
-  model, tx = _vade_model(config, x.shape[1], x.shape[0])
-  epoch_fn = _vade_epoch(model, tx, config.vade.batch_size)
+def _run_vade(config, ae, state, ds: Dataset, y, key, done_epochs, save, logger):
+  model, tx = _vade_model(config, ds.x.shape[1], ds.n)
+  epoch_fn = _vade_epoch(model, tx, config.vade.batch_size, ds.n, _batch_sharding(ds))
   logger.stage("cluster", config.vade.epochs, done_epochs)
   for epoch in range(done_epochs, config.vade.epochs):
     tick = time.perf_counter()
-    state, m = epoch_fn(state, x, jax.random.fold_in(key, 3_000_000 + epoch))
+    state, m = epoch_fn(state, ds.x, jax.random.fold_in(key, 3_000_000 + epoch))
     record = {"stage": _CLUSTER, "epoch": epoch + 1, "of": config.vade.epochs, "loss": float(m["loss"]),
               "seconds": time.perf_counter() - tick}
     if y is not None and ((epoch + 1) % 10 == 0 or epoch + 1 == config.vade.epochs):
-      record.update(cluster_metrics.evaluate(y, np.asarray(vade.predict(model, state.params, x))))
+      record.update(cluster_metrics.evaluate(y, _predict(config, ae, state.params, ds.x, ds.n)[:ds.n]))
     logger.record(1, **record)
     if (epoch + 1) % config.checkpoint_every == 0:
       save(state, _CLUSTER, epoch + 1)
-  return state, np.asarray(vade.predict(model, state.params, x))
+  return state, _predict(config, ae, state.params, ds.x, ds.n)[:ds.n]
 
 
 @functools.lru_cache(maxsize=None)
-def _vade_epoch(model, tx, batch_size):
+def _vade_epoch(model, tx, batch_size, n, batch_sharding):
   @functools.partial(jax.jit, donate_argnums=0)
   def epoch(state, x, rng):
-    index, mask = pretrain.epoch_batches(rng, x.shape[0], batch_size)
-    step = lambda s, b: vade.train_step(s, {"x": x[b[0]], "mask": b[1]}, rng, model=model, tx=tx)
+    index, mask = pretrain.epoch_batches(rng, n, batch_size)
+
+    def step(state, batch):
+      xb, m = x[batch[0]], batch[1]
+      if batch_sharding is not None:
+        xb, m = jax.lax.with_sharding_constraint((xb, m), batch_sharding)
+      return vade.train_step(state, {"x": xb, "mask": m}, rng, model=model, tx=tx)
+
     state, m = jax.lax.scan(step, state, (index, mask))
     return state, {"loss": jnp.mean(m["loss"])}
 
@@ -305,7 +410,7 @@ def _restore(manager, step, template=None, meta_only=False):
                      "move the workdir away or choose another --workdir") from e
 
 
-def _check_same_config(workdir: Path, config):
+def _check_same_config(workdir: Path, config, write: bool = True):
   path = workdir / "config.json"
   current = json.loads(config.to_json())
   if path.exists():
@@ -315,25 +420,29 @@ def _check_same_config(workdir: Path, config):
     if differ:
       raise ValueError(f"{workdir} holds a run with another configuration (differs in {differ}); "
                        "resume it with the same settings or choose another --workdir")
-  else:
+  elif write:
     _write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
 
 
 class _Logger:
   """One place for run output: console lines, metrics.jsonl, TensorBoard scalars, a progress bar."""
 
-  def __init__(self, workdir: Path, log, start: float):
-    self.workdir, self.log, self.start = workdir, log, start
-    self.writer = ScalarWriter(workdir / "tensorboard")
+  def __init__(self, workdir: Path, log, start: float, enabled: bool = True):
+    self.workdir, self.log, self.start, self.enabled = workdir, log, start, enabled
+    self.writer = ScalarWriter(workdir / "tensorboard") if enabled else None
     self.bar = None
 
   def stage(self, name: str, total: int, done: int):
     """A progress bar with ETA on a terminal (tqdm hides it when stderr is not a TTY)."""
     if self.bar is not None:
       self.bar.close()
+    if not self.enabled:
+      return
     self.bar = tqdm.tqdm(total=total, initial=done, desc=name, file=sys.stderr, disable=None, leave=False)
 
   def record(self, advance: int = 0, **fields):
+    if not self.enabled:
+      return
     fields["elapsed"] = time.perf_counter() - self.start  # seconds since this fit call started
     with open(self.workdir / "metrics.jsonl", "a") as f:
       f.write(json.dumps(fields) + "\n")
@@ -350,7 +459,8 @@ class _Logger:
   def close(self):
     if self.bar is not None:
       self.bar.close()
-    self.writer.close()
+    if self.writer is not None:
+      self.writer.close()
 
 
 def _write_atomic(path: Path, text: str):

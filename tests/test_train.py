@@ -14,14 +14,15 @@ import pytest
 from jaxclust import configs, train
 
 FAST = ["pretrain.epochs=4", "cluster.update_interval=10", "cluster.max_steps=80", "cluster.tol=0.0",
-        "checkpoint_every=1", "hidden=(64, 64)", "cluster.kmeans_n_init=2", "vade.epochs=3"]
+        "checkpoint_every=1", "hidden=(64, 64)", "cluster.kmeans_n_init=2", "vade.epochs=3",
+        "vade.batch_size=64"]
 
 
 def fast_config(method="dec"):
   config = configs.get_config(method, "digits")
   config.pretrain.epochs, config.cluster.update_interval, config.cluster.max_steps = 4, 10, 80
   config.cluster.tol, config.checkpoint_every, config.hidden, config.cluster.kmeans_n_init = 0.0, 1, (64, 64), 2
-  config.vade.epochs = 3
+  config.vade.epochs, config.vade.batch_size = 3, 64  # batches split evenly over the 8 test devices
   return config
 
 

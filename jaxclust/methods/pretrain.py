@@ -61,14 +61,25 @@ def epoch_batches(rng, n: int, batch_size: int):
   return padded.reshape(steps, batch_size), mask.reshape(steps, batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size", "loss"), donate_argnums=0)
-def train_epoch(state: PretrainState, x, rng, *, model, tx, batch_size: int = 256, loss: str = "mse"):
-  """One shuffled pass over the on-device dataset ``x`` ([n, ...]); returns the mean loss."""
-  index, mask = epoch_batches(rng, x.shape[0], batch_size)
+@functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size", "loss", "n", "batch_sharding"),
+                   donate_argnums=0)
+def train_epoch(state: PretrainState, x, rng, *, model, tx, batch_size: int = 256, loss: str = "mse",
+                n: int | None = None, batch_sharding=None):
+  """One shuffled pass over the on-device dataset ``x`` ([n, ...]); returns the mean loss.
+
+  ``x`` may be a row-sharded global array whose rows past ``n`` are padding (see
+  :func:`jaxclust.parallel.global_rows`); batches then draw from the first ``n`` rows only. With
+  ``batch_sharding`` (e.g. ``NamedSharding(mesh, P("data"))``) each gathered batch is split over
+  the devices, so every device computes the gradient of its own share (data parallelism).
+  """
+  index, mask = epoch_batches(rng, x.shape[0] if n is None else n, batch_size)
 
   def step(state, batch):
     idx, m = batch
-    return train_step(state, {"x": x[idx], "mask": m}, None, model=model, tx=tx, loss=loss)
+    xb = x[idx]
+    if batch_sharding is not None:
+      xb, m = jax.lax.with_sharding_constraint((xb, m), batch_sharding)
+    return train_step(state, {"x": xb, "mask": m}, None, model=model, tx=tx, loss=loss)
 
   state, metrics = jax.lax.scan(step, state, (index, mask))
   return state, {"loss": jnp.mean(metrics["loss"])}
