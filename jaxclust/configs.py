@@ -21,6 +21,9 @@ def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDic
   c.data_dir = ""
   c.seed = 0
   c.n_clusters = 0  # 0: the number of classes of the dataset
+  # Z-score every feature with the training data's mean and standard deviation (tabular data and
+  # embeddings); the images of the papers are only scaled to [0, 1], as the sources load them.
+  c.standardize = False
   c.hidden = (500, 500, 2000)  # d-500-500-2000-10 in DEC, IDEC and VaDE
   c.latent = 10
 

@@ -40,6 +40,7 @@ from jaxclust.validation import check_count
 
 _PRETRAIN, _CLUSTER, _DONE = "pretrain", "cluster", "done"
 _PRETRAINED = "pretrained_autoencoder"
+_STANDARDIZATION = "standardization.npz"
 
 
 class Dataset(NamedTuple):
@@ -73,6 +74,7 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   data = sources.load(config.dataset, data_dir=config.data_dir or None)
   host_x = np.asarray(data.x.reshape(data.x.shape[0], -1), np.float32)
   n, d = host_x.shape
+  stats = _standardization(host_x) if config.standardize else None
   k = config.n_clusters or (len(np.unique(data.y)) if data.y is not None else 0)
   if k == 0:
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
@@ -86,6 +88,10 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
   _check_same_config(workdir, config, write=lead)
+  if stats is not None:
+    host_x = (host_x - stats["mean"]) / stats["std"]
+    if lead:
+      np.savez(workdir / _STANDARDIZATION, **stats)
   x, mask = parallel.global_rows(host_x, mesh)
   ds = Dataset(x, mask, n, mesh, NamedSharding(mesh, P("data")))
   del host_x
@@ -164,6 +170,17 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   return summary
 
 
+def _standardization(x) -> dict:
+  """Per-feature mean and standard deviation; a feature with zero variance is an error."""
+  mean, std = x.mean(axis=0, dtype=np.float64), x.std(axis=0, dtype=np.float64)
+  constant = np.flatnonzero(std <= 1e-12 * np.maximum(np.abs(mean), 1.0))
+  if constant.size:
+    shown = ", ".join(map(str, constant[:10])) + (", ..." if constant.size > 10 else "")
+    raise ValueError(f"standardize=True, but {constant.size} feature(s) have zero variance (columns {shown}): "
+                     "drop them from the data or set standardize=False")
+  return {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+
+
 def _check_batches(config, devices: int):
   if devices == 1:
     return
@@ -233,6 +250,9 @@ def predict(workdir, x) -> np.ndarray:
     raise ValueError(f"input has {x.shape[1]} features but the run {workdir} was trained on {summary['d']}")
   if not np.all(np.isfinite(x)):
     raise ValueError("input has NaN or Inf values")
+  if config.get("standardize"):  # the training data's statistics, saved by fit
+    stats = np.load(workdir / _STANDARDIZATION)
+    x = (x - stats["mean"]) / stats["std"]
   manager = ocp.CheckpointManager(workdir / "checkpoints")
   step = manager.latest_step()
   rows = _restore(manager, step, meta_only=True)["meta"].get("rows", summary["n"])

@@ -167,3 +167,30 @@ def test_init_from_without_a_pretrained_autoencoder_is_refused(tmp_path):
   config.pretrain.init_from, config.hidden = str(tmp_path / "small"), (32, 32)
   with pytest.raises(ValueError, match="does not fit this configuration"):
     train.fit(config, tmp_path / "other", log=lambda _: None)
+
+
+def test_standardize_uses_training_statistics_and_refuses_constant_features(tmp_path):
+  rng = np.random.default_rng(0)
+  y = np.repeat(np.arange(3), 200)
+  # Features 0 and 1 separate the clusters on a small scale; feature 2 is large-scale noise.
+  x = np.stack([y + 0.05 * rng.normal(size=600), y + 0.05 * rng.normal(size=600), 1000.0 * rng.normal(size=600)], 1)
+  np.savez(tmp_path / "table.npz", x=x.astype(np.float32), y=y)
+  config = fast_config()
+  config.dataset, config.standardize, config.hidden = str(tmp_path / "table.npz"), True, (32, 32)
+  config.latent = 2
+  summary = train.fit(config, tmp_path / "run", log=lambda _: None)
+  stats = np.load(tmp_path / "run" / "standardization.npz")
+  np.testing.assert_allclose(stats["mean"], x.astype(np.float32).mean(0), rtol=1e-5, atol=1e-3)
+  np.testing.assert_allclose(stats["std"], x.astype(np.float32).std(0), rtol=1e-5)
+  # k-means on the raw features finds the noise (ACC 0.38); on standardized ones, ACC 1.0. The
+  # tiny 4-epoch run here reached 0.85 when this test was written.
+  assert summary["acc"] > 0.7
+  # predict applies the saved statistics to new rows: the training rows get their training labels.
+  np.testing.assert_array_equal(train.predict(tmp_path / "run", x[:50].astype(np.float32)),
+                                np.load(tmp_path / "run" / "labels.npy")[:50])
+  x[:, 1] = 7.0
+  np.savez(tmp_path / "constant.npz", x=x.astype(np.float32), y=y)
+  config.dataset = str(tmp_path / "constant.npz")
+  with pytest.raises(ValueError, match=r"1 feature\(s\) have zero variance \(columns 1\)"):
+    train.fit(config, tmp_path / "constant_run", log=lambda _: None)
+  assert not (tmp_path / "constant_run").exists()
