@@ -50,6 +50,7 @@ class Dataset(NamedTuple):
   n: int  # real rows
   mesh: Mesh
   batches: NamedSharding  # how a training batch is split: rows over the "data" axis
+  host: np.ndarray | None  # [n, d] the rows on the host, kept when batches come from tf.data
 
   @property
   def rows(self) -> int:
@@ -93,7 +94,9 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
     if lead:
       np.savez(workdir / _STANDARDIZATION, **stats)
   x, mask = parallel.global_rows(host_x, mesh)
-  ds = Dataset(x, mask, n, mesh, NamedSharding(mesh, P("data")))
+  if config.input not in ("device", "tf.data"):
+    raise ValueError(f"input={config.input!r} must be 'device' or 'tf.data'")
+  ds = Dataset(x, mask, n, mesh, NamedSharding(mesh, P("data")), host_x if config.input == "tf.data" else None)
   del host_x
   key = jax.random.key(config.seed)
   log(f"{config.method} on {config.dataset}: n={n} d={d} k={k} on {mesh.size} device(s), workdir {workdir}")
@@ -127,9 +130,13 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
     logger.stage("pretrain", epochs, meta["progress"])
     for epoch in range(meta["progress"], epochs):
       tick = time.perf_counter()
-      state, m = pretrain.train_epoch(state, ds.x, jax.random.fold_in(key, 1_000_000 + epoch), model=ae, tx=tx,
-                                      batch_size=config.pretrain.batch_size, loss=config.pretrain.loss, n=n,
-                                      batch_sharding=_batch_sharding(ds))
+      if ds.host is None:
+        state, m = pretrain.train_epoch(state, ds.x, jax.random.fold_in(key, 1_000_000 + epoch), model=ae, tx=tx,
+                                        batch_size=config.pretrain.batch_size, loss=config.pretrain.loss, n=n,
+                                        batch_sharding=_batch_sharding(ds))
+      else:
+        step = _host_step(pretrain.train_step, ae, tx, loss=config.pretrain.loss)
+        state, m = _host_steps(step, state, ds, config.pretrain.batch_size, (config.seed, 1, epoch))
       loss = float(m["loss"])  # blocks until the epoch has run
       seconds = time.perf_counter() - tick
       logger.record(1, stage=_PRETRAIN, epoch=epoch + 1, of=config.pretrain.epochs, loss=loss,
@@ -346,7 +353,11 @@ def _run_dec(config, ae, state, ds: Dataset, y, key, done_steps, save, logger):
       logger.record(**record, stop="tol" if float(changed) < c.tol else "max_steps")
       return state, labels
     tick = time.perf_counter()
-    state, m = interval(state, ds.x, jax.random.fold_in(key, 2_000_000 + steps))
+    if ds.host is None:
+      state, m = interval(state, ds.x, jax.random.fold_in(key, 2_000_000 + steps))
+    else:
+      step = _host_step(dec.train_step, ae, tx, gamma=c.gamma)
+      state, m = _host_steps(step, state, ds, c.batch_size, (config.seed, 2, steps), steps=c.update_interval)
     steps += c.update_interval
     logger.record(c.update_interval, **record, loss=float(jnp.mean(m["loss"])), seconds=time.perf_counter() - tick)
     if (steps // c.update_interval) % config.checkpoint_every == 0:
@@ -383,13 +394,39 @@ def _dec_interval(ae, tx, gamma, update_interval, batch_size, n, batch_sharding)
   return interval
 
 
+def _host_step(train_step, model, tx, **options):
+  """``train_step`` jitted once per (model, optimizer, options), state donated: the tf.data path."""
+  return _host_step_cached(train_step, model, tx, tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _host_step_cached(train_step, model, tx, options):
+  return jax.jit(functools.partial(train_step, model=model, tx=tx, **dict(options)), donate_argnums=0)
+
+
+def _host_steps(step, state, ds: Dataset, batch_size, seed_path, steps=None, rng=None):
+  """Steps on batches from tf.data (one shuffled pass, or ``steps`` batches); the mean loss."""
+  from jaxclust.data import pipeline  # imports TensorFlow: only runs with input="tf.data" need it
+  seed = int(np.random.SeedSequence(seed_path).generate_state(1)[0] >> 1)
+  losses = []
+  for batch in pipeline.batches(ds.host, batch_size=batch_size, seed=seed, mesh=ds.mesh, steps=steps):
+    state, m = step(state, batch, rng)
+    losses.append(m["loss"])
+  return state, {"loss": jnp.mean(jnp.stack(losses))}
+
+
 def _run_vade(config, ae, state, ds: Dataset, y, key, done_epochs, save, logger):
   model, tx = _vade_model(config, ds.x.shape[1], ds.n)
   epoch_fn = _vade_epoch(model, tx, config.vade.batch_size, ds.n, _batch_sharding(ds))
   logger.stage("cluster", config.vade.epochs, done_epochs)
   for epoch in range(done_epochs, config.vade.epochs):
     tick = time.perf_counter()
-    state, m = epoch_fn(state, ds.x, jax.random.fold_in(key, 3_000_000 + epoch))
+    rng = jax.random.fold_in(key, 3_000_000 + epoch)
+    if ds.host is None:
+      state, m = epoch_fn(state, ds.x, rng)
+    else:
+      step = _host_step(vade.train_step, model, tx)
+      state, m = _host_steps(step, state, ds, config.vade.batch_size, (config.seed, 3, epoch), rng=rng)
     record = {"stage": _CLUSTER, "epoch": epoch + 1, "of": config.vade.epochs, "loss": float(m["loss"]),
               "seconds": time.perf_counter() - tick}
     if y is not None and ((epoch + 1) % 10 == 0 or epoch + 1 == config.vade.epochs):

@@ -4,7 +4,7 @@ import sys
 
 import jax
 
-port, process_id, workdir, method = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+port, process_id, workdir, method, data_input = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 jax.config.update("jax_num_cpu_devices", 2)
 jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id,
                            coordinator_bind_address=f"127.0.0.1:{port}")
@@ -13,5 +13,7 @@ from test_train import fast_config  # noqa: E402  (after jax.distributed.initial
 
 from jaxclust import train  # noqa: E402
 
-summary = train.fit(fast_config(method), workdir, log=lambda _: None)
+config = fast_config(method)
+config.input = data_input
+summary = train.fit(config, workdir, log=lambda _: None)
 assert summary["processes"] == 2 and summary["devices"] == 4, summary

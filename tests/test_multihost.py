@@ -33,18 +33,21 @@ def test_fit_on_8_devices_equals_1_device(tmp_path, method):
     assert one[key] == pytest.approx(eight[key], abs=0.01)
 
 
-def test_two_processes_equal_one_process(tmp_path):
+@pytest.mark.parametrize("data_input", ["device", "tf.data"])
+def test_two_processes_equal_one_process(tmp_path, data_input):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
   workers = [subprocess.Popen([sys.executable, str(TESTS / "multihost_worker.py"), str(port), str(i),
-                               str(tmp_path / "two"), "dec"], env=env, stdout=subprocess.PIPE,
+                               str(tmp_path / "two"), "dec", data_input], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]
   outputs = [w.communicate(timeout=400)[0] for w in workers]
   for worker, output in zip(workers, outputs):
     assert worker.returncode == 0, output[-3000:]
-  reference = train.fit(fast_config("dec"), tmp_path / "one", log=lambda _: None, mesh=parallel.make_mesh(4))
+  config = fast_config("dec")
+  config.input = data_input  # tf.data: each process reads its slice of the same global batches
+  reference = train.fit(config, tmp_path / "one", log=lambda _: None, mesh=parallel.make_mesh(4))
   summary = json.loads((tmp_path / "two" / "summary.json").read_text())
   assert summary["processes"] == 2
   np.testing.assert_array_equal(np.load(tmp_path / "two" / "labels.npy"), np.load(tmp_path / "one" / "labels.npy"))
