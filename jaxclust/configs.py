@@ -27,7 +27,11 @@ def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDic
   # "device": the dataset sits on the devices and each epoch is one compiled scan (fastest while it
   # fits in device memory). "tf.data": batches come from a host tf.data pipeline, one jitted step each.
   c.input = "device"
-  c.hidden = (500, 500, 2000)  # d-500-500-2000-10 in DEC, IDEC and VaDE
+  # "mlp": the papers' d-500-500-2000-10 network (DEC, IDEC, VaDE). "conv" (DEC/IDEC, image data):
+  # a small convolutional autoencoder with `conv_channels` stride-2 3x3 convolutions.
+  c.model = "mlp"
+  c.hidden = (500, 500, 2000)
+  c.conv_channels = (32, 64)
   c.latent = 10
 
   # End-to-end autoencoder pretraining (IDEC / DEC-keras): Adam, batch 256.

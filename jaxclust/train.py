@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -35,7 +36,7 @@ from jaxclust.kernels.gmm import gmm_diag
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.metric_writer import ScalarWriter
 from jaxclust.methods import dec, pretrain, vade
-from jaxclust.models.autoencoder import MLPAutoencoder
+from jaxclust.models.autoencoder import ConvAutoencoder, MLPAutoencoder
 from jaxclust.validation import check_count
 
 _PRETRAIN, _CLUSTER, _DONE = "pretrain", "cluster", "done"
@@ -80,6 +81,7 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   if k == 0:
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
   k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
+  _autoencoder(config, data.x.shape[1:])  # an unknown model, or conv on tabular data, fails here
   if config.pretrain.init_from and not (Path(config.pretrain.init_from).absolute() / _PRETRAINED).exists():
     raise ValueError(f"pretrain.init_from={config.pretrain.init_from!r}: no {_PRETRAINED} in it "
                      "(it is written when a run finishes pretraining)")
@@ -117,7 +119,7 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
         state=ocp.args.StandardSave(state),
         meta=ocp.args.JsonSave({"stage": stage, "progress": progress, "rows": ds.rows})))
 
-  ae = MLPAutoencoder(input_dim=d, hidden=tuple(config.hidden), latent=config.latent)
+  ae = _autoencoder(config, data.x.shape[1:])
   tx = optax.adam(config.pretrain.learning_rate)
   state = parallel.put(pretrain.init(ae, jax.random.fold_in(key, 0), jnp.zeros((2, d)), tx), mesh)
   if meta["stage"] == _PRETRAIN:
@@ -163,7 +165,8 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   manager.wait_until_finished()
   logger.close()
 
-  summary = {"method": config.method, "dataset": config.dataset, "n": n, "d": d, "k": k, "seed": config.seed,
+  summary = {"method": config.method, "dataset": config.dataset, "n": n, "d": d, "shape": list(data.x.shape[1:]),
+             "k": k, "seed": config.seed,
              "devices": mesh.size, "processes": jax.process_count(), "wall_seconds": time.perf_counter() - start}
   if data.y is not None:
     summary.update(cluster_metrics.evaluate(data.y, labels))
@@ -186,6 +189,21 @@ def _standardization(x) -> dict:
     raise ValueError(f"standardize=True, but {constant.size} feature(s) have zero variance (columns {shown}): "
                      "drop them from the data or set standardize=False")
   return {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+
+
+def _autoencoder(config, shape):
+  """The configured autoencoder for rows of ``shape`` (``[d]`` tabular, ``[H, W, C]`` images)."""
+  d = math.prod(shape)
+  if config.model == "mlp":
+    return MLPAutoencoder(input_dim=d, hidden=tuple(config.hidden), latent=config.latent)
+  if config.model != "conv":
+    raise ValueError(f"model={config.model!r} must be 'mlp' or 'conv'")
+  if config.method == "vade":
+    raise ValueError("model='conv' is offered for dec and idec; VaDE uses the papers' MLP (model='mlp')")
+  if len(shape) != 3:
+    raise ValueError(f"model='conv' needs images [H, W, C], but {config.dataset!r} has rows of shape {tuple(shape)}")
+  return ConvAutoencoder(image_shape=tuple(int(s) for s in shape), channels=tuple(config.conv_channels),
+                         latent=config.latent)
 
 
 def _check_batches(config, devices: int):
@@ -264,7 +282,7 @@ def predict(workdir, x) -> np.ndarray:
   step = manager.latest_step()
   rows = _restore(manager, step, meta_only=True)["meta"].get("rows", summary["n"])
   mesh = parallel.make_mesh(1)
-  ae = MLPAutoencoder(input_dim=summary["d"], hidden=tuple(config.hidden), latent=config.latent)
+  ae = _autoencoder(config, summary.get("shape", [summary["d"]]))
   params = pretrain.init(ae, jax.random.key(0), jnp.zeros((1, summary["d"])), optax.adam(1.0)).params
   template = _cluster_template(config, ae, params, rows, summary["k"], summary["d"], summary["n"], mesh)
   state = _restore(manager, step, template)["state"]

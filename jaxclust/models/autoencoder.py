@@ -7,6 +7,7 @@ decoder with a linear output. Weights start Glorot-uniform, the default of the K
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -48,6 +49,52 @@ class MLPAutoencoder(nn.Module):
     for layer in self.decoder_layers:
       h = nn.relu(layer(h))
     return self.reconstruction(h)
+
+  def __call__(self, x):
+    z = self.encode(x)
+    return z, self.decode(z)
+
+
+class ConvAutoencoder(nn.Module):
+  """A small convolutional autoencoder for ``[H, W, C]`` images (the "conv" option of DEC/IDEC).
+
+  Encoder: ``len(channels)`` ReLU convolutions (3x3, stride 2, SAME padding), then a linear
+  embedding; the decoder mirrors it with transposed convolutions and crops to ``H x W``. This is the
+  shape of DCEC's network (Guo et al. 2017) in a size that trains in minutes on a CPU. Inputs may
+  come flat (``[b, H*W*C]``, as ``fit`` stores datasets); reconstructions are flat like
+  :class:`MLPAutoencoder`'s, so the same losses and methods apply. Parameter names follow
+  ``encoder_*`` / ``embedding`` / ``decoder_*`` / ``reconstruction``, which DEC relies on to drop
+  the decoder.
+  """
+  image_shape: tuple[int, int, int]
+  channels: Sequence[int] = (32, 64)
+  latent: int = 10
+
+  def setup(self):
+    self.encoder_layers = [nn.Conv(c, (3, 3), strides=2, padding="SAME", kernel_init=_INIT, name=f"encoder_{i}")
+                           for i, c in enumerate(self.channels)]
+    self.embedding = nn.Dense(self.latent, kernel_init=_INIT, name="embedding")
+    scale = 2 ** len(self.channels)
+    self.smallest = (-(-self.image_shape[0] // scale), -(-self.image_shape[1] // scale), self.channels[-1])
+    self.decoder_input = nn.Dense(math.prod(self.smallest), kernel_init=_INIT, name="decoder_input")
+    self.decoder_layers = [nn.ConvTranspose(c, (3, 3), strides=(2, 2), padding="SAME", kernel_init=_INIT,
+                                            name=f"decoder_{i}")
+                           for i, c in enumerate(reversed(self.channels[:-1]))]
+    self.reconstruction = nn.ConvTranspose(self.image_shape[2], (3, 3), strides=(2, 2), padding="SAME",
+                                           kernel_init=_INIT, name="reconstruction")
+
+  def encode(self, x):
+    h = x.reshape(x.shape[0], *self.image_shape)
+    for layer in self.encoder_layers:
+      h = nn.relu(layer(h))
+    return self.embedding(h.reshape(h.shape[0], -1))
+
+  def decode(self, z):
+    h = nn.relu(self.decoder_input(z)).reshape(z.shape[0], *self.smallest)
+    for layer in self.decoder_layers:
+      h = nn.relu(layer(h))
+    h = self.reconstruction(h)[:, :self.image_shape[0], :self.image_shape[1]]
+    return h.reshape(h.shape[0], -1)
 
   def __call__(self, x):
     z = self.encode(x)
