@@ -1,0 +1,44 @@
+"""Heads on top of a backbone: SimCLR/MoCo projection MLPs and SCAN's clustering heads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class ProjectionHead(nn.Module):
+  """Linear, ReLU, linear (SimCLR's g(.); SCAN's pretext uses 128 outputs)."""
+  hidden: int = 512
+  out: int = 128
+
+  @nn.compact
+  def __call__(self, h):
+    return nn.Dense(self.out, name="out")(nn.relu(nn.Dense(self.hidden, name="hidden")(h)))
+
+
+class Pretext(nn.Module):
+  """Backbone + projection head: ``[B, H, W, C]`` images to ``[B, out]`` projections."""
+  backbone: nn.Module
+  head: nn.Module
+
+  def __call__(self, x, train: bool = False):
+    return self.head(self.backbone(x, train))
+
+  def features(self, x, train: bool = False):
+    """The backbone's pooled features (what neighbours are mined on)."""
+    return self.backbone(x, train)
+
+
+class Clusterer(nn.Module):
+  """Backbone + ``heads`` linear clustering heads: ``[heads, B, k]`` logits (SCAN trains several)."""
+  backbone: nn.Module
+  k: int
+  heads: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = self.backbone(x, train)
+    return jnp.stack([nn.Dense(self.k, name=f"head_{i}")(h) for i in range(self.heads)])

@@ -1,0 +1,101 @@
+"""Backbones for the self-supervised methods: ResNet-18/34/50 and a small CNN for 28x28 images.
+
+ResNets follow He et al. (2016): basic blocks (two 3x3 convolutions) for 18 and 34 layers,
+bottlenecks (1x1, 3x3, 1x1 with 4x expansion) for 50, projection shortcuts where the shape changes.
+The ``"imagenet"`` stem is the paper's 7x7 stride-2 convolution and 3x3 max-pool; the ``"cifar"``
+stem (SimCLR's and SCAN's CIFAR/STL networks) is one 3x3 stride-1 convolution without pooling.
+
+``dtype=jnp.bfloat16`` computes in bf16 while parameters stay float32. BatchNorm normalizes over
+the batch axis of whatever array it sees: under ``jit`` with the batch sharded over a mesh, that
+is the global batch across devices (XLA inserts the cross-device reductions).
+Every backbone maps ``[B, H, W, C]`` images to ``[B, features]`` after global average pooling.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class BasicBlock(nn.Module):
+  features: int
+  strides: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, dtype=self.dtype)
+    y = nn.relu(norm()(conv(self.features, (3, 3), self.strides, padding=1)(x)))
+    y = norm(scale_init=nn.initializers.zeros)(conv(self.features, (3, 3), padding=1)(y))
+    if x.shape[-1] != self.features or self.strides != 1:
+      x = norm()(conv(self.features, (1, 1), self.strides)(x))
+    return nn.relu(x + y)
+
+
+class Bottleneck(nn.Module):
+  features: int  # width of the 3x3 convolution; the block outputs 4x as many channels
+  strides: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, dtype=self.dtype)
+    y = nn.relu(norm()(conv(self.features, (1, 1))(x)))
+    y = nn.relu(norm()(conv(self.features, (3, 3), self.strides, padding=1)(y)))
+    y = norm(scale_init=nn.initializers.zeros)(conv(4 * self.features, (1, 1))(y))
+    if x.shape[-1] != 4 * self.features or self.strides != 1:
+      x = norm()(conv(4 * self.features, (1, 1), self.strides)(x))
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  stage_sizes: Sequence[int]
+  block: Any = BasicBlock
+  stem: str = "cifar"  # or "imagenet"
+  width: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.stem not in ("cifar", "imagenet"):
+      raise ValueError(f"stem={self.stem!r} must be 'cifar' or 'imagenet'")
+    x = x.astype(self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, dtype=self.dtype)
+    if self.stem == "imagenet":
+      x = nn.relu(norm()(nn.Conv(self.width, (7, 7), 2, padding=3, use_bias=False, dtype=self.dtype)(x)))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    else:
+      x = nn.relu(norm()(nn.Conv(self.width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)))
+    for stage, blocks in enumerate(self.stage_sizes):
+      for b in range(blocks):
+        x = self.block(self.width * 2 ** stage, strides=2 if stage > 0 and b == 0 else 1, dtype=self.dtype)(x, train)
+    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock)
+ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=BasicBlock)
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck)
+
+
+class SmallCNN(nn.Module):
+  """Three conv-BN-ReLU layers (32, 64, 128 channels), max-pooling after the first two: 28x28 digits."""
+  channels: Sequence[int] = (32, 64, 128)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.astype(self.dtype)
+    for i, c in enumerate(self.channels):
+      x = nn.Conv(c, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(x)
+      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x))
+      if i < len(self.channels) - 1:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+
+BACKBONES = {"resnet18": ResNet18, "resnet34": ResNet34, "resnet50": ResNet50, "small_cnn": SmallCNN}
