@@ -1,0 +1,106 @@
+"""Backbones and the SimCLR / SCAN / self-label train steps: sizes, global BatchNorm, sharded == single device."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxclust import parallel
+from jaxclust.data import augment
+from jaxclust.methods import scan, simclr
+from jaxclust.models import heads, resnet
+
+
+@pytest.mark.parametrize("name, expected", [("resnet18", 11_176_512), ("resnet34", 21_284_672),
+                                            ("resnet50", 23_508_032)])
+def test_resnet_sizes_match_the_reference_networks(name, expected):
+  # torchvision's resnet18/34/50 without the 1000-way classifier: 11,689,512 - 513,000 etc.
+  shapes = jax.eval_shape(resnet.BACKBONES[name](stem="imagenet").init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  assert sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes["params"])) == expected
+
+
+def test_batchnorm_uses_the_global_batch_when_sharded():
+  model = resnet.SmallCNN(channels=(8, 16))
+  x = jax.random.uniform(jax.random.key(0), (16, 28, 28, 1))
+  variables = model.init(jax.random.key(1), x)
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
+  out, stats = apply(variables, x)
+  sharded_out, sharded_stats = apply(variables, parallel.shard_rows(x, parallel.make_mesh()))
+  np.testing.assert_allclose(sharded_out, out, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(sharded_stats, stats, rtol=1e-5, atol=1e-6)
+  # Per-device statistics would differ: normalizing one half alone gives another output.
+  half, _ = apply(variables, x[:8])
+  assert not np.allclose(half, out[:8], atol=1e-3)
+
+
+def test_bf16_computes_in_bf16_with_fp32_parameters():
+  x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
+  fp32, bf16 = resnet.ResNet18(), resnet.ResNet18(dtype=jnp.bfloat16)
+  variables = fp32.init(jax.random.key(1), x)
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(bf16.init(jax.random.key(1), x)))
+  jaxpr = str(jax.make_jaxpr(lambda v: bf16.apply(v, x))(variables))
+  assert "bf16[4,32,32,64]" in jaxpr
+  np.testing.assert_allclose(bf16.apply(variables, x), fp32.apply(variables, x), rtol=0.1, atol=0.05)
+
+
+def _images(n=16):
+  return jax.random.uniform(jax.random.key(0), (n, 28, 28, 1))
+
+
+def _sharded(batch):
+  mesh = parallel.make_mesh()
+  return jax.tree.map(lambda a: jax.device_put(a, NamedSharding(mesh, P("data"))), batch)
+
+
+def _run_both(step, state, batch, steps=2):
+  # Committed placements (one device; replicated on the mesh), as a training loop would hold them.
+  state, state_sharded = jax.device_put(state, jax.devices()[0]), parallel.put(state, parallel.make_mesh())
+  outs = []
+  for s, b in ((state, batch), (state_sharded, _sharded(batch))):
+    for i in range(steps):
+      s, m = step(s, b, jax.random.key(7))
+    outs.append((s, m))
+  return outs
+
+
+def test_simclr_step_sharded_equals_single_device():
+  model = heads.Pretext(resnet.SmallCNN(channels=(8, 16)), heads.ProjectionHead(32, 16))
+  tx = optax.sgd(0.1, momentum=0.9)
+  state = simclr.init(model, jax.random.key(1), _images(2), tx)
+  aug = augment.batch(augment.simclr_view, size=(28, 28), scale=(0.2, 1.0))
+
+  @jax.jit
+  @chex.assert_max_traces(n=2)  # once unsharded, once sharded; never per step
+  def step(state, batch, rng):
+    return simclr.train_step(state, batch, rng, model=model, tx=tx, augment=aug)
+
+  (single, m1), (sharded, m2) = _run_both(step, state, {"image": _images()})
+  assert np.isfinite(m1["loss"]) and float(m1["loss"]) > 0
+  np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
+  chex.assert_trees_all_close(sharded.params, single.params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(sharded.batch_stats, single.batch_stats, rtol=1e-4, atol=1e-5)
+
+
+def test_scan_and_selflabel_steps_sharded_equal_single_device():
+  model = heads.Clusterer(resnet.SmallCNN(channels=(8, 16)), k=4, heads=3)
+  tx = optax.adam(1e-3)
+  state = scan.init(model, jax.random.key(1), _images(2), tx)
+  aug = augment.batch(augment.simclr_view, size=(28, 28), scale=(0.2, 1.0))
+  step = jax.jit(functools.partial(scan.scan_step, model=model, tx=tx, augment=aug))
+  batch = {"image": _images(), "neighbor": jnp.flip(_images(), 0)}
+  (single, m1), (sharded, m2) = _run_both(step, state, batch)
+  assert m1["head_loss"].shape == (3,)
+  np.testing.assert_allclose(m2["head_loss"], m1["head_loss"], rtol=1e-5)
+  chex.assert_trees_all_close(sharded.params, single.params, rtol=1e-4, atol=1e-5)
+  strong = augment.batch(augment.strong_view, size=(28, 28))
+  label_step = jax.jit(functools.partial(scan.selflabel_step, model=model, tx=tx, weak=aug, strong=strong,
+                                         head=1, threshold=0.3))
+  (single, m1), (sharded, m2) = _run_both(label_step, single, {"image": _images()})
+  assert 0.0 <= float(m1["confident"]) <= 1.0
+  np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(sharded.params, single.params, rtol=1e-4, atol=1e-5)
