@@ -76,7 +76,13 @@ def _fit(args) -> int:
       raise ValueError(f"--set {name}: unknown setting {target!r}; available: {sorted(node.keys())}")
     node[target] = type(node[target])(value) if isinstance(node[target], (int, float)) and not isinstance(node[target], bool) else value
   workdir = args.workdir or f"workdirs/{config.method}_{config.dataset.replace('/', '_')}_seed{config.seed}"
-  train.fit(config, workdir)
+  if config.method == "scan":
+    from jaxclust import scan_train
+    scan_train.fit(config, workdir, stage=args.stage)
+  elif args.stage:
+    raise ValueError(f"--stage is for scan; {config.method} runs its stages in one go")
+  else:
+    train.fit(config, workdir)
   return 0
 
 
@@ -84,8 +90,15 @@ def _predict(args) -> int:
   from jaxclust import train
   from jaxclust.data import sources
 
+  import json
+  from pathlib import Path
   data = sources.load(args.input, data_dir=args.data_dir)
-  labels = train.predict(args.workdir, data.x)
+  config_path = Path(args.workdir) / "config.json"
+  if config_path.exists() and json.loads(config_path.read_text()).get("method") == "scan":
+    from jaxclust import scan_train
+    labels = scan_train.predict(args.workdir, data.x)
+  else:
+    labels = train.predict(args.workdir, data.x)
   if args.output:
     np.save(args.output, labels)
   counts = np.bincount(labels)
@@ -124,7 +137,9 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="jaxclust", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   fit = sub.add_parser("fit", help="train (or resume) a deep clustering method in a workdir")
-  fit.add_argument("method", choices=("dec", "idec", "vade"))
+  fit.add_argument("method", choices=("dec", "idec", "vade", "scan"))
+  fit.add_argument("--stage", default=None, choices=("pretext", "mine", "scan", "selflabel"),
+                   help="scan only: stop once this stage is done (earlier stages run or resume first)")
   fit.add_argument("--dataset", default="digits",
                    help="digits (bundled), mnist, fashion_mnist, usps (with --data-dir), tfds:NAME, or a .npy/.npz/.csv file")
   fit.add_argument("--data-dir", default=None)

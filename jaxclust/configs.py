@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ml_collections
 
-METHODS = ("dec", "idec", "vade")
+METHODS = ("dec", "idec", "vade", "scan")
 
 
 def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDict:
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+  if method == "scan":
+    return _scan_config(dataset)
   c = ml_collections.ConfigDict()
   c.method = method
   c.dataset = dataset
@@ -62,4 +64,39 @@ def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDic
     c.cluster.update_interval = 28
     c.cluster.max_steps = 2_000
     c.vade.epochs = 60
+  return c
+
+
+def _scan_config(dataset: str) -> ml_collections.ConfigDict:
+  """SCAN (official configs for CIFAR-10/100-20 and STL-10) and a small-CNN recipe for 28x28 digits."""
+  c = ml_collections.ConfigDict()
+  c.method, c.dataset, c.data_dir, c.seed, c.n_clusters = "scan", dataset, "", 0, 0
+  c.backbone, c.stem, c.dtype = "resnet18", "cifar", "float32"
+  c.cnn_channels = (32, 64, 128)  # backbone "small_cnn"
+  c.augment = ml_collections.ConfigDict({"crop_scale": (0.2, 1.0)})
+  # SimCLR pretext as in SCAN's configs: batch 512, temperature 0.1, SGD 0.4 momentum 0.9, weight
+  # decay 1e-4, cosine schedule, 500 epochs, 128-d projection.
+  c.pretext = ml_collections.ConfigDict({"epochs": 500, "batch_size": 512, "temperature": 0.1, "optimizer": "sgd",
+                                         "learning_rate": 0.4, "weight_decay": 1e-4, "head_hidden": 512,
+                                         "head_out": 128})
+  c.mine = ml_collections.ConfigDict({"neighbors": 20, "chunk_size": 1024})
+  # SCAN: Adam 1e-4, weight decay 1e-4, batch 128, entropy weight 5, 10 heads, 50 epochs.
+  c.scan = ml_collections.ConfigDict({"epochs": 50, "batch_size": 128, "learning_rate": 1e-4, "weight_decay": 1e-4,
+                                      "entropy_weight": 5.0, "heads": 10})
+  # Self-labeling: Adam 1e-4, weight decay 1e-4, batch 1000, threshold 0.99, 200 epochs.
+  c.selflabel = ml_collections.ConfigDict({"epochs": 200, "batch_size": 1000, "learning_rate": 1e-4,
+                                           "weight_decay": 1e-4, "threshold": 0.99})
+  c.checkpoint_every = 1
+  c.keep_checkpoints = 2
+  if dataset.startswith("tfds:stl10"):
+    c.stem = "imagenet"  # 96x96 images
+  if dataset in ("mnist", "fashion_mnist", "usps", "digits"):  # small grayscale digits: the small CNN
+    c.backbone = "small_cnn"
+    c.pretext.update({"epochs": 50, "batch_size": 256, "head_hidden": 128, "head_out": 64})
+    c.scan.update({"epochs": 30, "batch_size": 256})
+    c.selflabel.update({"epochs": 20, "batch_size": 256})
+  if dataset == "digits":  # 8x8 images: a quick demonstration
+    c.pretext.update({"epochs": 30, "batch_size": 128})
+    c.scan.update({"epochs": 30, "batch_size": 128})
+    c.selflabel.update({"epochs": 10, "batch_size": 128})
   return c

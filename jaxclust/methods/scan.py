@@ -60,8 +60,8 @@ def selflabel_loss(weak_logits, strong_logits, threshold: float = 0.99, mask=Non
   weighted mean of the strong view's cross-entropy (the official ``ConfidenceBasedCE``). The weak
   view gets no gradient.
 
-  When no sample is confident the loss is 0 (no update) and ``confident`` is 0: the driver reports
-  it instead of producing a NaN.
+  When no sample is confident the loss is 0 and ``confident`` is 0 (no NaN); :func:`selflabel_step`
+  then leaves the model unchanged and the driver warns.
 
   Returns:
     ``(loss, {"confident": share of confident samples})``.
@@ -137,8 +137,12 @@ def selflabel_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, wea
 
   (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       batch_stats=batch_stats, opt_state=opt_state), {"loss": loss, **metrics}
+  new = state.replace(params=optax.apply_updates(state.params, updates), batch_stats=batch_stats, opt_state=opt_state)
+  # Without a confident sample there is nothing to learn from: keep everything as it was (weight
+  # decay and BatchNorm statistics of strong views would otherwise still move the model).
+  keep = metrics["confident"] > 0
+  new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state)
+  return new.replace(step=state.step + 1), {"loss": loss, **metrics}
 
 
 def predict(model: nn.Module, variables, images, head: int = 0):

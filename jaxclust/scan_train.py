@@ -1,0 +1,437 @@
+"""Training driver for SCAN: pretext -> neighbour mining -> SCAN -> self-labeling, checkpointed per stage.
+
+Like :mod:`jaxclust.train`: every save records the stage and its progress, so ``fit`` on the same
+workdir resumes a killed run where it stopped, with the same result; finished, foreign-config and
+corrupt workdirs are refused. The dataset lives on the devices as a row-sharded global array, each
+epoch is one compiled ``lax.scan`` whose batches are gathered and augmented on device.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxclust import metrics as cluster_metrics
+from jaxclust import parallel
+from jaxclust.data import augment, sources
+from jaxclust.kernels.knn import knn
+from jaxclust.methods import pretrain, scan, simclr
+from jaxclust.models import heads, resnet
+from jaxclust.train import _check_same_config, _Logger, _restore, _write_atomic
+from jaxclust.validation import check_count
+
+STAGES = ("pretext", "mine", "scan", "selflabel")
+_DONE = "done"
+
+
+def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> dict:
+  """Runs (or resumes) SCAN on ``config.dataset``; with ``stage``, stops once that stage is done."""
+  if stage is not None and stage not in STAGES:
+    raise ValueError(f"stage={stage!r} must be one of {', '.join(STAGES)}")
+  workdir = Path(workdir).absolute()
+  lead = jax.process_index() == 0
+  log = log if lead else (lambda _: None)
+  if (workdir / "summary.json").exists():
+    log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
+    return json.loads((workdir / "summary.json").read_text())
+  start = time.perf_counter()
+  data = sources.load(config.dataset, data_dir=config.data_dir or None)
+  if data.x.ndim != 4:
+    raise ValueError(f"SCAN needs images [n, H, W, C]; {config.dataset!r} has rows of shape {data.x.shape[1:]}")
+  n = data.x.shape[0]
+  k = config.n_clusters or (len(np.unique(data.y)) if data.y is not None else 0)
+  if k == 0:
+    raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
+  k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
+  check_count(config.mine.neighbors, "mine.neighbors", low=1, high=n - 1, high_name="n_samples - 1")
+  mesh = mesh or parallel.make_mesh()
+  for name in ("pretext", "scan", "selflabel"):
+    if config[name].batch_size % mesh.size:
+      raise ValueError(f"{name}.batch_size={config[name].batch_size} is not divisible by the {mesh.size} devices")
+  if lead:
+    workdir.mkdir(parents=True, exist_ok=True)
+  _check_same_config(workdir, config, write=lead)
+  x, _ = parallel.global_rows(np.asarray(data.x, np.float32), mesh)
+  key = jax.random.key(config.seed)
+  log(f"scan on {config.dataset}: n={n} images {data.x.shape[1:]} k={k} on {mesh.size} device(s), workdir {workdir}")
+  logger = _Logger(workdir, log, start, enabled=lead)
+  manager = ocp.CheckpointManager(workdir / "checkpoints",
+                                  options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
+  saves = manager.latest_step() or 0
+  meta = _restore(manager, saves, meta_only=True)["meta"] if saves else {"stage": "pretext", "progress": 0}
+
+  def save(state, stage_name, progress, **extra):
+    nonlocal saves
+    saves += 1
+    manager.save(saves, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(
+        {"stage": stage_name, "progress": progress, **extra})))
+    meta.update({"stage": stage_name, "progress": progress, **extra})
+
+  image_shape = tuple(data.x.shape[1:])
+  models = _models(config, k)
+  example = jnp.zeros((2, *image_shape))
+
+  def stop_here(name):
+    if stage == name:
+      manager.wait_until_finished()
+      logger.close()
+      log(f"stage {name} done; run again without --stage to continue")
+      return True
+    return False
+
+  # 1. Pretext (SimCLR).
+  if meta["stage"] == "pretext":
+    tx = _pretext_tx(config, n)
+    state = parallel.put(simclr.init(models["pretext"], jax.random.fold_in(key, 0), example, tx), mesh)
+    if saves:
+      state = _restore(manager, saves, state)["state"]
+    epoch_fn = _pretext_epoch(models["pretext"], tx, config.pretext.batch_size, n, image_shape,
+                              config.pretext.temperature, tuple(config.augment.crop_scale), _shard(mesh))
+    logger.stage("pretext", config.pretext.epochs, meta["progress"])
+    for epoch in range(meta["progress"], config.pretext.epochs):
+      tick = time.perf_counter()
+      state, m = epoch_fn(state, x, jax.random.fold_in(key, 1_000_000 + epoch))
+      logger.record(1, stage="pretext", epoch=epoch + 1, of=config.pretext.epochs, loss=float(m["loss"]),
+                    seconds=time.perf_counter() - tick)
+      if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.pretext.epochs:
+        save(state, "pretext" if epoch + 1 < config.pretext.epochs else "mine", epoch + 1)
+    if config.pretext.epochs == 0:
+      save(state, "mine", 0)
+    if stop_here("pretext"):
+      return {"stage": "pretext"}
+  backbone_template = _pretext_template(models["pretext"], example, mesh, config, n)
+
+  # 2. Neighbour mining on the pretext features.
+  if meta["stage"] == "mine":
+    pretext_state = _restore(manager, saves, backbone_template)["state"]
+    variables = {"params": pretext_state.params, "batch_stats": pretext_state.batch_stats}
+    features = _features(models["pretext"], variables, x, n, config.mine.chunk_size)
+    out = knn(features, config.mine.neighbors + 1, metric="cosine")  # column 0 is the image itself
+    neighbors = parallel.fetch(out.indices).astype(np.int32)
+    if lead:
+      np.save(workdir / "neighbors.npy", neighbors)
+    record = {"stage": "mine", "neighbors": config.mine.neighbors}
+    if data.y is not None:  # SCAN's diagnostic: how often a neighbour shares the image's class
+      record["neighbor_accuracy"] = float(np.mean(data.y[neighbors[:, 1:]] == data.y[:, None]))
+      kmeans_labels = _kmeans_baseline(features, k, key)
+      record.update({f"kmeans_{m}": v for m, v in cluster_metrics.evaluate(data.y, kmeans_labels).items()})
+    logger.record(**record)
+    cluster_state = _cluster_init(models["cluster"], pretext_state, example, config, n, mesh, key)
+    save(cluster_state, "scan", 0, backbone_from_pretext=True)
+    if stop_here("mine"):
+      return {"stage": "mine"}
+  neighbors = parallel.put(np.load(workdir / "neighbors.npy"), mesh)  # [n, neighbors + 1], column 0: self
+  cluster_template = _cluster_template(models["cluster"], example, config, n, mesh)
+
+  # 3. SCAN.
+  if meta["stage"] == "scan":
+    state = _restore(manager, saves, cluster_template["scan"])["state"]
+    tx = _scan_tx(config)
+    epoch_fn = _scan_epoch(models["cluster"], tx, config.scan.batch_size, n, image_shape,
+                           config.scan.entropy_weight, tuple(config.augment.crop_scale), _shard(mesh))
+    logger.stage("scan", config.scan.epochs, meta["progress"])
+    head_loss = np.asarray(meta.get("head_loss", [0.0] * config.scan.heads))
+    for epoch in range(meta["progress"], config.scan.epochs):
+      tick = time.perf_counter()
+      state, m = epoch_fn(state, x, neighbors, jax.random.fold_in(key, 2_000_000 + epoch))
+      head_loss = np.asarray(m["head_loss"])
+      best = int(np.argmin(head_loss))
+      record = {"stage": "scan", "epoch": epoch + 1, "of": config.scan.epochs, "loss": float(head_loss[best]),
+                "best_head": best, "consistency": float(m["consistency"][best]),
+                "entropy": float(m["entropy"][best]), "seconds": time.perf_counter() - tick}
+      record.update(_usage(models["cluster"], state, x, n, k, best, data.y, config, log))
+      logger.record(1, **record)
+      if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.scan.epochs:
+        done = epoch + 1 == config.scan.epochs
+        save(state, "selflabel" if done else "scan", 0 if done else epoch + 1, head_loss=head_loss.tolist(),
+             best_head=best)
+    if config.scan.epochs == 0:
+      save(state, "selflabel", 0, head_loss=head_loss.tolist(), best_head=0)
+    if stop_here("scan"):
+      return {"stage": "scan"}
+
+  # 4. Self-labeling with the head of lowest SCAN loss.
+  best = int(meta.get("best_head", 0))
+  if meta["stage"] == "selflabel":
+    state = _restore(manager, saves, cluster_template["selflabel"] if meta["progress"] else
+                     cluster_template["scan"])["state"]
+    tx = _selflabel_tx(config)
+    if meta["progress"] == 0:  # a fresh optimizer for the new stage
+      state = parallel.put(jax.tree.map(np.asarray, state.replace(opt_state=tx.init(state.params))), mesh)
+    epoch_fn = _selflabel_epoch(models["cluster"], tx, config.selflabel.batch_size, n, image_shape, best,
+                                config.selflabel.threshold, tuple(config.augment.crop_scale), _shard(mesh))
+    logger.stage("selflabel", config.selflabel.epochs, meta["progress"])
+    for epoch in range(meta["progress"], config.selflabel.epochs):
+      tick = time.perf_counter()
+      state, m = epoch_fn(state, x, jax.random.fold_in(key, 3_000_000 + epoch))
+      confident = float(m["confident"])
+      record = {"stage": "selflabel", "epoch": epoch + 1, "of": config.selflabel.epochs, "loss": float(m["loss"]),
+                "confident": confident, "seconds": time.perf_counter() - tick}
+      if confident == 0.0:
+        message = (f"self-labeling epoch {epoch + 1}: no image passed the confidence threshold "
+                   f"{config.selflabel.threshold}, so nothing was updated; train SCAN longer or lower "
+                   "selflabel.threshold")
+        warnings.warn(message)
+        record["warning"] = "no confident samples"
+      record.update(_usage(models["cluster"], state, x, n, k, best, data.y, config, log))
+      logger.record(1, **record)
+      if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.selflabel.epochs:
+        done = epoch + 1 == config.selflabel.epochs
+        save(state, _DONE if done else "selflabel", epoch + 1, best_head=best)
+    if config.selflabel.epochs == 0:
+      save(state, _DONE, 0, best_head=best)
+
+  state = _restore(manager, saves, cluster_template["selflabel"])["state"]  # the final state, also on resume
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  labels, confidence = _predict(models["cluster"], variables, x, n, best, config.mine.chunk_size)
+  manager.wait_until_finished()
+  logger.close()
+  summary = {"method": "scan", "dataset": config.dataset, "n": n, "shape": list(image_shape), "k": k,
+             "seed": config.seed, "best_head": best, "devices": mesh.size,
+             "wall_seconds": time.perf_counter() - start}
+  if data.y is not None:
+    summary.update(cluster_metrics.evaluate(data.y, labels))
+  summary["size_entropy"] = float(cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)["normalized_entropy"])
+  if lead:
+    np.save(workdir / "labels.npy", labels)
+    write_exemplars(workdir / "exemplars.png", np.asarray(data.x), labels, confidence, k)
+    _write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
+  log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
+                           for key, value in summary.items()))
+  return summary
+
+
+def predict(workdir, images) -> np.ndarray:
+  """Clusters of new images ``[m, H, W, C]`` (in [0, 1]) under a finished SCAN run."""
+  workdir = Path(workdir).absolute()
+  if not (workdir / "summary.json").exists():
+    raise ValueError(f"{workdir} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
+  import ml_collections
+  summary = json.loads((workdir / "summary.json").read_text())
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  images = np.asarray(images, np.float32)
+  if images.shape[1:] != tuple(summary["shape"]):
+    raise ValueError(f"images have shape {images.shape[1:]} but the run {workdir} was trained on "
+                     f"{tuple(summary['shape'])}")
+  if not np.all(np.isfinite(images)):
+    raise ValueError("images have NaN or Inf values")
+  model = _models(config, summary["k"])["cluster"]
+  mesh = parallel.make_mesh(1)
+  template = _cluster_template(model, jnp.zeros((2, *images.shape[1:])), config, summary["n"], mesh)["selflabel"]
+  manager = ocp.CheckpointManager(workdir / "checkpoints")
+  state = _restore(manager, manager.latest_step(), template)["state"]
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  labels, _ = _predict(model, variables, jnp.asarray(images), len(images), summary["best_head"],
+                       config.mine.chunk_size)
+  return labels
+
+
+def _models(config, k):
+  kind = config.backbone
+  if kind not in resnet.BACKBONES:
+    raise ValueError(f"backbone={kind!r} must be one of {', '.join(resnet.BACKBONES)}")
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
+  make = resnet.BACKBONES[kind]
+  if kind == "small_cnn":
+    backbone = make(channels=tuple(config.cnn_channels), dtype=dtype)
+  else:
+    backbone = make(stem=config.stem, dtype=dtype)
+  return {"pretext": heads.Pretext(backbone, heads.ProjectionHead(config.pretext.head_hidden, config.pretext.head_out)),
+          "cluster": heads.Clusterer(backbone, k=k, heads=config.scan.heads)}
+
+
+def _shard(mesh):
+  return NamedSharding(mesh, P("data")) if mesh.size > 1 else None
+
+
+def _pretext_tx(config, n):
+  c = config.pretext
+  steps = max(1, c.epochs * -(-n // c.batch_size))
+  schedule = optax.cosine_decay_schedule(c.learning_rate, steps)
+  if c.optimizer == "lars":  # SimCLR's optimizer (You et al. 2017), from optax
+    return optax.lars(schedule, weight_decay=c.weight_decay, momentum=0.9)
+  if c.optimizer != "sgd":
+    raise ValueError(f"pretext.optimizer={c.optimizer!r} must be 'sgd' or 'lars'")
+  return optax.chain(optax.add_decayed_weights(c.weight_decay), optax.sgd(schedule, momentum=0.9))
+
+
+def _scan_tx(config):
+  return optax.adamw(config.scan.learning_rate, weight_decay=config.scan.weight_decay)
+
+
+def _selflabel_tx(config):
+  return optax.adamw(config.selflabel.learning_rate, weight_decay=config.selflabel.weight_decay)
+
+
+def _views(image_shape, crop_scale):
+  size = image_shape[:2]
+  weak = augment.batch(augment.simclr_view, size=size, scale=crop_scale)
+  strong = augment.batch(augment.strong_view, size=size)
+  return weak, strong
+
+
+def _gather(x, index, mask, sharding):
+  images = x[index]
+  if sharding is not None:
+    images, index, mask = jax.lax.with_sharding_constraint((images, index, mask), sharding)
+  return images, index, mask
+
+
+@functools.lru_cache(maxsize=None)
+def _pretext_epoch(model, tx, batch_size, n, image_shape, temperature, crop_scale, sharding):
+  weak, _ = _views(image_shape, crop_scale)
+  step = functools.partial(simclr.train_step, model=model, tx=tx, augment=weak, temperature=temperature)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def epoch(state, x, rng):
+    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
+
+    def one(state, batch):
+      images, _, m = _gather(x, batch[0], batch[1], sharding)
+      return step(state, {"image": images, "mask": m}, rng)
+
+    state, m = jax.lax.scan(one, state, (index, mask))
+    return state, {"loss": jnp.mean(m["loss"])}
+
+  return epoch
+
+
+@functools.lru_cache(maxsize=None)
+def _scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, crop_scale, sharding):
+  weak, _ = _views(image_shape, crop_scale)
+  step = functools.partial(scan.scan_step, model=model, tx=tx, augment=weak, entropy_weight=entropy_weight)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def epoch(state, x, neighbors, rng):
+    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
+
+    def one(state, batch):
+      i, m, r = batch
+      column = jax.random.randint(r, i.shape, 1, neighbors.shape[1])  # a random neighbour, not the image
+      images, _, m = _gather(x, i, m, sharding)
+      neighbor_images, _, _ = _gather(x, neighbors[i, column], m, sharding)
+      return step(state, {"image": images, "neighbor": neighbor_images, "mask": m}, rng)
+
+    keys = jax.random.split(jax.random.fold_in(rng, 1), index.shape[0])
+    state, m = jax.lax.scan(one, state, (index, mask, keys))
+    return state, jax.tree.map(lambda a: jnp.mean(a, axis=0), m)
+
+  return epoch
+
+
+@functools.lru_cache(maxsize=None)
+def _selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, crop_scale, sharding):
+  weak, strong = _views(image_shape, crop_scale)
+  step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=weak, strong=strong, head=head,
+                           threshold=threshold)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def epoch(state, x, rng):
+    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
+
+    def one(state, batch):
+      images, _, m = _gather(x, batch[0], batch[1], sharding)
+      return step(state, {"image": images, "mask": m}, rng)
+
+    state, m = jax.lax.scan(one, state, (index, mask))
+    return state, jax.tree.map(jnp.mean, m)
+
+  return epoch
+
+
+def _chunked(fn, x, n, chunk):
+  """``fn`` over the first ``n`` rows of ``x`` in chunks of ``chunk`` rows (bounded activation memory)."""
+  chunks = -(-n // chunk)
+  index = jnp.minimum(jnp.arange(chunks * chunk), n - 1).reshape(chunks, chunk)
+  out = jax.lax.map(lambda i: fn(x[i]), index)
+  return jax.tree.map(lambda a: a.reshape(chunks * chunk, *a.shape[2:])[:n], out)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _features_jit(model, variables, x, n, chunk):
+  return _chunked(lambda b: model.apply(variables, b, method=model.features), x, n, chunk)
+
+
+def _features(model, variables, x, n, chunk):
+  return _features_jit(model, variables, x, n, chunk)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+def _predict_jit(model, variables, x, n, head, chunk):
+  return _chunked(lambda b: scan.predict(model, variables, b, head), x, n, chunk)
+
+
+def _predict(model, variables, x, n, head, chunk):
+  labels, confidence = _predict_jit(model, variables, x, n, head, chunk)
+  return parallel.fetch(labels), parallel.fetch(confidence)
+
+
+def _kmeans_baseline(features, k, key):
+  from jaxclust.kernels.kmeans import kmeans
+  return parallel.fetch(kmeans(features, k, rng=jax.random.fold_in(key, 5), n_init=10, spherical=True).labels)
+
+
+def _usage(model, state, x, n, k, head, y, config, log):
+  """Cluster usage of ``head`` over the dataset: a collapse guard (and ACC/NMI/ARI when labelled)."""
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  labels, _ = _predict(model, variables, x, n, head, config.mine.chunk_size)
+  balance = cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)
+  out = {"size_entropy": float(balance["normalized_entropy"]), "empty_clusters": int(np.sum(np.bincount(
+      labels, minlength=k) == 0))}
+  if out["size_entropy"] < 0.5 or out["empty_clusters"]:
+    warnings.warn(f"clusters are collapsing: normalized size entropy {out['size_entropy']:.3f}, "
+                  f"{out['empty_clusters']} of {k} clusters empty")
+  if y is not None:
+    out.update(cluster_metrics.evaluate(y, labels))
+  return out
+
+
+def _pretext_template(model, example, mesh, config, n):
+  return parallel.put(simclr.init(model, jax.random.key(0), example, _pretext_tx(config, n)), mesh)
+
+
+def _cluster_init(model, pretext_state, example, config, n, mesh, key):
+  """Clustering model with the pretext backbone (params and BatchNorm statistics) and fresh heads."""
+  fresh = scan.init(model, jax.random.fold_in(key, 4), example, _scan_tx(config))
+  params = {**fresh.params, "backbone": pretext_state.params["backbone"]}
+  batch_stats = {**fresh.batch_stats, "backbone": pretext_state.batch_stats["backbone"]}
+  state = scan.ClusterState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
+                            opt_state=_scan_tx(config).init(params))
+  return parallel.put(jax.tree.map(np.asarray, state), mesh)
+
+
+def _cluster_template(model, example, config, n, mesh):
+  base = scan.init(model, jax.random.key(0), example, _scan_tx(config))
+  return {"scan": parallel.put(base, mesh),
+          "selflabel": parallel.put(base.replace(opt_state=_selflabel_tx(config).init(base.params)), mesh)}
+
+
+def write_exemplars(path: Path, images, labels, confidence, k: int, per_cluster: int = 8):
+  """A PNG grid: one row per cluster, its ``per_cluster`` most confident images."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(k, per_cluster, figsize=(per_cluster, k), squeeze=False)
+  for c in range(k):
+    members = np.flatnonzero(labels == c)
+    top = members[np.argsort(-confidence[members])][:per_cluster]
+    for j in range(per_cluster):
+      ax = axes[c, j]
+      ax.axis("off")
+      if j < len(top):
+        image = images[top[j]]
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
+                  vmin=0, vmax=1)
+    axes[c, 0].set_title(f"cluster {c} ({len(members)})", fontsize=6, loc="left")
+  fig.savefig(path, dpi=80, bbox_inches="tight")
+  plt.close(fig)
