@@ -209,6 +209,9 @@ def _load_tfds(name, data_dir) -> Dataset:
   tf.config.set_visible_devices([], "GPU")  # TensorFlow must not take accelerator memory from JAX
   parts = name.split(":")
   dataset, split = parts[1], parts[2] if len(parts) > 2 else "train"
+  label_key = "label"
+  if dataset == "cifar100_20":  # CIFAR-100 with its 20 superclasses as the labels (SCAN's CIFAR-100-20)
+    dataset, label_key = "cifar100", "coarse_label"
   try:
     # download=False fails in under a second when the data is absent; with downloads on, tfds
     # retries the network for minutes before failing on an offline machine.
@@ -224,7 +227,7 @@ def _load_tfds(name, data_dir) -> Dataset:
   if not batches:
     raise ValueError(f"tensorflow-datasets {dataset!r} split {split!r} is empty")
   x = np.concatenate([b["image"] for b in batches]).astype(np.float32) / 255.0
-  y = np.concatenate([b["label"] for b in batches]).astype(np.int64) if "label" in batches[0] else None
+  y = np.concatenate([b[label_key] for b in batches]).astype(np.int64) if label_key in batches[0] else None
   return Dataset(x, y, dataset)
 
 

@@ -1,0 +1,114 @@
+"""jaxclust fit scan: stages, resume after SIGKILL, predict, exemplars, the CIFAR recipe on mock data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from jaxclust import configs, scan_train
+
+TINY = ["pretext.epochs=2", "scan.epochs=3", "selflabel.epochs=2", "cnn_channels=(8, 16)", "scan.heads=2",
+        "mine.neighbors=5", "selflabel.threshold=0.15", "pretext.batch_size=128", "scan.batch_size=128",
+        "selflabel.batch_size=128"]
+
+
+def tiny_config():
+  c = configs.get_config("scan", "digits")
+  c.pretext.epochs, c.scan.epochs, c.selflabel.epochs, c.cnn_channels, c.scan.heads = 2, 3, 2, (8, 16), 2
+  c.mine.neighbors, c.selflabel.threshold = 5, 0.15  # low enough that self-labeling updates
+  return c
+
+
+def records(workdir):
+  return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stages_run_in_order_and_stop_where_asked(tmp_path):
+  from sklearn.datasets import load_digits
+  assert scan_train.fit(tiny_config(), tmp_path, log=lambda _: None, stage="mine") == {"stage": "mine"}
+  assert not (tmp_path / "summary.json").exists()
+  assert [r["stage"] for r in records(tmp_path)] == ["pretext", "pretext", "mine"]
+  mine = records(tmp_path)[-1]
+  assert 0.0 < mine["neighbor_accuracy"] <= 1.0 and "kmeans_acc" in mine
+  neighbors = np.load(tmp_path / "neighbors.npy")
+  assert neighbors.shape == (1797, 6)
+  assert np.mean(neighbors[:, 0] == np.arange(1797)) > 0.99  # column 0: the image itself (ties aside)
+  summary = scan_train.fit(tiny_config(), tmp_path, log=lambda _: None)
+  stages = [r["stage"] for r in records(tmp_path)]
+  assert stages.count("pretext") == 2 and stages.count("scan") == 3 and stages.count("selflabel") == 2
+  assert 0.0 < summary["acc"] <= 1.0 and summary["best_head"] in (0, 1)
+  assert (tmp_path / "exemplars.png").stat().st_size > 1000
+  images = (load_digits().images[:64] / 16.0).astype(np.float32)[..., None]
+  np.testing.assert_array_equal(scan_train.predict(tmp_path, images), np.load(tmp_path / "labels.npy")[:64])
+  with pytest.raises(ValueError, match=r"images have shape \(8, 8\)"):
+    scan_train.predict(tmp_path, images[..., 0])
+
+
+def test_killed_scan_run_resumes_to_the_uninterrupted_result(tmp_path):
+  reference = scan_train.fit(tiny_config(), tmp_path / "reference", log=lambda _: None)
+  workdir = tmp_path / "killed"
+  cmd = [sys.executable, "-m", "jaxclust.cli", "fit", "scan", "--dataset", "digits", "--workdir", str(workdir)]
+  cmd += [arg for setting in TINY for arg in ("--set", setting)]
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # saves 1-2: pretext epochs; 3: after mining; 4-6: SCAN epochs; 7-8: self-labeling
+  deadline = time.time() + 300
+  while not (workdir / "checkpoints" / "5").is_dir():
+    assert proc.poll() is None, "the run ended before it could be killed"
+    assert time.time() < deadline, "no SCAN checkpoint within 300 s"
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  resumed = scan_train.fit(tiny_config(), workdir, log=lambda _: None)
+  assert [r["stage"] for r in records(workdir)].count("pretext") == 2, "the pretext was trained again"
+  np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
+  assert resumed["acc"] == reference["acc"]
+
+
+def test_no_confident_sample_warns_and_leaves_the_model_unchanged(tmp_path):
+  config = tiny_config()
+  config.scan.epochs, config.selflabel.threshold = 1, 0.999999
+  with pytest.warns(UserWarning, match="no image passed the confidence threshold"):
+    scan_train.fit(config, tmp_path, log=lambda _: None)
+  rs = records(tmp_path)
+  last_scan, selflabel = [r for r in rs if r["stage"] == "scan"][-1], [r for r in rs if r["stage"] == "selflabel"]
+  assert all(r["confident"] == 0.0 and r["warning"] == "no confident samples" for r in selflabel)
+  assert all(r["acc"] == last_scan["acc"] and r["size_entropy"] == last_scan["size_entropy"] for r in selflabel)
+
+
+def test_scan_refuses_tabular_data(tmp_path):
+  np.savez(tmp_path / "table.npz", x=np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32))
+  config = tiny_config()
+  config.dataset, config.n_clusters = str(tmp_path / "table.npz"), 3
+  with pytest.raises(ValueError, match=r"SCAN needs images \[n, H, W, C\]"):
+    scan_train.fit(config, tmp_path / "run", log=lambda _: None)
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("dataset, stem, image", [("tfds:cifar10", "cifar", 32), ("tfds:cifar100_20", "cifar", 32),
+                                                  ("tfds:stl10", "imagenet", 96)])
+def test_paper_recipes(dataset, stem, image):
+  """The official SCAN settings; the recipes run end to end in experiments/scan_recipes_mock.py (minutes)."""
+  import jax
+  import jax.numpy as jnp
+  config = configs.get_config("scan", dataset)
+  assert (config.backbone, config.stem, config.pretext.batch_size, config.pretext.epochs, config.pretext.temperature,
+          config.scan.epochs, config.scan.entropy_weight, config.scan.heads, config.mine.neighbors,
+          config.selflabel.epochs, config.selflabel.threshold) == (
+              "resnet18", stem, 512, 500, 0.1, 50, 5.0, 10, 20, 200, 0.99)
+  models = scan_train._models(config, 10)
+  shapes = jax.eval_shape(models["cluster"].init, jax.random.key(0), jnp.zeros((2, image, image, 3)))
+  assert jax.eval_shape(lambda v: models["cluster"].apply(v, jnp.zeros((2, image, image, 3))), shapes).shape == (
+      10, 2, 10)
+
+
+def test_cifar100_20_loads_superclasses():
+  import tensorflow_datasets as tfds
+  from jaxclust.data import sources
+  with tfds.testing.mock_data(num_examples=40):
+    data = sources.load("tfds:cifar100_20")
+  assert data.x.shape == (40, 32, 32, 3) and data.y.max() < 20
