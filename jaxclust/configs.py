@@ -76,9 +76,11 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict({"crop_scale": (0.2, 1.0)})
   # SimCLR pretext as in SCAN's configs: batch 512, temperature 0.1, SGD 0.4 momentum 0.9, weight
   # decay 1e-4, cosine schedule, 500 epochs, 128-d projection.
-  c.pretext = ml_collections.ConfigDict({"epochs": 500, "batch_size": 512, "temperature": 0.1, "optimizer": "sgd",
-                                         "learning_rate": 0.4, "weight_decay": 1e-4, "head_hidden": 512,
-                                         "head_out": 128})
+  # pretext.method="moco": MoCo v2 (temperature 0.2, momentum 0.999, queue of 65,536 keys in the paper).
+  c.pretext = ml_collections.ConfigDict({"method": "simclr", "epochs": 500, "batch_size": 512, "temperature": 0.1,
+                                         "optimizer": "sgd", "learning_rate": 0.4, "weight_decay": 1e-4,
+                                         "head_hidden": 512, "head_out": 128, "momentum": 0.999,
+                                         "queue_size": 65536})
   c.mine = ml_collections.ConfigDict({"neighbors": 20, "chunk_size": 1024})
   # SCAN: Adam 1e-4, weight decay 1e-4, batch 128, entropy weight 5, 10 heads, 50 epochs.
   c.scan = ml_collections.ConfigDict({"epochs": 50, "batch_size": 128, "learning_rate": 1e-4, "weight_decay": 1e-4,

@@ -1,5 +1,7 @@
 """Training driver for SCAN: pretext -> neighbour mining -> SCAN -> self-labeling, checkpointed per stage.
 
+The pretext is SimCLR (``pretext.method="simclr"``, SCAN's CIFAR/STL recipe) or MoCo v2 ("moco").
+
 Like :mod:`jaxclust.train`: every save records the stage and its progress, so ``fit`` on the same
 workdir resumes a killed run where it stopped, with the same result; finished, foreign-config and
 corrupt workdirs are refused. The dataset lives on the devices as a row-sharded global array, each
@@ -25,7 +27,7 @@ from jaxclust import metrics as cluster_metrics
 from jaxclust import parallel
 from jaxclust.data import augment, sources
 from jaxclust.kernels.knn import knn
-from jaxclust.methods import pretrain, scan, simclr
+from jaxclust.methods import moco, pretrain, scan, simclr
 from jaxclust.models import heads, resnet
 from jaxclust.train import _check_same_config, _Logger, _restore, _write_atomic
 from jaxclust.validation import check_count
@@ -58,6 +60,8 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   for name in ("pretext", "scan", "selflabel"):
     if config[name].batch_size % mesh.size:
       raise ValueError(f"{name}.batch_size={config[name].batch_size} is not divisible by the {mesh.size} devices")
+  _pretext_options(config)  # an unknown pretext or a queue that batches do not fill fails here
+  _models(config, k)
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
   _check_same_config(workdir, config, write=lead)
@@ -92,11 +96,11 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   # 1. Pretext (SimCLR).
   if meta["stage"] == "pretext":
     tx = _pretext_tx(config, n)
-    state = parallel.put(simclr.init(models["pretext"], jax.random.fold_in(key, 0), example, tx), mesh)
+    state = parallel.put(_pretext_init(config, models["pretext"], jax.random.fold_in(key, 0), example, tx), mesh)
     if saves:
       state = _restore(manager, saves, state)["state"]
     epoch_fn = _pretext_epoch(models["pretext"], tx, config.pretext.batch_size, n, image_shape,
-                              config.pretext.temperature, tuple(config.augment.crop_scale), _shard(mesh))
+                              _pretext_options(config), tuple(config.augment.crop_scale), _shard(mesh))
     logger.stage("pretext", config.pretext.epochs, meta["progress"])
     for epoch in range(meta["progress"], config.pretext.epochs):
       tick = time.perf_counter()
@@ -287,10 +291,31 @@ def _gather(x, index, mask, sharding):
   return images, index, mask
 
 
+def _pretext_init(config, model, rng, example, tx):
+  if config.pretext.method == "moco":
+    return moco.init(model, rng, example, tx, queue_size=config.pretext.queue_size)
+  if config.pretext.method != "simclr":
+    raise ValueError(f"pretext.method={config.pretext.method!r} must be 'simclr' or 'moco'")
+  return simclr.init(model, rng, example, tx)
+
+
+def _pretext_options(config):
+  """The pretext train step and its settings, hashable (the compiled epoch is cached on them)."""
+  c = config.pretext
+  if c.method not in ("simclr", "moco"):
+    raise ValueError(f"pretext.method={c.method!r} must be 'simclr' or 'moco'")
+  if c.method == "moco":
+    if c.queue_size % c.batch_size:
+      raise ValueError(f"pretext.queue_size={c.queue_size} must be a multiple of pretext.batch_size={c.batch_size}")
+    return (moco.train_step, (("momentum", c.momentum), ("temperature", c.temperature)))
+  return (simclr.train_step, (("temperature", c.temperature),))
+
+
 @functools.lru_cache(maxsize=None)
-def _pretext_epoch(model, tx, batch_size, n, image_shape, temperature, crop_scale, sharding):
+def _pretext_epoch(model, tx, batch_size, n, image_shape, options, crop_scale, sharding):
   weak, _ = _views(image_shape, crop_scale)
-  step = functools.partial(simclr.train_step, model=model, tx=tx, augment=weak, temperature=temperature)
+  train_step, settings = options
+  step = functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings))
 
   @functools.partial(jax.jit, donate_argnums=0)
   def epoch(state, x, rng):
@@ -397,7 +422,7 @@ def _usage(model, state, x, n, k, head, y, config, log):
 
 
 def _pretext_template(model, example, mesh, config, n):
-  return parallel.put(simclr.init(model, jax.random.key(0), example, _pretext_tx(config, n)), mesh)
+  return parallel.put(_pretext_init(config, model, jax.random.key(0), example, _pretext_tx(config, n)), mesh)
 
 
 def _cluster_init(model, pretext_state, example, config, n, mesh, key):

@@ -112,3 +112,24 @@ def test_cifar100_20_loads_superclasses():
   with tfds.testing.mock_data(num_examples=40):
     data = sources.load("tfds:cifar100_20")
   assert data.x.shape == (40, 32, 32, 3) and data.y.max() < 20
+
+
+def test_moco_pretext_is_checkpointed_with_its_queue(tmp_path):
+  import jax
+  import jax.numpy as jnp
+  from jaxclust import parallel
+  import orbax.checkpoint as ocp
+  config = tiny_config()
+  config.pretext.method, config.pretext.queue_size, config.pretext.temperature = "moco", 512, 0.2
+  assert scan_train.fit(config, tmp_path, log=lambda _: None, stage="pretext") == {"stage": "pretext"}
+  template = scan_train._pretext_template(scan_train._models(config, 10)["pretext"], jnp.zeros((2, 8, 8, 1)),
+                                          parallel.make_mesh(1), config, 1797)
+  manager = ocp.CheckpointManager(tmp_path / "checkpoints")
+  state = scan_train._restore(manager, manager.latest_step(), template)["state"]
+  # 2 epochs of ceil(1797 / 128) = 15 batches of 128 keys went through a 512-key queue.
+  assert int(state.step) == 30 and int(state.queue_ptr) == (30 * 128) % 512
+  assert not np.allclose(jax.tree.leaves(state.key_params)[0], jax.tree.leaves(state.params)[0])
+  config.pretext.queue_size = 500
+  with pytest.raises(ValueError, match="queue_size=500 must be a multiple of pretext.batch_size=128"):
+    scan_train.fit(config, tmp_path / "other", log=lambda _: None)
+  assert not (tmp_path / "other").exists()

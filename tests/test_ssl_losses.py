@@ -96,3 +96,21 @@ def test_selflabel_loss_without_confident_samples_is_zero_not_nan():
   loss, metrics = scan.selflabel_loss(weak, np.ones((8, 4), np.float32), 0.99)
   grads = jax.grad(lambda s: scan.selflabel_loss(weak, s, 0.99)[0])(jnp.ones((8, 4)))
   assert float(loss) == 0.0 and float(metrics["confident"]) == 0.0 and np.all(np.isfinite(grads))
+
+
+def test_info_nce_matches_moco_eq_1():
+  from jaxclust.methods import moco
+  rng = np.random.default_rng(4)
+  q, k, queue = rng.normal(size=(6, 5)), rng.normal(size=(6, 5)), rng.normal(size=(10, 5))
+  unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+  qn, kn, queuen = unit(q), unit(k), unit(queue)
+  losses = []
+  for i in range(6):
+    positive = np.exp(qn[i] @ kn[i] / 0.2)
+    negatives = sum(np.exp(qn[i] @ queuen[j] / 0.2) for j in range(10))
+    losses.append(-np.log(positive / (positive + negatives)))
+  np.testing.assert_allclose(moco.info_nce(q.astype(np.float32), k.astype(np.float32), queue.astype(np.float32)),
+                             np.mean(losses), rtol=1e-5)
+  grad_k = jax.grad(lambda k: moco.info_nce(jnp.asarray(q, jnp.float32), k, jnp.asarray(queue, jnp.float32)))(
+      jnp.asarray(k, jnp.float32))
+  assert not np.any(np.asarray(grad_k))  # keys come from the momentum encoder: no gradient

@@ -104,3 +104,22 @@ def test_scan_and_selflabel_steps_sharded_equal_single_device():
   assert 0.0 <= float(m1["confident"]) <= 1.0
   np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-4, atol=1e-6)
   chex.assert_trees_all_close(sharded.params, single.params, rtol=1e-4, atol=1e-5)
+
+
+def test_moco_step_queue_momentum_and_sharding():
+  from jaxclust.methods import moco
+  model = heads.Pretext(resnet.SmallCNN(channels=(8, 16)), heads.ProjectionHead(32, 16))
+  tx = optax.sgd(0.1, momentum=0.9)
+  state = moco.init(model, jax.random.key(1), _images(2), tx, queue_size=32)
+  aug = augment.batch(augment.simclr_view, size=(28, 28), scale=(0.2, 1.0))
+  step = jax.jit(functools.partial(moco.train_step, model=model, tx=tx, augment=aug, momentum=0.9))
+  (single, m1), (sharded, m2) = _run_both(step, state, {"image": _images()})
+  assert int(single.queue_ptr) == 0 and int(single.step) == 2  # two batches of 16 filled the 32-key queue
+  np.testing.assert_allclose(np.linalg.norm(single.queue, axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
+  chex.assert_trees_all_close(sharded.params, single.params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(sharded.queue, single.queue, rtol=1e-4, atol=1e-5)
+  # The momentum encoder follows the query encoder slowly: k1 = 0.9 k0 + 0.1 q0.
+  one, _ = step(jax.device_put(state, jax.devices()[0]), {"image": _images()}, jax.random.key(7))
+  expected = jax.tree.map(lambda k, q: 0.9 * k + 0.1 * q, state.key_params, state.params)
+  chex.assert_trees_all_close(one.key_params, expected, rtol=1e-6, atol=1e-7)
