@@ -1,0 +1,85 @@
+"""SwAV (Caron et al., NeurIPS 2020): swapped prediction of online cluster codes over multi-crop views.
+
+Every crop is embedded and normalized, ``z``, and scored against ``K`` normalized prototypes,
+``scores = z C``. For each assignment crop (the two large crops), the codes ``q`` are the
+Sinkhorn-Knopp equal-partition assignment of its scores over the global batch (epsilon 0.05,
+3 iterations, no gradient), optionally with a queue of earlier embeddings joined to the batch
+for the assignment only. Every other crop predicts those codes:
+``loss = mean_i mean_{v != i} -sum_k q_i log softmax(scores_v / temperature)`` (Algorithm 1 of the
+paper, averaged over the assignment crops ``i`` and the ``n_crops - 1`` other crops ``v``).
+Prototypes are re-normalized before each step and frozen for the first iterations.
+
+Global Sinkhorn: the codes are normalized over the whole batch across devices. Under ``jit``
+with the batch sharded, the sums in :func:`jaxclust.sinkhorn_knopp` already span all devices;
+:func:`codes` also runs it under ``jax.shard_map`` with ``psum`` over the mesh axis, the explicit
+form of the same computation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxclust.kernels.sinkhorn import sinkhorn_knopp
+
+
+def normalize(v, axis: int = -1):
+  v = v.astype(jnp.float32)
+  return v / jnp.maximum(jnp.linalg.norm(v, axis=axis, keepdims=True), 1e-12)
+
+
+def codes(scores, *, epsilon: float = 0.05, n_iter: int = 3, queue_scores=None, mesh=None):
+  """Sinkhorn codes ``[B, K]`` of a crop's scores (rows sum to 1), over the global batch.
+
+  ``queue_scores`` (``[Q, K]``, replicated) join the batch for the normalization and are dropped
+  from the result. With ``mesh``, the batch is split over its "data" axis inside ``shard_map``.
+  """
+  scores = jax.lax.stop_gradient(scores.astype(jnp.float32))
+  if mesh is None or mesh.size == 1:
+    joined = scores if queue_scores is None else jnp.concatenate([scores, jax.lax.stop_gradient(queue_scores)])
+    return sinkhorn_knopp(joined, epsilon=epsilon, n_iter=n_iter)[:scores.shape[0]]
+  from jax.sharding import PartitionSpec as P
+
+  def local(s, queue):
+    # Each device adds an equal slice of the (replicated) queue, so the queue is counted once.
+    if queue is not None:
+      per = queue.shape[0] // mesh.size
+      mine = jax.lax.dynamic_slice_in_dim(queue, jax.lax.axis_index("data") * per, per)
+      s_all = jnp.concatenate([s, mine])
+    else:
+      s_all = s
+    return sinkhorn_knopp(s_all, epsilon=epsilon, n_iter=n_iter, axis_name="data")[:s.shape[0]]
+
+  if queue_scores is not None and queue_scores.shape[0] % mesh.size:
+    raise ValueError(f"queue length {queue_scores.shape[0]} must be divisible by the {mesh.size} devices")
+  return jax.shard_map(local, mesh=mesh, in_specs=(P("data"), P()), out_specs=P("data"), check_vma=False)(
+      scores, queue_scores)
+
+
+def swav_loss(crop_scores, *, n_assign: int = 2, temperature: float = 0.1, epsilon: float = 0.05, n_iter: int = 3,
+              queue_scores=None, mesh=None):
+  """Swapped-prediction loss over multi-crop scores.
+
+  Args:
+    crop_scores: list of ``[B, K]`` scores ``z_v C``, one per crop; the first ``n_assign`` are the
+      large crops that get codes (SwAV: 2 of 2x224 + 6x96).
+    temperature: of the prediction softmax (0.1).
+    epsilon, n_iter: Sinkhorn settings (0.05, 3).
+    queue_scores: optional list of ``n_assign`` arrays ``[Q, K]``, the queue scored by the
+      current prototypes, one per assignment crop.
+
+  Returns:
+    ``(loss, codes)``: the scalar loss and the ``n_assign`` code matrices.
+  """
+  n_crops = len(crop_scores)
+  if not 1 <= n_assign <= n_crops or n_crops < 2:
+    raise ValueError(f"n_assign={n_assign} must be in [1, {n_crops}] and there must be at least 2 crops")
+  log_p = [jax.nn.log_softmax(s.astype(jnp.float32) / temperature, axis=-1) for s in crop_scores]
+  all_codes, total = [], 0.0
+  for i in range(n_assign):
+    q = codes(crop_scores[i], epsilon=epsilon, n_iter=n_iter,
+              queue_scores=None if queue_scores is None else queue_scores[i], mesh=mesh)
+    all_codes.append(q)
+    others = [v for v in range(n_crops) if v != i]
+    total += sum(-jnp.mean(jnp.sum(q * log_p[v], axis=-1)) for v in others) / len(others)
+  return total / n_assign, all_codes
