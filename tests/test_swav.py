@@ -80,3 +80,39 @@ def test_global_sinkhorn_on_8_devices_equals_one_device():
     local = np.concatenate([np.asarray(swav.codes(crops[1][i:i + 4])) for i in range(0, 32, 4)])
     if queue is None:
       assert not np.allclose(local, ref_codes[1], atol=1e-3)
+
+
+def test_train_step_freezes_prototypes_fills_the_queue_and_shards():
+  import functools
+
+  import chex
+  import jax.numpy as jnp
+  import optax
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from jaxclust.data import augment
+  from jaxclust.models import resnet
+
+  model = swav.SwAVModel(resnet.SmallCNN(channels=(8, 16)), hidden=32, out=16, prototypes=20)
+  images = jax.random.uniform(jax.random.key(0), (16, 28, 28, 1))
+  crops = functools.partial(augment.multi_crop, crops=((2, 28, (0.3, 1.0)), (2, 16, (0.1, 0.3))))
+  tx = optax.sgd(0.1, momentum=0.9)
+  mesh = parallel.make_mesh()
+  state = swav.init(model, jax.random.key(1), images[:2], tx, queue_length=32)
+  normalized = swav.normalize(state.params["prototypes"]["kernel"], axis=0)
+  outs = []
+  for m, placed in ((None, images), (mesh, jax.device_put(images, NamedSharding(mesh, P("data"))))):
+    step = jax.jit(functools.partial(swav.train_step, model=model, tx=tx, augment=crops, freeze_prototypes=2,
+                                     update_queue=True, mesh=m))
+    s = state
+    for i in range(3):
+      s, metrics = step(s, {"image": placed}, jax.random.key(5))
+      if i < 2:  # frozen: only re-normalized
+        np.testing.assert_allclose(s.params["prototypes"]["kernel"], normalized, rtol=1e-6, atol=1e-7)
+    outs.append((s, metrics))
+  (single, m1), (sharded, m2) = outs
+  assert int(single.queue_filled) == 32 and np.isfinite(m1["loss"])  # full after 2 steps; used in step 3
+  assert not np.allclose(single.params["prototypes"]["kernel"], normalized)  # trained after the freeze
+  np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-4)
+  chex.assert_trees_all_close(sharded.params, single.params, rtol=1e-3, atol=1e-5)
+  chex.assert_trees_all_close(sharded.queue, single.queue, rtol=1e-4, atol=1e-5)

@@ -152,3 +152,16 @@ def batch(view, **options):
     return jax.vmap(functools.partial(view, **options))(jax.random.split(rng, images.shape[0]), images)
 
   return apply
+
+
+def multi_crop(rng, images, *, crops: tuple = ((2, 224, (0.14, 1.0)), (6, 96, (0.05, 0.14))), **options):
+  """SwAV's multi-crop: for each ``(count, size, scale)``, ``count`` SimCLR views of ``size x size``.
+
+  Returns a list of ``[B, size, size, C]`` arrays, large crops first (static shapes and counts).
+  ``options`` go to :func:`simclr_view` (e.g. ``blur_p``, ``solarize_p``).
+  """
+  views = []
+  for g, (count, size, scale) in enumerate(crops):
+    view = batch(simclr_view, size=(size, size), scale=tuple(scale), **options)
+    views += [view(jax.random.fold_in(rng, 100 * g + c), images) for c in range(count)]
+  return views

@@ -17,8 +17,13 @@ form of the same computation.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
+from flax import struct
 
 from jaxclust.kernels.sinkhorn import sinkhorn_knopp
 
@@ -83,3 +88,91 @@ def swav_loss(crop_scores, *, n_assign: int = 2, temperature: float = 0.1, epsil
     others = [v for v in range(n_crops) if v != i]
     total += sum(-jnp.mean(jnp.sum(q * log_p[v], axis=-1)) for v in others) / len(others)
   return total / n_assign, all_codes
+
+
+class SwAVModel(nn.Module):
+  """Backbone, projection MLP, normalized embedding, and ``K`` prototypes (a bias-free linear layer)."""
+  backbone: nn.Module
+  hidden: int = 2048
+  out: int = 128
+  prototypes: int = 3000
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = self.backbone(x, train)
+    h = nn.Dense(self.hidden, name="projection_hidden")(h)
+    h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, name="projection_norm")(h))
+    z = normalize(nn.Dense(self.out, name="projection_out")(h))
+    return z, nn.Dense(self.prototypes, use_bias=False, name="prototypes")(z)
+
+
+class SwAVState(struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  queue: jax.Array  # [n_assign, Q, e] embeddings of earlier assignment crops (zeros until filled)
+  queue_filled: jax.Array  # [] int32, how many queue rows hold embeddings
+
+
+def init(model: SwAVModel, rng, example_images, tx, *, n_assign: int = 2, queue_length: int = 0) -> SwAVState:
+  variables = model.init(rng, example_images, train=False)
+  return SwAVState(step=jnp.int32(0), params=variables["params"], batch_stats=variables.get("batch_stats", {}),
+                   opt_state=tx.init(variables["params"]),
+                   queue=jnp.zeros((n_assign, queue_length, model.out), jnp.float32), queue_filled=jnp.int32(0))
+
+
+def train_step(state: SwAVState, batch, rng, *, model: SwAVModel, tx, augment: Callable, n_assign: int = 2,
+               temperature: float = 0.1, epsilon: float = 0.05, n_iter: int = 3, freeze_prototypes: int = 0,
+               update_queue: bool = False, mesh=None):
+  """One SwAV step on ``{"image": [B, ...]}``; ``augment(rng, images)`` returns the list of crops.
+
+  Crops of one size go through the network together. Prototypes are re-normalized first; their
+  gradient is zero for the first ``freeze_prototypes`` steps. With ``update_queue`` the batch's
+  assignment embeddings enter the queue, which joins the Sinkhorn assignment once it is full.
+  """
+  rng = jax.random.fold_in(rng, state.step)
+  params = dict(state.params)
+  params["prototypes"] = {"kernel": normalize(params["prototypes"]["kernel"], axis=0)}
+  views = augment(rng, batch["image"])
+  b = batch["image"].shape[0]
+
+  def loss_fn(params):
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    embeddings, scores = [], []
+    groups = {}
+    for v in views:  # same-size crops in one pass, as in the paper's code
+      groups.setdefault(v.shape[1:], []).append(v)
+    batch_stats = state.batch_stats
+    for group in groups.values():
+      (z, s), updates = model.apply({**variables, "batch_stats": batch_stats}, jnp.concatenate(group), train=True,
+                                    mutable=["batch_stats"])
+      batch_stats = updates["batch_stats"]
+      embeddings += jnp.split(z, len(group))
+      scores += jnp.split(s, len(group))
+    use_queue = state.queue.shape[1] > 0
+    queue_scores = None
+    if use_queue:
+      queue_scores = [state.queue[i] @ jax.lax.stop_gradient(params["prototypes"]["kernel"]) for i in range(n_assign)]
+    full = state.queue_filled >= state.queue.shape[1]
+
+    def loss_with(queue):
+      return swav_loss(scores, n_assign=n_assign, temperature=temperature, epsilon=epsilon, n_iter=n_iter,
+                       queue_scores=queue, mesh=mesh)[0]
+
+    loss = (jax.lax.cond(full, lambda: loss_with(queue_scores), lambda: loss_with(None)) if use_queue
+            else loss_with(None))
+    return loss, (batch_stats, [jax.lax.stop_gradient(e) for e in embeddings[:n_assign]])
+
+  (loss, (batch_stats, new_embeddings)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  updates, opt_state = tx.update(grads, state.opt_state, params)
+  # Frozen prototypes get no update at all (not even weight decay), as when the paper drops their gradient.
+  frozen = state.step < freeze_prototypes
+  updates["prototypes"] = jax.tree.map(lambda u: jnp.where(frozen, 0.0, u), updates["prototypes"])
+  queue, filled = state.queue, state.queue_filled
+  if update_queue and queue.shape[1] > 0:
+    queue = jnp.concatenate([jnp.stack(new_embeddings), queue[:, :-b]], axis=1) if queue.shape[1] > b else \
+        jnp.stack(new_embeddings)[:, :queue.shape[1]]
+    filled = jnp.minimum(filled + b, queue.shape[1])
+  return state.replace(step=state.step + 1, params=optax.apply_updates(params, updates), batch_stats=batch_stats,
+                       opt_state=opt_state, queue=queue, queue_filled=filled), {"loss": loss}
