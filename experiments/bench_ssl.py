@@ -83,7 +83,7 @@ def main():
                   "seconds": seconds, "flops": flops, "epoch_50k": seconds * 50_000 / args.batch})
 
   device = jax.devices()[0]
-  print(f"Device: {device.device_kind} x{jax.device_count()} ({jax.default_backend()}); host {platform.processor()}; "
+  print(f"Device: {device.device_kind} x{jax.device_count()} ({jax.default_backend()}); host {platform.processor() or platform.machine()}; "
         f"jax {jax.__version__}; date {time.strftime('%Y-%m-%d')}")
   print(f"Command: python experiments/bench_ssl.py --batch {args.batch} --steps {args.steps} --dtype {args.dtype}"
         + (f" --peak-tflops {args.peak_tflops}" if args.peak_tflops else ""))

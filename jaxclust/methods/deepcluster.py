@@ -1,0 +1,87 @@
+"""DeepCluster-v2 (Caron et al. 2020, the SwAV paper's improved DeepCluster): k-means on a memory bank.
+
+Each epoch the normalized embeddings of the whole dataset, kept in a memory bank from the previous
+epoch, are clustered with spherical k-means (``jaxclust.kmeans``, on device, row-sharded when the
+bank is). The centroids become the (fixed) prototypes, and the network is trained with a
+cross-entropy between ``softmax(z . prototypes / temperature)`` and each image's k-means
+assignment. The embeddings computed during training refresh the bank. Empty clusters cannot occur:
+the k-means kernel re-seeds them. The bank, prototypes and assignments are part of the state, so
+they are checkpointed with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxclust.kernels.kmeans import kmeans
+from jaxclust.methods.swav import normalize
+
+
+class DeepClusterState(struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  bank: jax.Array  # [n, e] normalized embeddings, refreshed as batches go by
+  prototypes: jax.Array  # [k, e] centroids of the last clustering (unit norm)
+  assignments: jax.Array  # [n] int32 k-means cluster of every image
+
+
+def init(model: nn.Module, rng, example_images, tx, *, n: int, k: int, dim: int) -> DeepClusterState:
+  """The bank starts with random unit vectors; run :func:`recluster` before the first epoch."""
+  variables = model.init(rng, example_images, train=False)
+  bank = normalize(jax.random.normal(jax.random.fold_in(rng, 1), (n, dim)))
+  return DeepClusterState(step=jnp.int32(0), params=variables["params"],
+                          batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
+                          bank=bank, prototypes=bank[:k], assignments=jnp.zeros((n,), jnp.int32))
+
+
+def recluster(state: DeepClusterState, rng, *, max_iter: int = 10, mask=None) -> DeepClusterState:
+  """Spherical k-means of the bank: new prototypes (centroids) and assignments; ``mask`` drops padding rows."""
+  k = state.prototypes.shape[0]
+  weights = None if mask is None else mask.astype(jnp.float32)
+  out = kmeans(state.bank, k, rng=rng, spherical=True, max_iter=max_iter, sample_weight=weights)
+  return state.replace(prototypes=normalize(out.centers), assignments=out.labels.astype(jnp.int32))
+
+
+def cluster_loss(z, prototypes, targets, temperature: float = 0.1, mask=None):
+  """``mean_i -log softmax(z_i . prototypes / temperature)[targets_i]`` with ``z`` normalized."""
+  logits = normalize(z) @ prototypes.T / temperature
+  per_sample = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), targets[:, None], -1)[:, 0]
+  if mask is None:
+    return jnp.mean(per_sample)
+  return jnp.sum(jnp.where(mask, per_sample, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def train_step(state: DeepClusterState, batch, rng, *, model: nn.Module, tx, augment: Callable,
+               temperature: float = 0.1):
+  """One step on ``{"image": [B, ...], "index": [B] rows of the dataset, "mask": [B]}``.
+
+  ``model(images, train)`` returns embeddings ``[B, e]``. Two views of every image are trained
+  against its assignment; the first view's normalized embedding goes into the bank.
+  """
+  rng = jax.random.fold_in(rng, state.step)
+  images, index = batch["image"], batch["index"]
+  views = jnp.concatenate([augment(jax.random.fold_in(rng, 1), images), augment(jax.random.fold_in(rng, 2), images)])
+  targets = jnp.concatenate([state.assignments[index]] * 2)
+  mask = batch.get("mask")
+  both = None if mask is None else jnp.concatenate([mask, mask])
+
+  def loss_fn(params):
+    z, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, views, train=True,
+                             mutable=["batch_stats"])
+    return cluster_loss(z, state.prototypes, targets, temperature, both), (z, updates["batch_stats"])
+
+  (loss, (z, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  fresh = normalize(jax.lax.stop_gradient(z[:images.shape[0]]))
+  keep = jnp.ones_like(index, bool) if mask is None else mask
+  bank = state.bank.at[index].set(jnp.where(keep[:, None], fresh, state.bank[index]))
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       batch_stats=batch_stats, opt_state=opt_state, bank=bank), {"loss": loss}

@@ -1,0 +1,63 @@
+"""DeepCluster-v2: the loss against numpy, re-clustering of the bank, bank updates, sharded == single device."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxclust import parallel
+from jaxclust.data import augment
+from jaxclust.methods import deepcluster
+from jaxclust.models import heads, resnet
+
+
+def test_cluster_loss_matches_numpy():
+  rng = np.random.default_rng(0)
+  z, prototypes = rng.normal(size=(10, 6)), rng.normal(size=(4, 6))
+  prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
+  targets = rng.integers(0, 4, 10)
+  logits = (z / np.linalg.norm(z, axis=1, keepdims=True)) @ prototypes.T / 0.1
+  log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+  expected = -np.mean(log_p[np.arange(10), targets])
+  np.testing.assert_allclose(deepcluster.cluster_loss(z.astype(np.float32), prototypes.astype(np.float32),
+                                                      targets), expected, rtol=1e-5)
+
+
+def _setup():
+  model = heads.Pretext(resnet.SmallCNN(channels=(8, 16)), heads.ProjectionHead(32, 16))
+  tx = optax.sgd(0.05, momentum=0.9)
+  images = jax.random.uniform(jax.random.key(0), (32, 28, 28, 1))
+  state = deepcluster.init(model, jax.random.key(1), images[:2], tx, n=32, k=4, dim=16)
+  return model, tx, images, state
+
+
+def test_recluster_assigns_each_row_to_its_nearest_prototype():
+  _, _, _, state = _setup()
+  state = deepcluster.recluster(state, jax.random.key(2))
+  cosine = np.asarray(state.bank @ state.prototypes.T)
+  np.testing.assert_array_equal(state.assignments, cosine.argmax(1))
+  np.testing.assert_allclose(np.linalg.norm(state.prototypes, axis=1), 1.0, rtol=1e-5)
+  assert len(np.unique(state.assignments)) == 4  # no empty cluster
+
+
+def test_train_step_refreshes_the_bank_and_shards():
+  model, tx, images, state = _setup()
+  state = deepcluster.recluster(state, jax.random.key(2))
+  aug = augment.batch(augment.simclr_view, size=(28, 28), scale=(0.3, 1.0))
+  step = jax.jit(functools.partial(deepcluster.train_step, model=model, tx=tx, augment=aug))
+  index = jnp.arange(16, 32, dtype=jnp.int32)
+  batch = {"image": images[16:], "index": index, "mask": jnp.ones(16, bool)}
+  single, m1 = step(jax.device_put(state, jax.devices()[0]), batch, jax.random.key(3))
+  np.testing.assert_array_equal(single.bank[:16], state.bank[:16])  # rows not in the batch are kept
+  assert not np.allclose(single.bank[16:], state.bank[16:])
+  np.testing.assert_allclose(np.linalg.norm(single.bank, axis=1), 1.0, rtol=1e-5)
+  mesh = parallel.make_mesh()
+  sharded_batch = jax.tree.map(lambda a: jax.device_put(a, NamedSharding(mesh, P("data"))), batch)
+  sharded, m2 = step(parallel.put(state, mesh), sharded_batch, jax.random.key(3))
+  np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
+  chex.assert_trees_all_close(sharded.params, single.params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(sharded.bank, single.bank, rtol=1e-4, atol=1e-5)
