@@ -79,6 +79,11 @@ def _fit(args) -> int:
   if config.method == "scan":
     from jaxclust import scan_train
     scan_train.fit(config, workdir, stage=args.stage)
+  elif config.method in ("swav", "deepcluster"):
+    if args.stage:
+      raise ValueError(f"--stage is for scan; {config.method} has one stage")
+    from jaxclust import online_train
+    online_train.fit(config, workdir)
   elif args.stage:
     raise ValueError(f"--stage is for scan; {config.method} runs its stages in one go")
   else:
@@ -137,7 +142,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="jaxclust", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   fit = sub.add_parser("fit", help="train (or resume) a deep clustering method in a workdir")
-  fit.add_argument("method", choices=("dec", "idec", "vade", "scan"))
+  fit.add_argument("method", choices=("dec", "idec", "vade", "scan", "swav", "deepcluster"))
   fit.add_argument("--stage", default=None, choices=("pretext", "mine", "scan", "selflabel"),
                    help="scan only: stop once this stage is done (earlier stages run or resume first)")
   fit.add_argument("--dataset", default="digits",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-METHODS = ("dec", "idec", "vade", "scan")
+METHODS = ("dec", "idec", "vade", "scan", "swav", "deepcluster")
 
 
 def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDict:
@@ -17,6 +17,8 @@ def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDic
     raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
   if method == "scan":
     return _scan_config(dataset)
+  if method in ("swav", "deepcluster"):
+    return _online_config(method, dataset)
   c = ml_collections.ConfigDict()
   c.method = method
   c.dataset = dataset
@@ -101,4 +103,34 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
     c.pretext.update({"epochs": 30, "batch_size": 128})
     c.scan.update({"epochs": 30, "batch_size": 128})
     c.selflabel.update({"epochs": 10, "batch_size": 128})
+  return c
+
+
+def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
+  """SwAV / DeepCluster-v2: the paper's ImageNet recipe by default, a small-CNN recipe for digits."""
+  c = ml_collections.ConfigDict()
+  c.method, c.dataset, c.data_dir, c.seed = method, dataset, "", 0
+  c.backbone, c.stem, c.dtype, c.cnn_channels = "resnet50", "imagenet", "float32", (32, 64, 128)
+  # ImageNet recipe (SwAV paper): 2x224 + 6x96 crops, 3000 prototypes, temperature 0.1, batch 4096
+  # with LARS (base learning rate 4.8, final 0.0048, weight decay 1e-6, 10 warm-up epochs, cosine),
+  # prototypes frozen for the first epoch (313 steps at batch 4096), a 3840-long queue from epoch 15
+  # (for batch 256), Sinkhorn epsilon 0.05 with 3 iterations.
+  c.crops = ((2, 224, (0.14, 1.0)), (6, 96, (0.05, 0.14)))
+  c.prototypes, c.temperature, c.batch_size, c.epochs = 3000, 0.1, 4096, 800
+  c.optimizer, c.learning_rate, c.final_lr_fraction, c.weight_decay, c.warmup_epochs = "lars", 4.8, 0.001, 1e-6, 10
+  c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 313, 3840, 15
+  c.head_hidden, c.head_out = 2048, 128
+  c.checkpoint_every, c.keep_checkpoints = 1, 2
+  if method == "deepcluster":  # DeepCluster-v2: k-means on the memory bank every epoch, temperature 0.1
+    c.queue_length, c.queue_start_epoch = 0, 0
+  if dataset in ("mnist", "fashion_mnist", "usps", "digits"):
+    c.backbone = "small_cnn"
+    c.crops = ((2, 28, (0.3, 1.0)), (4, 16, (0.1, 0.3)))
+    c.prototypes, c.batch_size, c.epochs = 10, 256, 50
+    c.optimizer, c.learning_rate, c.weight_decay, c.warmup_epochs = "adam", 1e-3, 1e-6, 1
+    c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 100, 0, 0
+    c.head_hidden, c.head_out = 128, 64
+  if dataset == "digits":
+    c.crops = ((2, 8, (0.5, 1.0)), (2, 6, (0.3, 0.6)))
+    c.batch_size, c.epochs = 128, 20
   return c

@@ -240,16 +240,22 @@ def predict(workdir, images) -> np.ndarray:
   return labels
 
 
-def _models(config, k):
+def _backbone(config):
+  """The configured backbone (``backbone``, ``stem``, ``dtype``, ``cnn_channels``)."""
   kind = config.backbone
   if kind not in resnet.BACKBONES:
     raise ValueError(f"backbone={kind!r} must be one of {', '.join(resnet.BACKBONES)}")
+  if config.dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"dtype={config.dtype!r} must be 'float32' or 'bfloat16'")
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
   make = resnet.BACKBONES[kind]
   if kind == "small_cnn":
-    backbone = make(channels=tuple(config.cnn_channels), dtype=dtype)
-  else:
-    backbone = make(stem=config.stem, dtype=dtype)
+    return make(channels=tuple(config.cnn_channels), dtype=dtype)
+  return make(stem=config.stem, dtype=dtype)
+
+
+def _models(config, k):
+  backbone = _backbone(config)
   return {"pretext": heads.Pretext(backbone, heads.ProjectionHead(config.pretext.head_hidden, config.pretext.head_out)),
           "cluster": heads.Clusterer(backbone, k=k, heads=config.scan.heads)}
 

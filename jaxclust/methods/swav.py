@@ -111,7 +111,7 @@ class SwAVState(struct.PyTreeNode):
   params: Any
   batch_stats: Any
   opt_state: Any
-  queue: jax.Array  # [n_assign, Q, e] embeddings of earlier assignment crops (zeros until filled)
+  queue: jax.Array | None  # [n_assign, Q, e] embeddings of earlier assignment crops (zeros until filled); None: no queue
   queue_filled: jax.Array  # [] int32, how many queue rows hold embeddings
 
 
@@ -119,7 +119,8 @@ def init(model: SwAVModel, rng, example_images, tx, *, n_assign: int = 2, queue_
   variables = model.init(rng, example_images, train=False)
   return SwAVState(step=jnp.int32(0), params=variables["params"], batch_stats=variables.get("batch_stats", {}),
                    opt_state=tx.init(variables["params"]),
-                   queue=jnp.zeros((n_assign, queue_length, model.out), jnp.float32), queue_filled=jnp.int32(0))
+                   queue=jnp.zeros((n_assign, queue_length, model.out), jnp.float32) if queue_length else None,
+                   queue_filled=jnp.int32(0))
 
 
 def train_step(state: SwAVState, batch, rng, *, model: SwAVModel, tx, augment: Callable, n_assign: int = 2,
@@ -150,18 +151,20 @@ def train_step(state: SwAVState, batch, rng, *, model: SwAVModel, tx, augment: C
       batch_stats = updates["batch_stats"]
       embeddings += jnp.split(z, len(group))
       scores += jnp.split(s, len(group))
-    use_queue = state.queue.shape[1] > 0
+    use_queue = state.queue is not None
     queue_scores = None
     if use_queue:
       queue_scores = [state.queue[i] @ jax.lax.stop_gradient(params["prototypes"]["kernel"]) for i in range(n_assign)]
-    full = state.queue_filled >= state.queue.shape[1]
 
     def loss_with(queue):
       return swav_loss(scores, n_assign=n_assign, temperature=temperature, epsilon=epsilon, n_iter=n_iter,
                        queue_scores=queue, mesh=mesh)[0]
 
-    loss = (jax.lax.cond(full, lambda: loss_with(queue_scores), lambda: loss_with(None)) if use_queue
-            else loss_with(None))
+    if use_queue:  # the queue joins the assignment once it is full
+      full = state.queue_filled >= state.queue.shape[1]
+      loss = jax.lax.cond(full, lambda: loss_with(queue_scores), lambda: loss_with(None))
+    else:
+      loss = loss_with(None)
     return loss, (batch_stats, [jax.lax.stop_gradient(e) for e in embeddings[:n_assign]])
 
   (loss, (batch_stats, new_embeddings)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -170,7 +173,7 @@ def train_step(state: SwAVState, batch, rng, *, model: SwAVModel, tx, augment: C
   frozen = state.step < freeze_prototypes
   updates["prototypes"] = jax.tree.map(lambda u: jnp.where(frozen, 0.0, u), updates["prototypes"])
   queue, filled = state.queue, state.queue_filled
-  if update_queue and queue.shape[1] > 0:
+  if update_queue and queue is not None:
     queue = jnp.concatenate([jnp.stack(new_embeddings), queue[:, :-b]], axis=1) if queue.shape[1] > b else \
         jnp.stack(new_embeddings)[:, :queue.shape[1]]
     filled = jnp.minimum(filled + b, queue.shape[1])

@@ -1,0 +1,227 @@
+"""Training driver for the online clustering methods, SwAV and DeepCluster-v2.
+
+One stage of epochs, checkpointed every ``checkpoint_every`` epochs with the whole state (the SwAV
+queue, the DeepCluster memory bank, prototypes and assignments included), so a killed run resumes
+to the same result. The dataset lives on the devices as a row-sharded global array; each epoch is
+one compiled ``lax.scan`` with batches gathered and augmented on device. Clusters are the
+prototype of highest score (SwAV) or the nearest centroid (DeepCluster-v2).
+
+Collapse monitor: the usage entropy of the clusters is logged every epoch, and for SwAV the
+distance of the loss from ln K (the loss of uniform predictions); a warning fires when the run
+sits at that plateau or clusters empty.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from jaxclust import metrics as cluster_metrics
+from jaxclust import parallel
+from jaxclust.data import augment, sources
+from jaxclust.methods import deepcluster, pretrain, swav
+from jaxclust.models import heads
+from jaxclust.scan_train import _chunked, _gather, _shard, _backbone, write_exemplars
+from jaxclust.train import _check_same_config, _Logger, _restore, _write_atomic
+from jaxclust.validation import check_count
+
+METHODS = ("swav", "deepcluster")
+
+
+def fit(config, workdir, *, log=print, mesh=None) -> dict:
+  """Runs (or resumes) ``config.method`` (swav or deepcluster) on ``config.dataset`` in ``workdir``."""
+  if config.method not in METHODS:
+    raise ValueError(f"method={config.method!r} must be one of {', '.join(METHODS)}")
+  workdir = Path(workdir).absolute()
+  lead = jax.process_index() == 0
+  log = log if lead else (lambda _: None)
+  if (workdir / "summary.json").exists():
+    log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
+    return json.loads((workdir / "summary.json").read_text())
+  start = time.perf_counter()
+  data = sources.load(config.dataset, data_dir=config.data_dir or None)
+  if data.x.ndim != 4:
+    raise ValueError(f"{config.method} needs images [n, H, W, C]; {config.dataset!r} has rows of shape "
+                     f"{data.x.shape[1:]}")
+  n, image_shape = data.x.shape[0], tuple(data.x.shape[1:])
+  k = check_count(config.prototypes, "prototypes", low=2, high=n, high_name="n_samples")
+  mesh = mesh or parallel.make_mesh()
+  if config.batch_size % mesh.size:
+    raise ValueError(f"batch_size={config.batch_size} is not divisible by the {mesh.size} devices")
+  if config.method == "swav" and config.queue_length % mesh.size:
+    raise ValueError(f"queue_length={config.queue_length} is not divisible by the {mesh.size} devices")
+  model = _model(config, k)
+  if lead:
+    workdir.mkdir(parents=True, exist_ok=True)
+  _check_same_config(workdir, config, write=lead)
+  x, mask = parallel.global_rows(np.asarray(data.x, np.float32), mesh)
+  key = jax.random.key(config.seed)
+  log(f"{config.method} on {config.dataset}: n={n} images {image_shape} K={k} on {mesh.size} device(s), "
+      f"workdir {workdir}")
+  logger = _Logger(workdir, log, start, enabled=lead)
+  manager = ocp.CheckpointManager(workdir / "checkpoints",
+                                  options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
+  saves = manager.latest_step() or 0
+  tx = _tx(config, n)
+  example = jnp.zeros((2, *image_shape))
+  state = parallel.put(_init(config, model, jax.random.fold_in(key, 0), example, tx, x.shape[0], k), mesh)
+  done = 0
+  if saves:
+    restored = _restore(manager, saves, state)
+    state, done = restored["state"], restored["meta"]["progress"]
+  logger.stage(config.method, config.epochs, done)
+  for epoch in range(done, config.epochs):
+    tick = time.perf_counter()
+    rng = jax.random.fold_in(key, 1_000_000 + epoch)
+    if config.method == "deepcluster":  # k-means of last epoch's bank gives this epoch's targets
+      state = _recluster(state, jax.random.fold_in(rng, 7), mask)
+      epoch_fn = _deepcluster_epoch(model, tx, config.batch_size, n, image_shape, config.temperature,
+                                    _crop_scale(config), _shard(mesh))
+    else:
+      epoch_fn = _swav_epoch(model, tx, config.batch_size, n, _crops(config), config.temperature,
+                             config.freeze_prototypes_steps, epoch >= config.queue_start_epoch, _shard(mesh),
+                             mesh if mesh.size > 1 else None)
+    state, m = epoch_fn(state, x, rng)
+    record = {"stage": config.method, "epoch": epoch + 1, "of": config.epochs, "loss": float(m["loss"]),
+              "seconds": time.perf_counter() - tick}
+    labels = _labels(config, model, state, x, n)
+    record.update(_monitor(labels, k, float(m["loss"]), config.method))
+    if data.y is not None:
+      record.update(cluster_metrics.evaluate(data.y, labels))
+    logger.record(1, **record)
+    if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+      manager.save(epoch + 1, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                      meta=ocp.args.JsonSave({"progress": epoch + 1})))
+  manager.wait_until_finished()
+  logger.close()
+  labels = _labels(config, model, state, x, n)
+  summary = {"method": config.method, "dataset": config.dataset, "n": n, "shape": list(image_shape), "k": k,
+             "seed": config.seed, "devices": mesh.size, "wall_seconds": time.perf_counter() - start}
+  if data.y is not None:
+    summary.update(cluster_metrics.evaluate(data.y, labels))
+  summary["size_entropy"] = float(cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)["normalized_entropy"])
+  if lead:
+    np.save(workdir / "labels.npy", labels)
+    confidence = np.ones(len(labels), np.float32)  # exemplars: any members (the scores are not probabilities)
+    write_exemplars(workdir / "exemplars.png", np.asarray(data.x), labels, confidence, min(k, 20))
+    _write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
+  log("final: " + " ".join(f"{name}={value:.4f}" if isinstance(value, float) else f"{name}={value}"
+                           for name, value in summary.items()))
+  return summary
+
+
+def _model(config, k):
+  backbone = _backbone(config)
+  if config.method == "swav":
+    return swav.SwAVModel(backbone, hidden=config.head_hidden, out=config.head_out, prototypes=k)
+  return heads.Pretext(backbone, heads.ProjectionHead(config.head_hidden, config.head_out))
+
+
+def _tx(config, n):
+  steps = max(1, config.epochs * -(-n // config.batch_size))
+  warmup = min(steps - 1, config.warmup_epochs * -(-n // config.batch_size))
+  schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, steps,
+                                                end_value=config.learning_rate * config.final_lr_fraction)
+  if config.optimizer == "lars":  # SwAV's optimizer (You et al. 2017), from optax
+    return optax.lars(schedule, weight_decay=config.weight_decay, momentum=0.9)
+  if config.optimizer == "adam":
+    return optax.adamw(schedule, weight_decay=config.weight_decay)
+  raise ValueError(f"optimizer={config.optimizer!r} must be 'lars' or 'adam'")
+
+
+def _init(config, model, rng, example, tx, rows, k):
+  if config.method == "swav":
+    return swav.init(model, rng, example, tx, n_assign=2, queue_length=config.queue_length)
+  return deepcluster.init(model, rng, example, tx, n=rows, k=k, dim=config.head_out)
+
+
+def _crops(config):
+  return tuple((int(c), int(s), tuple(scale)) for c, s, scale in config.crops)
+
+
+def _crop_scale(config):
+  return tuple(config.crops[0][2])
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _recluster(state, rng, mask):
+  return deepcluster.recluster(state, rng, mask=mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _swav_epoch(model, tx, batch_size, n, crops, temperature, freeze, update_queue, sharding, mesh):
+  augment_fn = functools.partial(augment.multi_crop, crops=crops)
+  step = functools.partial(swav.train_step, model=model, tx=tx, augment=augment_fn, temperature=temperature,
+                           freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def epoch(state, x, rng):
+    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
+
+    def one(state, batch):
+      images, _, m = _gather(x, batch[0], batch[1], sharding)
+      return step(state, {"image": images, "mask": m}, rng)
+
+    state, m = jax.lax.scan(one, state, (index, mask))
+    return state, {"loss": jnp.mean(m["loss"])}
+
+  return epoch
+
+
+@functools.lru_cache(maxsize=None)
+def _deepcluster_epoch(model, tx, batch_size, n, image_shape, temperature, crop_scale, sharding):
+  view = augment.batch(augment.simclr_view, size=image_shape[:2], scale=crop_scale)
+  step = functools.partial(deepcluster.train_step, model=model, tx=tx, augment=view, temperature=temperature)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def epoch(state, x, rng):
+    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
+
+    def one(state, batch):
+      images, i, m = _gather(x, batch[0], batch[1], sharding)
+      return step(state, {"image": images, "index": i, "mask": m}, rng)
+
+    state, m = jax.lax.scan(one, state, (index, mask))
+    return state, {"loss": jnp.mean(m["loss"])}
+
+  return epoch
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 4))
+def _labels_jit(method, model, state, x, n):
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  if method == "swav":
+    params = dict(state.params)
+    params["prototypes"] = {"kernel": swav.normalize(params["prototypes"]["kernel"], axis=0)}
+    return _chunked(lambda b: jnp.argmax(model.apply({**variables, "params": params}, b)[1], -1), x, n, 1024)
+  return _chunked(lambda b: jnp.argmax(swav.normalize(model.apply(variables, b)) @ state.prototypes.T, -1), x, n, 1024)
+
+
+def _labels(config, model, state, x, n):
+  return parallel.fetch(_labels_jit(config.method, model, state, x, n))
+
+
+def _monitor(labels, k, loss, method):
+  """Cluster-usage entropy, empty clusters and (SwAV) how far the loss is from the collapse value ln K."""
+  counts = np.bincount(labels, minlength=k)
+  p = counts[counts > 0] / counts.sum()
+  out = {"size_entropy": float(-np.sum(p * np.log(p)) / math.log(k)), "empty_clusters": int(np.sum(counts == 0))}
+  if method == "swav":
+    out["loss_minus_ln_k"] = loss - math.log(k)
+    if abs(out["loss_minus_ln_k"]) < 0.01 * math.log(k):
+      warnings.warn(f"SwAV loss {loss:.4f} sits at ln K = {math.log(k):.4f}, the value of uniform predictions: "
+                    "training may have collapsed (try a lower learning rate or more prototype-freeze steps)")
+  if out["size_entropy"] < 0.5:
+    warnings.warn(f"clusters are collapsing: normalized size entropy {out['size_entropy']:.3f}, "
+                  f"{out['empty_clusters']} of {k} clusters empty")
+  return out

@@ -1,0 +1,73 @@
+"""jaxclust fit swav / deepcluster: end to end, SIGKILL and resume to the same result, the ImageNet recipe."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from jaxclust import configs, online_train
+
+TINY = {"swav": ["epochs=4", "cnn_channels=(8, 16)", "queue_length=256", "queue_start_epoch=1"],
+        "deepcluster": ["epochs=4", "cnn_channels=(8, 16)"]}
+
+
+def tiny_config(method):
+  c = configs.get_config(method, "digits")
+  c.epochs, c.cnn_channels = 4, (8, 16)
+  if method == "swav":
+    c.queue_length, c.queue_start_epoch = 256, 1
+  return c
+
+
+@pytest.mark.parametrize("method", ["swav", "deepcluster"])
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
+  reference = online_train.fit(tiny_config(method), tmp_path / "reference", log=lambda _: None)
+  lines = [json.loads(l) for l in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in lines] == [1, 2, 3, 4] and all("size_entropy" in r for r in lines)
+  if method == "swav":
+    assert all("loss_minus_ln_k" in r for r in lines)
+  assert (tmp_path / "reference" / "exemplars.png").exists() and 0.0 < reference["acc"] <= 1.0
+  workdir = tmp_path / "killed"
+  cmd = [sys.executable, "-m", "jaxclust.cli", "fit", method, "--dataset", "digits", "--workdir", str(workdir)]
+  cmd += [arg for setting in TINY[method] for arg in ("--set", setting)]
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (workdir / "checkpoints" / "2").is_dir():  # epoch 2 saved: the queue is in use / the bank is refreshed
+    assert proc.poll() is None, "the run ended before it could be killed"
+    assert time.time() < deadline, "no checkpoint within 300 s"
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  resumed = online_train.fit(tiny_config(method), workdir, log=lambda _: None)
+  np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
+  assert resumed["acc"] == reference["acc"]
+
+
+def test_imagenet_recipe():
+  import jax
+  import jax.numpy as jnp
+  c = configs.get_config("swav", "tfds:imagenet2012")
+  assert (c.backbone, c.stem, c.crops, c.prototypes, c.temperature, c.batch_size, c.queue_length,
+          c.queue_start_epoch, c.optimizer) == ("resnet50", "imagenet", ((2, 224, (0.14, 1.0)), (6, 96, (0.05, 0.14))),
+                                                3000, 0.1, 4096, 3840, 15, "lars")
+  model = online_train._model(c, c.prototypes)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 96, 96, 3)))
+  z, scores = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 224, 224, 3))), shapes)
+  assert z.shape == (2, 128) and scores.shape == (2, 3000)
+
+
+def test_bad_settings_are_refused_before_the_workdir_is_claimed(tmp_path):
+  c = tiny_config("swav")
+  c.batch_size = 100
+  with pytest.raises(ValueError, match="batch_size=100 is not divisible by the 8 devices"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c = tiny_config("deepcluster")
+  c.prototypes = 5000
+  with pytest.raises(ValueError, match="prototypes=5000"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  assert not (tmp_path / "run").exists()
