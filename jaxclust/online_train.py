@@ -29,9 +29,9 @@ import orbax.checkpoint as ocp
 from jaxclust import metrics as cluster_metrics
 from jaxclust import parallel
 from jaxclust.data import augment, sources
-from jaxclust.methods import deepcluster, pretrain, swav
+from jaxclust.methods import deepcluster, swav
 from jaxclust.models import heads
-from jaxclust.scan_train import _chunked, _gather, _shard, _backbone, write_exemplars
+from jaxclust.scan_train import _backbone, _chunked, _shard, batch_epoch, write_exemplars
 from jaxclust.train import _check_same_config, _Logger, _restore, _write_atomic
 from jaxclust.validation import check_count
 
@@ -163,38 +163,14 @@ def _swav_epoch(model, tx, batch_size, n, crops, temperature, freeze, update_que
   augment_fn = functools.partial(augment.multi_crop, crops=crops)
   step = functools.partial(swav.train_step, model=model, tx=tx, augment=augment_fn, temperature=temperature,
                            freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
-
-  @functools.partial(jax.jit, donate_argnums=0)
-  def epoch(state, x, rng):
-    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
-
-    def one(state, batch):
-      images, _, m = _gather(x, batch[0], batch[1], sharding)
-      return step(state, {"image": images, "mask": m}, rng)
-
-    state, m = jax.lax.scan(one, state, (index, mask))
-    return state, {"loss": jnp.mean(m["loss"])}
-
-  return epoch
+  return batch_epoch(step, batch_size, n, sharding)
 
 
 @functools.lru_cache(maxsize=None)
 def _deepcluster_epoch(model, tx, batch_size, n, image_shape, temperature, crop_scale, sharding):
   view = augment.batch(augment.simclr_view, size=image_shape[:2], scale=crop_scale)
   step = functools.partial(deepcluster.train_step, model=model, tx=tx, augment=view, temperature=temperature)
-
-  @functools.partial(jax.jit, donate_argnums=0)
-  def epoch(state, x, rng):
-    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
-
-    def one(state, batch):
-      images, i, m = _gather(x, batch[0], batch[1], sharding)
-      return step(state, {"image": images, "index": i, "mask": m}, rng)
-
-    state, m = jax.lax.scan(one, state, (index, mask))
-    return state, {"loss": jnp.mean(m["loss"])}
-
-  return epoch
+  return batch_epoch(step, batch_size, n, sharding)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))

@@ -321,18 +321,24 @@ def _pretext_options(config):
 def _pretext_epoch(model, tx, batch_size, n, image_shape, options, crop_scale, sharding):
   weak, _ = _views(image_shape, crop_scale)
   train_step, settings = options
-  step = functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings))
+  return batch_epoch(functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings)),
+                     batch_size, n, sharding)
+
+
+def batch_epoch(step, batch_size: int, n: int, sharding):
+  """One shuffled pass of ``step(state, {"image", "index", "mask"}, rng)`` over the first ``n`` rows of
+  the on-device images, as a jitted ``lax.scan`` (state donated); returns the metrics' means."""
 
   @functools.partial(jax.jit, donate_argnums=0)
   def epoch(state, x, rng):
     index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
 
     def one(state, batch):
-      images, _, m = _gather(x, batch[0], batch[1], sharding)
-      return step(state, {"image": images, "mask": m}, rng)
+      images, i, m = _gather(x, batch[0], batch[1], sharding)
+      return step(state, {"image": images, "index": i, "mask": m}, rng)
 
     state, m = jax.lax.scan(one, state, (index, mask))
-    return state, {"loss": jnp.mean(m["loss"])}
+    return state, jax.tree.map(lambda a: jnp.mean(a, axis=0), m)
 
   return epoch
 
@@ -365,19 +371,7 @@ def _selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, cro
   weak, strong = _views(image_shape, crop_scale)
   step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=weak, strong=strong, head=head,
                            threshold=threshold)
-
-  @functools.partial(jax.jit, donate_argnums=0)
-  def epoch(state, x, rng):
-    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
-
-    def one(state, batch):
-      images, _, m = _gather(x, batch[0], batch[1], sharding)
-      return step(state, {"image": images, "mask": m}, rng)
-
-    state, m = jax.lax.scan(one, state, (index, mask))
-    return state, jax.tree.map(jnp.mean, m)
-
-  return epoch
+  return batch_epoch(step, batch_size, n, sharding)
 
 
 def _chunked(fn, x, n, chunk):
