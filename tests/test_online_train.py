@@ -10,7 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from jaxclust import configs, online_train
+from jaxclust import configs, online_train, parallel
+
+ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
 # The queue (256) fills after 2 of the 15 batches of 128 and is used from then on.
 TINY = {"swav": ["epochs=3", "cnn_channels=(8, 16)", "queue_length=256", "queue_start_epoch=0"],
@@ -27,7 +29,7 @@ def tiny_config(method):
 
 @pytest.mark.parametrize("method", ["swav", "deepcluster"])
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
-  reference = online_train.fit(tiny_config(method), tmp_path / "reference", log=lambda _: None)
+  reference = online_train.fit(tiny_config(method), tmp_path / "reference", log=lambda _: None, mesh=ONE_DEVICE)
   lines = [json.loads(l) for l in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in lines] == [1, 2, 3] and all("size_entropy" in r for r in lines)
   if method == "swav":
@@ -36,7 +38,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
   workdir = tmp_path / "killed"
   cmd = [sys.executable, "-m", "jaxclust.cli", "fit", method, "--dataset", "digits", "--workdir", str(workdir)]
   cmd += [arg for setting in TINY[method] for arg in ("--set", setting)]
-  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # One device on both sides: the killed process compiles for one device, as fast as it gets.
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "XLA_FLAGS": ""})
   deadline = time.time() + 300
   while not (workdir / "checkpoints" / "2").is_dir():  # epoch 2 saved: the queue is in use / the bank is refreshed
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -44,7 +47,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
     time.sleep(0.05)
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
-  resumed = online_train.fit(tiny_config(method), workdir, log=lambda _: None)
+  resumed = online_train.fit(tiny_config(method), workdir, log=lambda _: None, mesh=ONE_DEVICE)
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
   assert resumed["acc"] == reference["acc"]
 

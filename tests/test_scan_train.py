@@ -10,7 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from jaxclust import configs, scan_train
+from jaxclust import configs, scan_train, parallel
+
+ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
 TINY = ["pretext.epochs=2", "scan.epochs=3", "selflabel.epochs=2", "cnn_channels=(8, 16)", "scan.heads=2",
         "mine.neighbors=5", "selflabel.threshold=0.15", "pretext.batch_size=128", "scan.batch_size=128",
@@ -52,12 +54,13 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path):
 def test_killed_scan_run_resumes_to_the_uninterrupted_result(tmp_path):
   config = tiny_config()
   config.pretext.epochs = config.selflabel.epochs = 1
-  reference = scan_train.fit(config, tmp_path / "reference", log=lambda _: None)
+  reference = scan_train.fit(config, tmp_path / "reference", log=lambda _: None, mesh=ONE_DEVICE)
   workdir = tmp_path / "killed"
   cmd = [sys.executable, "-m", "jaxclust.cli", "fit", "scan", "--dataset", "digits", "--workdir", str(workdir)]
   cmd += [arg for setting in TINY for arg in ("--set", setting)] + ["--set", "pretext.epochs=1", "--set",
                                                                     "selflabel.epochs=1"]
-  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # One device on both sides: the killed process compiles for one device, as fast as it gets.
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "XLA_FLAGS": ""})
   # saves 1: the pretext epoch; 2: after mining; 3-5: SCAN epochs; 6: self-labeling
   deadline = time.time() + 300
   while not (workdir / "checkpoints" / "4").is_dir():
@@ -66,7 +69,7 @@ def test_killed_scan_run_resumes_to_the_uninterrupted_result(tmp_path):
     time.sleep(0.05)
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
-  resumed = scan_train.fit(config, workdir, log=lambda _: None)
+  resumed = scan_train.fit(config, workdir, log=lambda _: None, mesh=ONE_DEVICE)
   assert [r["stage"] for r in records(workdir)].count("pretext") == 1, "the pretext was trained again"
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
   assert resumed["acc"] == reference["acc"]

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxclust import configs, train
+from jaxclust import configs, train, parallel
+
+ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
 FAST = ["pretrain.epochs=4", "cluster.update_interval=10", "cluster.max_steps=80", "cluster.tol=0.0",
         "checkpoint_every=1", "hidden=(64, 64)", "cluster.kmeans_n_init=2", "vade.epochs=3",
@@ -27,11 +29,12 @@ def fast_config(method="dec"):
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-  reference = train.fit(fast_config(), tmp_path / "reference", log=lambda _: None)
+  reference = train.fit(fast_config(), tmp_path / "reference", log=lambda _: None, mesh=ONE_DEVICE)
   workdir = tmp_path / "killed"
   cmd = [sys.executable, "-m", "jaxclust.cli", "fit", "dec", "--dataset", "digits", "--workdir", str(workdir)]
   cmd += [arg for setting in FAST for arg in ("--set", setting)]
-  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # One device on both sides: the killed process compiles for one device, as fast as it gets.
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "XLA_FLAGS": ""})
   # saves 1-3: pretraining epochs; 4: the stage boundary; 5, 6, ...: clustering intervals
   deadline = time.time() + 240
   while not (workdir / "checkpoints" / "6").is_dir():
@@ -41,7 +44,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
   assert not (workdir / "summary.json").exists()
-  resumed = train.fit(fast_config(), workdir, log=lambda _: None)
+  resumed = train.fit(fast_config(), workdir, log=lambda _: None, mesh=ONE_DEVICE)
   stages = [json.loads(l)["stage"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert stages.count("pretrain") == 4, "the resumed run trained the autoencoder again"
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
