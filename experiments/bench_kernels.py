@@ -18,7 +18,6 @@ import datetime
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path

@@ -30,3 +30,24 @@ def mesh():
   from jaxclust import parallel
   assert jax.device_count() == 8, "conftest must set XLA_FLAGS before jax initializes"
   return parallel.make_mesh(8)
+
+
+def kill_cli_run(method: str, workdir, settings, checkpoint: int, timeout: float = 300):
+  """Runs ``jaxclust fit METHOD --dataset digits`` on one device and SIGKILLs it once checkpoint
+  ``checkpoint`` exists (the kill-and-resume tests). Fails if the run ends or stalls first."""
+  import signal
+  import subprocess
+  import sys
+  import time
+  cmd = [sys.executable, "-m", "jaxclust.cli", "fit", method, "--dataset", "digits", "--workdir", str(workdir)]
+  cmd += [arg for setting in settings for arg in ("--set", setting)]
+  # One device: the killed process compiles for one device, the fastest; tests compare on ONE_DEVICE.
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "XLA_FLAGS": ""})
+  deadline = time.time() + timeout
+  while not (workdir / "checkpoints" / str(checkpoint)).is_dir():
+    assert proc.poll() is None, "the run ended before it could be killed"
+    assert time.time() < deadline, f"no checkpoint {checkpoint} within {timeout} s"
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert not (workdir / "summary.json").exists()

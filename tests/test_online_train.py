@@ -1,15 +1,11 @@
 """jaxclust fit swav / deepcluster: end to end, SIGKILL and resume to the same result, the ImageNet recipe."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
+from conftest import kill_cli_run
 from jaxclust import configs, online_train, parallel
 
 ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
@@ -36,17 +32,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
     assert all("loss_minus_ln_k" in r for r in lines)
   assert (tmp_path / "reference" / "exemplars.png").exists() and 0.0 < reference["acc"] <= 1.0
   workdir = tmp_path / "killed"
-  cmd = [sys.executable, "-m", "jaxclust.cli", "fit", method, "--dataset", "digits", "--workdir", str(workdir)]
-  cmd += [arg for setting in TINY[method] for arg in ("--set", setting)]
-  # One device on both sides: the killed process compiles for one device, as fast as it gets.
-  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "XLA_FLAGS": ""})
-  deadline = time.time() + 300
-  while not (workdir / "checkpoints" / "2").is_dir():  # epoch 2 saved: the queue is in use / the bank is refreshed
-    assert proc.poll() is None, "the run ended before it could be killed"
-    assert time.time() < deadline, "no checkpoint within 300 s"
-    time.sleep(0.05)
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
+  kill_cli_run(method, workdir, TINY[method], checkpoint=2)  # epoch 2 saved: queue in use / bank refreshed
   resumed = online_train.fit(tiny_config(method), workdir, log=lambda _: None, mesh=ONE_DEVICE)
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
   assert resumed["acc"] == reference["acc"]

@@ -1,16 +1,12 @@
 """jaxclust fit scan: stages, resume after SIGKILL, predict, exemplars, the CIFAR recipe on mock data."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
-from jaxclust import configs, scan_train, parallel
+from conftest import kill_cli_run
+from jaxclust import configs, parallel, scan_train
 
 ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
@@ -56,19 +52,8 @@ def test_killed_scan_run_resumes_to_the_uninterrupted_result(tmp_path):
   config.pretext.epochs = config.selflabel.epochs = 1
   reference = scan_train.fit(config, tmp_path / "reference", log=lambda _: None, mesh=ONE_DEVICE)
   workdir = tmp_path / "killed"
-  cmd = [sys.executable, "-m", "jaxclust.cli", "fit", "scan", "--dataset", "digits", "--workdir", str(workdir)]
-  cmd += [arg for setting in TINY for arg in ("--set", setting)] + ["--set", "pretext.epochs=1", "--set",
-                                                                    "selflabel.epochs=1"]
-  # One device on both sides: the killed process compiles for one device, as fast as it gets.
-  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "XLA_FLAGS": ""})
   # saves 1: the pretext epoch; 2: after mining; 3-5: SCAN epochs; 6: self-labeling
-  deadline = time.time() + 300
-  while not (workdir / "checkpoints" / "4").is_dir():
-    assert proc.poll() is None, "the run ended before it could be killed"
-    assert time.time() < deadline, "no SCAN checkpoint within 300 s"
-    time.sleep(0.05)
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
+  kill_cli_run("scan", workdir, TINY + ["pretext.epochs=1", "selflabel.epochs=1"], checkpoint=4)
   resumed = scan_train.fit(config, workdir, log=lambda _: None, mesh=ONE_DEVICE)
   assert [r["stage"] for r in records(workdir)].count("pretext") == 1, "the pretext was trained again"
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))

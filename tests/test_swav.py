@@ -86,7 +86,6 @@ def test_train_step_freezes_prototypes_fills_the_queue_and_shards():
   import functools
 
   import chex
-  import jax.numpy as jnp
   import optax
   from jax.sharding import NamedSharding, PartitionSpec as P
 

@@ -1,17 +1,12 @@
 """fit: resumes after SIGKILL to the same result, never overwrites a finished or foreign run."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from jaxclust import configs, train, parallel
+from conftest import kill_cli_run
+from jaxclust import configs, parallel, train
 
 ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
@@ -31,19 +26,8 @@ def fast_config(method="dec"):
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
   reference = train.fit(fast_config(), tmp_path / "reference", log=lambda _: None, mesh=ONE_DEVICE)
   workdir = tmp_path / "killed"
-  cmd = [sys.executable, "-m", "jaxclust.cli", "fit", "dec", "--dataset", "digits", "--workdir", str(workdir)]
-  cmd += [arg for setting in FAST for arg in ("--set", setting)]
-  # One device on both sides: the killed process compiles for one device, as fast as it gets.
-  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "XLA_FLAGS": ""})
   # saves 1-3: pretraining epochs; 4: the stage boundary; 5, 6, ...: clustering intervals
-  deadline = time.time() + 240
-  while not (workdir / "checkpoints" / "6").is_dir():
-    assert proc.poll() is None, "the run ended before it could be killed"
-    assert time.time() < deadline, "no clustering checkpoint within 240 s"
-    time.sleep(0.05)
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
-  assert not (workdir / "summary.json").exists()
+  kill_cli_run("dec", workdir, FAST, checkpoint=6)
   resumed = train.fit(fast_config(), workdir, log=lambda _: None, mesh=ONE_DEVICE)
   stages = [json.loads(l)["stage"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert stages.count("pretrain") == 4, "the resumed run trained the autoencoder again"
