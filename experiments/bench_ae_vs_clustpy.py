@@ -34,7 +34,8 @@ torch.manual_seed(0)
 start = time.perf_counter()
 DEC(n_clusters=10, batch_size=256, pretrain_epochs=pretrain, clustering_epochs=cluster, embedding_size=10).fit(x)
 print(json.dumps({"seconds": time.perf_counter() - start, "clustpy": __import__("clustpy").__version__,
-                  "torch": torch.__version__}))
+                  "torch": torch.__version__,
+                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}))
 """
 
 
@@ -118,8 +119,9 @@ def main():
   jc_clu, first_clu = jc_steps + jc_refresh, first_steps + first_refresh
 
   meta = runs[(1, 1)]
-  print(f"\nMachine: {platform.processor() or platform.machine()}, {args.threads} threads; jax {jax.__version__}, "
-        f"clustpy {meta['clustpy']}, torch {meta['torch']}; date {time.strftime('%Y-%m-%d')}")
+  print(f"\nMachine: {platform.processor() or platform.machine()}, {args.threads} threads, jax device "
+        f"{jax.devices()[0].device_kind}; jax {jax.__version__}, "
+        f"clustpy {meta['clustpy']}, torch {meta['torch']} on {meta['device']}; date {time.strftime('%Y-%m-%d')}")
   print(f"Command: python {' '.join(sys.argv)}\n")
   print("| epoch | jaxclust s | ClustPy s | jaxclust / ClustPy (<= 1.0 is the goal) | jaxclust first call s |")
   print("|---|---|---|---|---|")

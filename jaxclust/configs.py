@@ -75,7 +75,7 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
   c.method, c.dataset, c.data_dir, c.seed, c.n_clusters = "scan", dataset, "", 0, 0
   c.backbone, c.stem, c.dtype = "resnet18", "cifar", "float32"
   c.cnn_channels = (32, 64, 128)  # backbone "small_cnn"
-  c.augment = ml_collections.ConfigDict({"crop_scale": (0.2, 1.0)})
+  c.augment = ml_collections.ConfigDict({"crop_scale": (0.2, 1.0), "flip_p": 0.5})
   # SimCLR pretext as in SCAN's configs: batch 512, temperature 0.1, SGD 0.4 momentum 0.9, weight
   # decay 1e-4, cosine schedule, 500 epochs, 128-d projection.
   # pretext.method="moco": MoCo v2 (temperature 0.2, momentum 0.999, queue of 65,536 keys in the paper).
@@ -96,6 +96,7 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
     c.stem = "imagenet"  # 96x96 images
   if dataset in ("mnist", "fashion_mnist", "usps", "digits"):  # small grayscale digits: the small CNN
     c.backbone = "small_cnn"
+    c.augment.flip_p = 0.0  # a mirrored digit is another symbol or none
     c.pretext.update({"epochs": 50, "batch_size": 256, "head_hidden": 128, "head_out": 64})
     c.scan.update({"epochs": 30, "batch_size": 256})
     c.selflabel.update({"epochs": 20, "batch_size": 256})
@@ -120,11 +121,13 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   c.optimizer, c.learning_rate, c.final_lr_fraction, c.weight_decay, c.warmup_epochs = "lars", 4.8, 0.001, 1e-6, 10
   c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 313, 3840, 15
   c.head_hidden, c.head_out = 2048, 128
+  c.flip_p = 0.5  # horizontal flips of every crop
   c.checkpoint_every, c.keep_checkpoints = 1, 2
   if method == "deepcluster":  # DeepCluster-v2: k-means on the memory bank every epoch, temperature 0.1
     c.queue_length, c.queue_start_epoch = 0, 0
   if dataset in ("mnist", "fashion_mnist", "usps", "digits"):
     c.backbone = "small_cnn"
+    c.flip_p = 0.0  # a mirrored digit is another symbol or none
     c.crops = ((2, 28, (0.3, 1.0)), (4, 16, (0.1, 0.3)))
     c.prototypes, c.batch_size, c.epochs = 10, 256, 50
     c.optimizer, c.learning_rate, c.weight_decay, c.warmup_epochs = "adam", 1e-3, 1e-6, 1

@@ -86,9 +86,9 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     if config.method == "deepcluster":  # k-means of last epoch's bank gives this epoch's targets
       state = _recluster(state, jax.random.fold_in(rng, 7), mask)
       epoch_fn = _deepcluster_epoch(model, tx, config.batch_size, n, image_shape, config.temperature,
-                                    _crop_scale(config), _shard(mesh))
+                                    _crop_scale(config), config.flip_p, _shard(mesh))
     else:
-      epoch_fn = _swav_epoch(model, tx, config.batch_size, n, _crops(config), config.temperature,
+      epoch_fn = _swav_epoch(model, tx, config.batch_size, n, _crops(config), config.flip_p, config.temperature,
                              config.freeze_prototypes_steps, epoch >= config.queue_start_epoch, _shard(mesh),
                              mesh if mesh.size > 1 else None)
     state, m = epoch_fn(state, x, rng)
@@ -159,16 +159,16 @@ def _recluster(state, rng, mask):
 
 
 @functools.lru_cache(maxsize=None)
-def _swav_epoch(model, tx, batch_size, n, crops, temperature, freeze, update_queue, sharding, mesh):
-  augment_fn = functools.partial(augment.multi_crop, crops=crops)
+def _swav_epoch(model, tx, batch_size, n, crops, flip_p, temperature, freeze, update_queue, sharding, mesh):
+  augment_fn = functools.partial(augment.multi_crop, crops=crops, flip_p=flip_p)
   step = functools.partial(swav.train_step, model=model, tx=tx, augment=augment_fn, temperature=temperature,
                            freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
   return batch_epoch(step, batch_size, n, sharding)
 
 
 @functools.lru_cache(maxsize=None)
-def _deepcluster_epoch(model, tx, batch_size, n, image_shape, temperature, crop_scale, sharding):
-  view = augment.batch(augment.simclr_view, size=image_shape[:2], scale=crop_scale)
+def _deepcluster_epoch(model, tx, batch_size, n, image_shape, temperature, crop_scale, flip_p, sharding):
+  view = augment.batch(augment.simclr_view, size=image_shape[:2], scale=crop_scale, flip_p=flip_p)
   step = functools.partial(deepcluster.train_step, model=model, tx=tx, augment=view, temperature=temperature)
   return batch_epoch(step, batch_size, n, sharding)
 

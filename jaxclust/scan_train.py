@@ -100,7 +100,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     if saves:
       state = _restore(manager, saves, state)["state"]
     epoch_fn = _pretext_epoch(models["pretext"], tx, config.pretext.batch_size, n, image_shape,
-                              _pretext_options(config), tuple(config.augment.crop_scale), _shard(mesh))
+                              _pretext_options(config), _view_options(config), _shard(mesh))
     logger.stage("pretext", config.pretext.epochs, meta["progress"])
     for epoch in range(meta["progress"], config.pretext.epochs):
       tick = time.perf_counter()
@@ -142,7 +142,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     state = _restore(manager, saves, cluster_template["scan"])["state"]
     tx = _scan_tx(config)
     epoch_fn = _scan_epoch(models["cluster"], tx, config.scan.batch_size, n, image_shape,
-                           config.scan.entropy_weight, tuple(config.augment.crop_scale), _shard(mesh))
+                           config.scan.entropy_weight, _view_options(config), _shard(mesh))
     logger.stage("scan", config.scan.epochs, meta["progress"])
     head_loss = np.asarray(meta.get("head_loss", [0.0] * config.scan.heads))
     for epoch in range(meta["progress"], config.scan.epochs):
@@ -173,7 +173,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     if meta["progress"] == 0:  # a fresh optimizer for the new stage
       state = parallel.put(jax.tree.map(np.asarray, state.replace(opt_state=tx.init(state.params))), mesh)
     epoch_fn = _selflabel_epoch(models["cluster"], tx, config.selflabel.batch_size, n, image_shape, best,
-                                config.selflabel.threshold, tuple(config.augment.crop_scale), _shard(mesh))
+                                config.selflabel.threshold, _view_options(config), _shard(mesh))
     logger.stage("selflabel", config.selflabel.epochs, meta["progress"])
     for epoch in range(meta["progress"], config.selflabel.epochs):
       tick = time.perf_counter()
@@ -283,10 +283,15 @@ def _selflabel_tx(config):
   return optax.adamw(config.selflabel.learning_rate, weight_decay=config.selflabel.weight_decay)
 
 
-def _views(image_shape, crop_scale):
+def _view_options(config):
+  """(crop scale, flip probability) of the weak and strong views, hashable."""
+  return tuple(config.augment.crop_scale), config.augment.flip_p
+
+
+def _views(image_shape, crop_scale, flip_p):
   size = image_shape[:2]
-  weak = augment.batch(augment.simclr_view, size=size, scale=crop_scale)
-  strong = augment.batch(augment.strong_view, size=size)
+  weak = augment.batch(augment.simclr_view, size=size, scale=crop_scale, flip_p=flip_p)
+  strong = augment.batch(augment.strong_view, size=size, scale=crop_scale, flip_p=flip_p)
   return weak, strong
 
 
@@ -318,8 +323,8 @@ def _pretext_options(config):
 
 
 @functools.lru_cache(maxsize=None)
-def _pretext_epoch(model, tx, batch_size, n, image_shape, options, crop_scale, sharding):
-  weak, _ = _views(image_shape, crop_scale)
+def _pretext_epoch(model, tx, batch_size, n, image_shape, options, view, sharding):
+  weak, _ = _views(image_shape, *view)
   train_step, settings = options
   return batch_epoch(functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings)),
                      batch_size, n, sharding)
@@ -344,8 +349,8 @@ def batch_epoch(step, batch_size: int, n: int, sharding):
 
 
 @functools.lru_cache(maxsize=None)
-def _scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, crop_scale, sharding):
-  weak, _ = _views(image_shape, crop_scale)
+def _scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, view, sharding):
+  weak, _ = _views(image_shape, *view)
   step = functools.partial(scan.scan_step, model=model, tx=tx, augment=weak, entropy_weight=entropy_weight)
 
   @functools.partial(jax.jit, donate_argnums=0)
@@ -367,8 +372,8 @@ def _scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, crop_scal
 
 
 @functools.lru_cache(maxsize=None)
-def _selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, crop_scale, sharding):
-  weak, strong = _views(image_shape, crop_scale)
+def _selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, view, sharding):
+  weak, strong = _views(image_shape, *view)
   step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=weak, strong=strong, head=head,
                            threshold=threshold)
   return batch_epoch(step, batch_size, n, sharding)

@@ -42,6 +42,21 @@ def test_full_crop_is_the_identity_in_both_implementations():
   np.testing.assert_allclose(crop.numpy(), image, atol=1e-6)
 
 
+def test_flip_probability_is_honoured_in_both_implementations():
+  """Same key, flip_p 0 vs 1: the same view, mirrored (the other ops commute with a mirror)."""
+  from jaxclust.data import augment_tf
+  from jaxclust.data.pipeline import tensorflow
+  image = gradient_image()
+  options = dict(size=(24, 24), scale=(0.3, 1.0), jitter_p=0.0)
+  views = {p: augment.simclr_view(jax.random.key(4), image, flip_p=p, **options) for p in (0.0, 1.0)}
+  np.testing.assert_allclose(views[1.0], views[0.0][:, ::-1], atol=1e-5)
+  assert not np.allclose(views[0.0], views[1.0], atol=1e-2)
+  seed = tensorflow().constant([5, 6])
+  host = {p: augment_tf.simclr_view(tensorflow().constant(image), seed, flip_p=p, **options).numpy() for p in (0.0, 1.0)}
+  np.testing.assert_allclose(host[1.0], host[0.0][:, ::-1], atol=1e-5)
+  assert not np.allclose(host[0.0], host[1.0], atol=1e-2)
+
+
 def test_cutout_zeroes_one_square():
   out = np.asarray(augment.cutout(jax.random.key(3), jnp.ones((32, 32, 1)), 8))
   zero_rows, zero_cols = np.nonzero(out[..., 0] == 0)

@@ -67,11 +67,16 @@ def gaussian_blur(rng, image, sigma=(0.1, 2.0)):
 
 
 def simclr_view(rng, image, *, size: tuple[int, int], scale=(0.08, 1.0), jitter_p: float = 0.8,
-                strength: float = 1.0, grayscale_p: float = 0.2, blur_p: float = 0.0, solarize_p: float = 0.0):
-  """One SimCLR view of one ``[H, W, C]`` image (vmap it, or use :func:`batch`)."""
+                strength: float = 1.0, grayscale_p: float = 0.2, blur_p: float = 0.0, solarize_p: float = 0.0,
+                flip_p: float = 0.5):
+  """One SimCLR view of one ``[H, W, C]`` image (vmap it, or use :func:`batch`).
+
+  ``flip_p`` is the probability of a horizontal flip (0 for digits and text, whose mirror images
+  are other symbols or none).
+  """
   keys = jax.random.split(rng, 8)
   image = random_resized_crop(keys[0], image, size, scale)
-  image = _maybe(keys[1], 0.5, pix.flip_left_right, image)
+  image = _maybe(keys[1], flip_p, pix.flip_left_right, image)
   jitter = functools.partial(color_jitter, keys[2], brightness=0.8 * strength, contrast=0.8 * strength,
                              saturation=0.8 * strength, hue=0.2 * strength)
   image = _maybe(keys[3], jitter_p, jitter, image)
@@ -127,14 +132,15 @@ def _rand_ops(image, m):
 N_RAND_OPS = 11
 
 
-def strong_view(rng, image, *, size: tuple[int, int], n_ops: int = 4, cutout_size: int | None = None):
+def strong_view(rng, image, *, size: tuple[int, int], n_ops: int = 4, cutout_size: int | None = None,
+                scale=(0.2, 1.0), flip_p: float = 0.5):
   """SCAN's strong augmentation: crop and flip, ``n_ops`` random ops of random magnitude, Cutout.
 
   ``cutout_size`` defaults to half the image side (SCAN: 16 of 32 pixels on CIFAR).
   """
   keys = jax.random.split(rng, 2 * n_ops + 3)
-  image = random_resized_crop(keys[0], image, size, (0.2, 1.0))
-  image = _maybe(keys[1], 0.5, pix.flip_left_right, image)
+  image = random_resized_crop(keys[0], image, size, scale)
+  image = _maybe(keys[1], flip_p, pix.flip_left_right, image)
   for i in range(n_ops):
     op = jax.random.randint(keys[2 + 2 * i], (), 0, N_RAND_OPS)
     magnitude = jax.random.uniform(keys[3 + 2 * i])

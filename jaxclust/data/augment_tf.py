@@ -55,12 +55,12 @@ def color_jitter(image, seed, brightness=0.4, contrast=0.4, saturation=0.4, hue=
 
 
 def simclr_view(image, seed, *, size, scale=(0.08, 1.0), jitter_p=0.8, strength=1.0, grayscale_p=0.2,
-                solarize_p=0.0):
+                solarize_p=0.0, flip_p=0.5):
   """One SimCLR view (see :func:`jaxclust.data.augment.simclr_view`; blur is device-side only)."""
   tf = tensorflow()
   s = _seeds(seed, 6)
   image = random_resized_crop(image, s[0], size, scale)
-  image = _maybe(s[1], 0.5, tf.image.flip_left_right, image)
+  image = _maybe(s[1], flip_p, tf.image.flip_left_right, image)
   image = _maybe(s[2], jitter_p, lambda im: color_jitter(im, s[3], 0.8 * strength, 0.8 * strength, 0.8 * strength,
                                                          0.2 * strength), image)
   if image.shape[-1] == 3:
