@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import kill_cli_run
+from conftest import kill_cli_run, run_cli
 from jaxclust import configs, online_train, parallel
 
 ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
@@ -25,7 +25,8 @@ def tiny_config(method):
 
 @pytest.mark.parametrize("method", ["swav", "deepcluster"])
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
-  reference = online_train.fit(tiny_config(method), tmp_path / "reference", log=lambda _: None, mesh=ONE_DEVICE)
+  run_cli(method, tmp_path / "reference", TINY[method])
+  reference = json.loads((tmp_path / "reference" / "summary.json").read_text())
   lines = [json.loads(l) for l in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in lines] == [1, 2, 3] and all("size_entropy" in r for r in lines)
   if method == "swav":
@@ -33,7 +34,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
   assert (tmp_path / "reference" / "exemplars.png").exists() and 0.0 < reference["acc"] <= 1.0
   workdir = tmp_path / "killed"
   kill_cli_run(method, workdir, TINY[method], checkpoint=2)  # epoch 2 saved: queue in use / bank refreshed
-  resumed = online_train.fit(tiny_config(method), workdir, log=lambda _: None, mesh=ONE_DEVICE)
+  run_cli(method, workdir, TINY[method])
+  resumed = json.loads((workdir / "summary.json").read_text())
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
   assert resumed["acc"] == reference["acc"]
 
