@@ -99,9 +99,13 @@ def _predict(args) -> int:
   from pathlib import Path
   data = sources.load(args.input, data_dir=args.data_dir)
   config_path = Path(args.workdir) / "config.json"
-  if config_path.exists() and json.loads(config_path.read_text()).get("method") == "scan":
+  method = json.loads(config_path.read_text()).get("method") if config_path.exists() else None
+  if method == "scan":
     from jaxclust import scan_train
     labels = scan_train.predict(args.workdir, data.x)
+  elif method in ("swav", "deepcluster"):
+    from jaxclust import online_train
+    labels = online_train.predict(args.workdir, data.x)
   else:
     labels = train.predict(args.workdir, data.x)
   if args.output:

@@ -120,6 +120,29 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   return summary
 
 
+def predict(workdir, images) -> np.ndarray:
+  """Clusters of new images ``[m, H, W, C]`` (scaled as the training data) under a finished run."""
+  workdir = Path(workdir).absolute()
+  if not (workdir / "summary.json").exists():
+    raise ValueError(f"{workdir} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
+  import ml_collections
+  summary = json.loads((workdir / "summary.json").read_text())
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  images = np.asarray(images, np.float32)
+  if images.shape[1:] != tuple(summary["shape"]):
+    raise ValueError(f"images have shape {images.shape[1:]} but the run {workdir} was trained on "
+                     f"{tuple(summary['shape'])}")
+  if not np.all(np.isfinite(images)):
+    raise ValueError("images have NaN or Inf values")
+  k, n = summary["k"], summary["n"]
+  model = _model(config, k)
+  rows = -(-n // summary["devices"]) * summary["devices"]  # the training run's padded row count
+  template = _init(config, model, jax.random.key(0), jnp.zeros((2, *images.shape[1:])), _tx(config, n), rows, k)
+  manager = ocp.CheckpointManager(workdir / "checkpoints")
+  state = _restore(manager, manager.latest_step(), template)["state"]
+  return np.asarray(_labels_jit(config.method, model, state, jnp.asarray(images), len(images)))
+
+
 def _model(config, k):
   backbone = _backbone(config)
   if config.method == "swav":

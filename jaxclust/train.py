@@ -296,7 +296,9 @@ def _initialize(config, ae, ae_params, ds: Dataset, k, key, log):
   z = _embed_valid(ae, ae_params, ds.x, ds.n, NamedSharding(ds.mesh, P()))
   d = ds.x.shape[1]
   if config.method == "vade":
-    fit = gmm_diag(z, k, rng=jax.random.fold_in(key, 2))
+    # The mixture starts from the k-means DEC uses (n_init restarts), not scikit-learn's single
+    # run: on pretrained MNIST embeddings one k-means run gave initial ACC 0.65-0.85 by seed.
+    fit = gmm_diag(z, k, rng=jax.random.fold_in(key, 2), kmeans_n_init=config.cluster.kmeans_n_init)
     log(f"GMM on embeddings: mean log-likelihood {float(fit.log_likelihood):.4f} after {int(fit.n_iter)} EM steps")
     model, tx = _vade_model(config, d, ds.n)
     params = model.init(jax.random.fold_in(key, 3), jnp.zeros((2, d)), jnp.zeros((2, config.latent)))["params"]

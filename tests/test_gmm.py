@@ -43,6 +43,20 @@ def test_kmeans_initialization_and_convergence(blobs):
   np.testing.assert_allclose(float(np.asarray(out.weights).sum()), 1.0, rtol=1e-6)
 
 
+def test_kmeans_restarts_start_em_from_the_best_kmeans(blobs):
+  """kmeans_n_init=r starts EM from the M-step of ``kmeans(n_init=r)``'s partition (numpy M-step here)."""
+  from jaxclust import kmeans
+  x = blobs[0].astype(np.float64)
+  labels = np.asarray(kmeans(blobs[0], 8, rng=jax.random.key(3), n_init=4).labels)
+  counts = np.bincount(labels, minlength=8)
+  means = np.stack([x[labels == j].mean(0) for j in range(8)])
+  variances = np.stack([x[labels == j].var(0) for j in range(8)]) + 1e-6
+  ours = gmm_diag(blobs[0], 8, rng=jax.random.key(3), kmeans_n_init=4, max_iter=3, tol=0.0)
+  expected = gmm_diag(blobs[0], 8, rng=None, init=(counts / len(x), means, variances), max_iter=3, tol=0.0)
+  np.testing.assert_allclose(np.asarray(ours.means), np.asarray(expected.means), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(float(ours.log_likelihood), float(expected.log_likelihood), rtol=1e-5)
+
+
 def test_sharded_equals_single_device(blobs, mesh):
   x = blobs[0][:1600]
   init = init_params(x, 5, seed=3)
@@ -59,6 +73,7 @@ def test_sharded_equals_single_device(blobs, mesh):
     ({"k": 0}, r"k=0 must be >= 1"),
     ({"reg_covar": 0.0}, r"reg_covar=0.0 must be a finite number > 0"),
     ({"tol": -1.0}, r"tol=-1.0 must be a finite number >= 0"),
+    ({"kmeans_n_init": 0}, r"kmeans_n_init=0 must be >= 1"),
     ({"init": (np.ones(3), np.zeros((3, 2)), np.ones((3, 2)))}, r"init shapes"),
     ({"init": (np.ones(2), np.zeros((2, 12)), np.zeros((2, 12)))}, r"must be > 0"),
 ])

@@ -32,6 +32,15 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
   if method == "swav":
     assert all("loss_minus_ln_k" in r for r in lines)
   assert (tmp_path / "reference" / "exemplars.png").exists() and 0.0 < reference["acc"] <= 1.0
+  # predict on the training images from the last checkpoint gives the run's labels. The run was made
+  # in another process (XLA's client with 1 device), so the last float bits may differ: a label whose
+  # two best scores tie to within them may flip.
+  from jaxclust.data import sources
+  images = sources.load("digits").x
+  labels = np.load(tmp_path / "reference" / "labels.npy")
+  assert np.mean(online_train.predict(tmp_path / "reference", images) == labels) >= 0.999
+  with pytest.raises(ValueError, match="trained on"):
+    online_train.predict(tmp_path / "reference", images[:, :4, :4])
   workdir = tmp_path / "killed"
   kill_cli_run(method, workdir, TINY[method], checkpoint=2)  # epoch 2 saved: queue in use / bank refreshed
   run_cli(method, workdir, TINY[method])

@@ -34,7 +34,7 @@ class GMMOutput(NamedTuple):
 
 
 def gmm_diag(x, k: int, *, rng, max_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6,
-             init: tuple | None = None, chunk_size: int | None = None) -> GMMOutput:
+             init: tuple | None = None, kmeans_n_init: int = 1, chunk_size: int | None = None) -> GMMOutput:
   """Fits a k-component diagonal GMM to ``x`` by EM.
 
   Args:
@@ -46,6 +46,8 @@ def gmm_diag(x, k: int, *, rng, max_iter: int = 100, tol: float = 1e-3, reg_cova
     reg_covar: added to every variance (keeps components from collapsing onto a point).
     init: optional ``(weights [k], means [k, d], variances [k, d])``. Default: hard k-means
       responsibilities followed by one M-step, as scikit-learn's ``init_params="kmeans"``.
+    kmeans_n_init: k-means restarts for that default initialization (the lowest inertia is kept;
+      scikit-learn uses 1).
     chunk_size: rows per chunk (default sized to the platform).
 
   Returns:
@@ -61,7 +63,8 @@ def gmm_diag(x, k: int, *, rng, max_iter: int = 100, tol: float = 1e-3, reg_cova
   sharding = parallel.row_sharding(x)
   if init is None:
     validation.check_rng(rng)
-    labels = kmeans(x, k, rng=rng, n_init=1).labels
+    n_init = validation.check_count(kmeans_n_init, "kmeans_n_init", low=1)
+    labels = kmeans(x, k, rng=rng, n_init=n_init).labels
     init_args = (labels,)
   else:
     weights, means, variances = (jnp.asarray(a, jnp.float32) for a in init)
