@@ -120,6 +120,9 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   # (for batch 256), Sinkhorn epsilon 0.05 with 3 iterations.
   c.crops = ((2, 224, (0.14, 1.0)), (6, 96, (0.05, 0.14)))
   c.prototypes, c.temperature, c.batch_size, c.epochs = 3000, 0.1, 4096, 800
+  # Clusters reported: 0 = one per prototype; fewer than the prototypes = over-clustering, the
+  # clusters then come from spherical k-means of the final embeddings.
+  c.n_clusters = 0
   c.optimizer, c.learning_rate, c.final_lr_fraction, c.weight_decay, c.warmup_epochs = "lars", 4.8, 0.001, 1e-6, 10
   c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 313, 3840, 15
   c.head_hidden, c.head_out = 2048, 128

@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from jaxclust import metrics as cluster_metrics
 from jaxclust import parallel
 from jaxclust.data import augment, sources
+from jaxclust.kernels.kmeans import kmeans
 from jaxclust.methods import deepcluster, swav
 from jaxclust.models import heads
 from jaxclust.scan_train import _backbone, _chunked, _shard, batch_epoch, write_exemplars
@@ -55,6 +56,7 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
                      f"{data.x.shape[1:]}")
   n, image_shape = data.x.shape[0], tuple(data.x.shape[1:])
   k = check_count(config.prototypes, "prototypes", low=2, high=n, high_name="n_samples")
+  clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
   mesh = mesh or parallel.make_mesh()
   if config.batch_size % mesh.size:
     raise ValueError(f"batch_size={config.batch_size} is not divisible by the {mesh.size} devices")
@@ -94,8 +96,8 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     state, m = epoch_fn(state, x, rng)
     record = {"stage": config.method, "epoch": epoch + 1, "of": config.epochs, "loss": float(m["loss"]),
               "seconds": time.perf_counter() - tick}
-    labels = _labels(config, model, state, x, n)
-    record.update(_monitor(labels, k, float(m["loss"]), config.method))
+    labels, _ = _labels(config, model, state, x, n, clusters)
+    record.update(_monitor(labels, clusters, k, float(m["loss"]), config.method))
     if data.y is not None:
       record.update(cluster_metrics.evaluate(data.y, labels))
     logger.record(1, **record)
@@ -104,16 +106,19 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
                                                       meta=ocp.args.JsonSave({"progress": epoch + 1})))
   manager.wait_until_finished()
   logger.close()
-  labels = _labels(config, model, state, x, n)
-  summary = {"method": config.method, "dataset": config.dataset, "n": n, "shape": list(image_shape), "k": k,
-             "seed": config.seed, "devices": mesh.size, "wall_seconds": time.perf_counter() - start}
+  labels, centroids = _labels(config, model, state, x, n, clusters)
+  summary = {"method": config.method, "dataset": config.dataset, "n": n, "shape": list(image_shape), "k": clusters,
+             "prototypes": k, "seed": config.seed, "devices": mesh.size, "wall_seconds": time.perf_counter() - start}
   if data.y is not None:
     summary.update(cluster_metrics.evaluate(data.y, labels))
-  summary["size_entropy"] = float(cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)["normalized_entropy"])
+  balance = cluster_metrics.cluster_balance(jnp.asarray(labels), k=clusters)
+  summary["size_entropy"] = float(balance["normalized_entropy"])
   if lead:
     np.save(workdir / "labels.npy", labels)
+    if centroids is not None:  # over-clustering: predict assigns new images to these
+      np.save(workdir / "centroids.npy", centroids)
     confidence = np.ones(len(labels), np.float32)  # exemplars: any members (the scores are not probabilities)
-    write_exemplars(workdir / "exemplars.png", np.asarray(data.x), labels, confidence, min(k, 20))
+    write_exemplars(workdir / "exemplars.png", np.asarray(data.x), labels, confidence, min(clusters, 20))
     _write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
   log("final: " + " ".join(f"{name}={value:.4f}" if isinstance(value, float) else f"{name}={value}"
                            for name, value in summary.items()))
@@ -134,12 +139,15 @@ def predict(workdir, images) -> np.ndarray:
                      f"{tuple(summary['shape'])}")
   if not np.all(np.isfinite(images)):
     raise ValueError("images have NaN or Inf values")
-  k, n = summary["k"], summary["n"]
+  k, n = summary.get("prototypes", summary["k"]), summary["n"]
   model = _model(config, k)
   rows = -(-n // summary["devices"]) * summary["devices"]  # the training run's padded row count
   template = _init(config, model, jax.random.key(0), jnp.zeros((2, *images.shape[1:])), _tx(config, n), rows, k)
   manager = ocp.CheckpointManager(workdir / "checkpoints")
   state = _restore(manager, manager.latest_step(), template)["state"]
+  if (workdir / "centroids.npy").exists():
+    z = _embed_jit(config.method, model, state, jnp.asarray(images), len(images))
+    return np.asarray(jnp.argmax(z @ jnp.asarray(np.load(workdir / "centroids.npy")).T, -1))
   return np.asarray(_labels_jit(config.method, model, state, jnp.asarray(images), len(images)))
 
 
@@ -206,15 +214,35 @@ def _labels_jit(method, model, state, x, n):
   return _chunked(lambda b: jnp.argmax(swav.normalize(model.apply(variables, b)) @ state.prototypes.T, -1), x, n, 1024)
 
 
-def _labels(config, model, state, x, n):
-  return parallel.fetch(_labels_jit(config.method, model, state, x, n))
+@functools.partial(jax.jit, static_argnums=(0, 1, 4))
+def _embed_jit(method, model, state, x, n):
+  """Normalized embeddings of the first ``n`` rows (SwAV's projection, DeepCluster's output)."""
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  if method == "swav":
+    return _chunked(lambda b: model.apply(variables, b)[0], x, n, 1024)
+  return _chunked(lambda b: swav.normalize(model.apply(variables, b)), x, n, 1024)
 
 
-def _monitor(labels, k, loss, method):
-  """Cluster-usage entropy, empty clusters and (SwAV) how far the loss is from the collapse value ln K."""
-  counts = np.bincount(labels, minlength=k)
+def _labels(config, model, state, x, n, clusters):
+  """Cluster labels of the first ``n`` rows, and the centroids when there are more prototypes than clusters.
+
+  With ``clusters`` equal to the number of prototypes, a row's cluster is its prototype (SwAV: highest
+  score; DeepCluster-v2: nearest centroid). With fewer (over-clustering, as the DeepCluster papers
+  train), the normalized embeddings are grouped into ``clusters`` by spherical k-means.
+  """
+  if clusters == config.prototypes:
+    return parallel.fetch(_labels_jit(config.method, model, state, x, n)), None
+  z = _embed_jit(config.method, model, state, x, n)
+  out = kmeans(z, clusters, rng=jax.random.key(config.seed), n_init=10, spherical=True)
+  return parallel.fetch(out.labels), np.asarray(parallel.fetch(swav.normalize(out.centers)))
+
+
+def _monitor(labels, clusters, k, loss, method):
+  """Cluster-usage entropy, empty clusters and (SwAV) how far the loss is from ln K (K prototypes)."""
+  counts = np.bincount(labels, minlength=clusters)
   p = counts[counts > 0] / counts.sum()
-  out = {"size_entropy": float(-np.sum(p * np.log(p)) / math.log(k)), "empty_clusters": int(np.sum(counts == 0))}
+  out = {"size_entropy": float(-np.sum(p * np.log(p)) / math.log(clusters)),
+         "empty_clusters": int(np.sum(counts == 0))}
   if method == "swav":
     out["loss_minus_ln_k"] = loss - math.log(k)
     if abs(out["loss_minus_ln_k"]) < 0.01 * math.log(k):
@@ -222,5 +250,5 @@ def _monitor(labels, k, loss, method):
                     "training may have collapsed (try a lower learning rate or more prototype-freeze steps)")
   if out["size_entropy"] < 0.5:
     warnings.warn(f"clusters are collapsing: normalized size entropy {out['size_entropy']:.3f}, "
-                  f"{out['empty_clusters']} of {k} clusters empty")
+                  f"{out['empty_clusters']} of {clusters} clusters empty")
   return out

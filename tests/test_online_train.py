@@ -49,6 +49,21 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
   assert resumed["acc"] == reference["acc"]
 
 
+def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):
+  """DeepCluster-v2 trained on 30 prototypes, reported as 10 clusters; predict uses the saved centroids."""
+  c = tiny_config("deepcluster")
+  c.epochs, c.prototypes, c.n_clusters = 2, 30, 10
+  summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+  assert (summary["k"], summary["prototypes"]) == (10, 30)
+  labels = np.load(tmp_path / "run" / "labels.npy")
+  centroids = np.load(tmp_path / "run" / "centroids.npy")
+  assert centroids.shape == (10, c.head_out) and set(np.unique(labels)) <= set(range(10))
+  np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=1e-5)
+  from jaxclust.data import sources
+  images = sources.load("digits").x
+  np.testing.assert_array_equal(online_train.predict(tmp_path / "run", images), labels)
+
+
 def test_imagenet_recipe():
   import jax
   import jax.numpy as jnp
