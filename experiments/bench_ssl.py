@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import platform
 import subprocess
 import sys
@@ -38,14 +37,13 @@ import time
 from pathlib import Path
 
 import jax
-import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
 from jaxclust import parallel
 from jaxclust.data import augment
 from jaxclust.methods import scan, simclr, swav
-from jaxclust.models import heads, resnet
+from jaxclust.models import flops, heads, resnet
 
 SWAV_CROPS = ((2, 224, (0.14, 1.0)), (6, 96, (0.05, 0.14)))
 
@@ -57,26 +55,9 @@ def _flops(compiled) -> float:
 
 
 def forward_flops(model, variables, view_shapes) -> float:
-  """FLOPs of the training-mode forward pass over views of the given shapes, counted from the layers.
-
-  2 x (output positions) x (kernel size) for every convolution and dense layer, read off the
-  shapes with ``jax.eval_shape`` (no compute). XLA's own cost analysis is not used: on GPU it
-  leaves out convolutions, which run as cuDNN custom calls.
-  """
-  counted = []
-
-  def count(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    if context.method_name == "__call__" and isinstance(context.module, (nn.Conv, nn.Dense)):
-      kernel = context.module.variables["params"]["kernel"]
-      counted.append(2 * math.prod(out.shape[:-1]) * math.prod(kernel.shape))
-    return out
-
-  with nn.intercept_methods(count):
-    for shape in view_shapes:
-      jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]), variables,
-                     jax.ShapeDtypeStruct(shape, jnp.float32))
-  return float(sum(counted))
+  """Training-mode forward FLOPs over views of the given shapes (``jaxclust.models.flops``)."""
+  return sum(flops.forward_flops(model, variables, shape, train=True, mutable=["batch_stats"])
+             for shape in view_shapes)
 
 
 def time_step(step, state, batch, steps):
