@@ -3,7 +3,7 @@
 # but neither TensorFlow nor network access. Results go to $OUT (default ./gpu_out).
 #   .whl/      wheels of the pure-Python dependencies missing there (ml_collections, dm-pix)
 #   gpu_data/  mnist/*.gz (from ../shared/data) and site/clustpy (ClustPy 0.0.3, pure Python)
-# Usage: bash experiments/gpu_bench.sh ssl|ae|mnist
+# Usage: bash experiments/gpu_bench.sh ssl|ae|mnist|swav256|variants
 set -o pipefail
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
