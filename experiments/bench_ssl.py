@@ -79,37 +79,32 @@ def time_step(step, state, batch, steps):
   return compile_s, first, (time.perf_counter() - tick) / steps, flops
 
 
-def bench_simclr(args, dtype, mesh, sharding):
+def _bench_cifar(args, mesh, sharding, model, init, train_step, tx, batch_of, **options):
+  """A two-view ResNet-18 step on CIFAR-shaped images, with and without on-device augmentation."""
   images = jax.device_put(jax.random.uniform(jax.random.key(0), (args.batch, 32, 32, 3)), sharding)
-  model = heads.Pretext(resnet.ResNet18(stem="cifar", dtype=dtype), heads.ProjectionHead(512, 128))
-  tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.4, momentum=0.9))
-  state = parallel.put(simclr.init(model, jax.random.key(1), images[:2], tx), mesh)
+  state = parallel.put(init(model, jax.random.key(1), images[:2], tx), mesh)
   model_flops = 3 * forward_flops(model, {"params": state.params, "batch_stats": state.batch_stats},
                                   [(2 * args.batch, 32, 32, 3)])
   views = {"aug": augment.batch(augment.simclr_view, size=(32, 32), scale=(0.2, 1.0)),
            "no aug": lambda rng, x: x}
   for name, view in views.items():
-    step = jax.jit(functools.partial(simclr.train_step, model=model, tx=tx, augment=view, temperature=0.1),
-                   donate_argnums=0)
-    state = parallel.put(simclr.init(model, jax.random.key(1), images[:2], tx), mesh)
-    yield name, args.batch, 2 * args.batch, model_flops, time_step(step, state, {"image": images}, args.steps)
+    step = jax.jit(functools.partial(train_step, model=model, tx=tx, augment=view, **options), donate_argnums=0)
+    state = parallel.put(init(model, jax.random.key(1), images[:2], tx), mesh)
+    yield name, args.batch, 2 * args.batch, model_flops, time_step(step, state, batch_of(images), args.steps)
+
+
+def bench_simclr(args, dtype, mesh, sharding):
+  model = heads.Pretext(resnet.ResNet18(stem="cifar", dtype=dtype), heads.ProjectionHead(512, 128))
+  tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.4, momentum=0.9))
+  return _bench_cifar(args, mesh, sharding, model, simclr.init, simclr.train_step, tx,
+                      lambda images: {"image": images}, temperature=0.1)
 
 
 def bench_scan(args, dtype, mesh, sharding):
-  images = jax.device_put(jax.random.uniform(jax.random.key(0), (args.batch, 32, 32, 3)), sharding)
   model = heads.Clusterer(resnet.ResNet18(stem="cifar", dtype=dtype), k=10, heads=10)
   tx = optax.adamw(1e-4, weight_decay=1e-4)
-  state = parallel.put(scan.init(model, jax.random.key(1), images[:2], tx), mesh)
-  model_flops = 3 * forward_flops(model, {"params": state.params, "batch_stats": state.batch_stats},
-                                  [(2 * args.batch, 32, 32, 3)])
-  views = {"aug": augment.batch(augment.simclr_view, size=(32, 32), scale=(0.2, 1.0)),
-           "no aug": lambda rng, x: x}
-  for name, view in views.items():
-    step = jax.jit(functools.partial(scan.scan_step, model=model, tx=tx, augment=view, entropy_weight=5.0),
-                   donate_argnums=0)
-    state = parallel.put(scan.init(model, jax.random.key(1), images[:2], tx), mesh)
-    batch = {"image": images, "neighbor": images}
-    yield name, args.batch, 2 * args.batch, model_flops, time_step(step, state, batch, args.steps)
+  return _bench_cifar(args, mesh, sharding, model, scan.init, scan.scan_step, tx,
+                      lambda images: {"image": images, "neighbor": images}, entropy_weight=5.0)
 
 
 def _swav_slices(rng, images):

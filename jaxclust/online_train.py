@@ -32,7 +32,7 @@ from jaxclust.data import augment, sources
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.methods import deepcluster, swav
 from jaxclust.models import heads
-from jaxclust.scan_train import _backbone, _chunked, _shard, batch_epoch, write_exemplars
+from jaxclust.scan_train import _backbone, _chunked, _shard, batch_epoch, finished_run, write_exemplars
 from jaxclust.train import _check_same_config, _Logger, _restore, _write_atomic
 from jaxclust.validation import check_count
 
@@ -127,18 +127,7 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
 
 def predict(workdir, images) -> np.ndarray:
   """Clusters of new images ``[m, H, W, C]`` (scaled as the training data) under a finished run."""
-  workdir = Path(workdir).absolute()
-  if not (workdir / "summary.json").exists():
-    raise ValueError(f"{workdir} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
-  import ml_collections
-  summary = json.loads((workdir / "summary.json").read_text())
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  images = np.asarray(images, np.float32)
-  if images.shape[1:] != tuple(summary["shape"]):
-    raise ValueError(f"images have shape {images.shape[1:]} but the run {workdir} was trained on "
-                     f"{tuple(summary['shape'])}")
-  if not np.all(np.isfinite(images)):
-    raise ValueError("images have NaN or Inf values")
+  workdir, summary, config, images = finished_run(workdir, images)
   k, n = summary.get("prototypes", summary["k"]), summary["n"]
   model = _model(config, k)
   rows = -(-n // summary["devices"]) * summary["devices"]  # the training run's padded row count

@@ -215,8 +215,8 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   return summary
 
 
-def predict(workdir, images) -> np.ndarray:
-  """Clusters of new images ``[m, H, W, C]`` (in [0, 1]) under a finished SCAN run."""
+def finished_run(workdir, images):
+  """``(workdir, summary, config, images)`` of a finished image run, the images checked against it."""
   workdir = Path(workdir).absolute()
   if not (workdir / "summary.json").exists():
     raise ValueError(f"{workdir} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
@@ -229,6 +229,12 @@ def predict(workdir, images) -> np.ndarray:
                      f"{tuple(summary['shape'])}")
   if not np.all(np.isfinite(images)):
     raise ValueError("images have NaN or Inf values")
+  return workdir, summary, config, images
+
+
+def predict(workdir, images) -> np.ndarray:
+  """Clusters of new images ``[m, H, W, C]`` (in [0, 1]) under a finished SCAN run."""
+  workdir, summary, config, images = finished_run(workdir, images)
   model = _models(config, summary["k"])["cluster"]
   mesh = parallel.make_mesh(1)
   template = _cluster_template(model, jnp.zeros((2, *images.shape[1:])), config, summary["n"], mesh)["selflabel"]

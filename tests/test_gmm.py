@@ -52,6 +52,8 @@ def test_kmeans_restarts_start_em_from_the_best_kmeans(blobs):
   means = np.stack([x[labels == j].mean(0) for j in range(8)])
   variances = np.stack([x[labels == j].var(0) for j in range(8)]) + 1e-6
   ours = gmm_diag(blobs[0], 8, rng=jax.random.key(3), kmeans_n_init=4, max_iter=3, tol=0.0)
+  single = gmm_diag(blobs[0], 8, rng=jax.random.key(3), max_iter=3, tol=0.0)  # key 3: one k-means run ends worse
+  assert float(single.log_likelihood) < float(ours.log_likelihood) - 0.1
   expected = gmm_diag(blobs[0], 8, rng=None, init=(counts / len(x), means, variances), max_iter=3, tol=0.0)
   np.testing.assert_allclose(np.asarray(ours.means), np.asarray(expected.means), rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(float(ours.log_likelihood), float(expected.log_likelihood), rtol=1e-5)
