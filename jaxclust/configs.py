@@ -85,8 +85,10 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
                                          "queue_size": 65536})
   c.mine = ml_collections.ConfigDict({"neighbors": 20, "chunk_size": 1024})
   # SCAN: Adam 1e-4, weight decay 1e-4, batch 128, entropy weight 5, 10 heads, 50 epochs.
+  # update_backbone=False trains the clustering heads alone on a frozen pretext backbone (the
+  # official code's update_cluster_head_only): a forward pass instead of a training step.
   c.scan = ml_collections.ConfigDict({"epochs": 50, "batch_size": 128, "learning_rate": 1e-4, "weight_decay": 1e-4,
-                                      "entropy_weight": 5.0, "heads": 10})
+                                      "entropy_weight": 5.0, "heads": 10, "update_backbone": True})
   # Self-labeling: Adam 1e-4, weight decay 1e-4, batch 1000, threshold 0.99, 200 epochs.
   c.selflabel = ml_collections.ConfigDict({"epochs": 200, "batch_size": 1000, "learning_rate": 1e-4,
                                            "weight_decay": 1e-4, "threshold": 0.99})

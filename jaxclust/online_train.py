@@ -2,8 +2,9 @@
 
 One stage of epochs, checkpointed every ``checkpoint_every`` epochs with the whole state (the SwAV
 queue, the DeepCluster memory bank, prototypes and assignments included), so a killed run resumes
-to the same result. The dataset lives on the devices as a row-sharded global array; each epoch is
-one compiled ``lax.scan`` with batches gathered and augmented on device. Clusters are the
+to the same result. The dataset lives on the devices as a row-sharded global array; each epoch
+gathers and augments its batches on device (one compiled ``lax.scan`` on accelerators:
+:func:`jaxclust.scan_train.epoch_runner`). Clusters are the
 prototype of highest score (SwAV) or the nearest centroid (DeepCluster-v2).
 
 Collapse monitor: the usage entropy of the clusters is logged every epoch, and for SwAV the

@@ -5,7 +5,8 @@ The pretext is SimCLR (``pretext.method="simclr"``, SCAN's CIFAR/STL recipe) or 
 Like :mod:`jaxclust.train`: every save records the stage and its progress, so ``fit`` on the same
 workdir resumes a killed run where it stopped, with the same result; finished, foreign-config and
 corrupt workdirs are refused. The dataset lives on the devices as a row-sharded global array, each
-epoch is one compiled ``lax.scan`` whose batches are gathered and augmented on device.
+epoch gathers and augments its batches on device (one compiled ``lax.scan`` on accelerators, see
+:func:`epoch_runner`).
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     state = _restore(manager, saves, cluster_template["scan"])["state"]
     tx = _scan_tx(config)
     epoch_fn = _scan_epoch(models["cluster"], tx, config.scan.batch_size, n, image_shape,
-                           config.scan.entropy_weight, _view_options(config), _shard(mesh))
+                           config.scan.entropy_weight, config.scan.update_backbone, _view_options(config),
+                           _shard(mesh))
     logger.stage("scan", config.scan.epochs, meta["progress"])
     head_loss = np.asarray(meta.get("head_loss", [0.0] * config.scan.heads))
     for epoch in range(meta["progress"], config.scan.epochs):
@@ -282,7 +284,8 @@ def _pretext_tx(config, n):
 
 
 def _scan_tx(config):
-  return optax.adamw(config.scan.learning_rate, weight_decay=config.scan.weight_decay)
+  tx = optax.adamw(config.scan.learning_rate, weight_decay=config.scan.weight_decay)
+  return tx if config.scan.update_backbone else scan.head_only(tx)
 
 
 def _selflabel_tx(config):
@@ -336,45 +339,66 @@ def _pretext_epoch(model, tx, batch_size, n, image_shape, options, view, shardin
                      batch_size, n, sharding)
 
 
-def batch_epoch(step, batch_size: int, n: int, sharding):
+def batch_epoch(step, batch_size: int, n: int, sharding, loop: bool | None = None):
   """One shuffled pass of ``step(state, {"image", "index", "mask"}, rng)`` over the first ``n`` rows of
-  the on-device images, as a jitted ``lax.scan`` (state donated); returns the metrics' means."""
+  the on-device images ``x``: ``epoch(state, x, rng) -> (state, metrics' means)``, state donated."""
+
+  def one(state, x, aux, index, mask, rng):
+    images, index, mask = _gather(x, index, mask, sharding)
+    return step(state, {"image": images, "index": index, "mask": mask}, rng)
+
+  run = epoch_runner(one, batch_size, n, loop)
+  return lambda state, x, rng: run(state, x, None, rng)
+
+
+def epoch_runner(one, batch_size: int, n: int, loop: bool | None = None):
+  """``epoch(state, x, aux, rng)``: ``one(state, x, aux, index, mask, rng)`` over shuffled batches of row
+  indices covering ``range(n)`` once (the last padded and masked); returns the metrics' means.
+
+  On accelerators the epoch is one compiled ``lax.scan`` (no per-step dispatch). On CPU
+  (``loop=None`` decides by the backend) it is a Python loop over one compiled step: XLA's CPU
+  backend runs convolution gradients inside a compiled loop 7-10x slower than the same step
+  compiled alone (jax 0.10.2, measured 2026-11-22: experiments/RESULTS.md), while the dispatch of
+  a step costs microseconds against its hundreds of milliseconds there.
+  """
+  loop = jax.default_backend() == "cpu" if loop is None else loop
+
+  def batches(rng):
+    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
+    return index, mask, jax.random.split(jax.random.fold_in(rng, 1), index.shape[0])
 
   @functools.partial(jax.jit, donate_argnums=0)
-  def epoch(state, x, rng):
-    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
-
-    def one(state, batch):
-      images, i, m = _gather(x, batch[0], batch[1], sharding)
-      return step(state, {"image": images, "index": i, "mask": m}, rng)
-
-    state, m = jax.lax.scan(one, state, (index, mask))
+  def scanned(state, x, aux, rng):
+    state, m = jax.lax.scan(lambda s, b: one(s, x, aux, *b), state, batches(rng))
     return state, jax.tree.map(lambda a: jnp.mean(a, axis=0), m)
 
-  return epoch
+  one_jit = jax.jit(one, donate_argnums=0)
+  batches_jit = jax.jit(batches)
+
+  def looped(state, x, aux, rng):
+    index, mask, keys = batches_jit(rng)
+    history = []
+    for i in range(index.shape[0]):
+      state, m = one_jit(state, x, aux, index[i], mask[i], keys[i])
+      history.append(m)
+    return state, jax.tree.map(lambda *a: jnp.mean(jnp.stack(a), axis=0), *history)
+
+  return looped if loop else scanned
 
 
 @functools.lru_cache(maxsize=None)
-def _scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, view, sharding):
+def _scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, update_backbone, view, sharding):
   weak, _ = _views(image_shape, *view)
-  step = functools.partial(scan.scan_step, model=model, tx=tx, augment=weak, entropy_weight=entropy_weight)
+  step = functools.partial(scan.scan_step, model=model, tx=tx, augment=weak, entropy_weight=entropy_weight,
+                           update_backbone=update_backbone)
 
-  @functools.partial(jax.jit, donate_argnums=0)
-  def epoch(state, x, neighbors, rng):
-    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
+  def one(state, x, neighbors, index, mask, rng):
+    column = jax.random.randint(jax.random.fold_in(rng, 0), index.shape, 1, neighbors.shape[1])  # not the image
+    images, _, mask = _gather(x, index, mask, sharding)
+    neighbor_images, _, _ = _gather(x, neighbors[index, column], mask, sharding)
+    return step(state, {"image": images, "neighbor": neighbor_images, "mask": mask}, rng)
 
-    def one(state, batch):
-      i, m, r = batch
-      column = jax.random.randint(r, i.shape, 1, neighbors.shape[1])  # a random neighbour, not the image
-      images, _, m = _gather(x, i, m, sharding)
-      neighbor_images, _, _ = _gather(x, neighbors[i, column], m, sharding)
-      return step(state, {"image": images, "neighbor": neighbor_images, "mask": m}, rng)
-
-    keys = jax.random.split(jax.random.fold_in(rng, 1), index.shape[0])
-    state, m = jax.lax.scan(one, state, (index, mask, keys))
-    return state, jax.tree.map(lambda a: jnp.mean(a, axis=0), m)
-
-  return epoch
+  return epoch_runner(one, batch_size, n)
 
 
 @functools.lru_cache(maxsize=None)

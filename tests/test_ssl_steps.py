@@ -106,6 +106,31 @@ def test_scan_and_selflabel_steps_sharded_equal_single_device():
   chex.assert_trees_all_close(sharded.params, single.params, rtol=1e-4, atol=1e-5)
 
 
+def test_scan_step_with_frozen_backbone_trains_the_heads_only():
+  model = heads.Clusterer(resnet.SmallCNN(channels=(8, 16)), k=4, heads=2)
+  tx = scan.head_only(optax.adamw(1e-2, weight_decay=0.1))
+  state = scan.init(model, jax.random.key(1), _images(2), tx)
+  state = state.replace(batch_stats=jax.tree.map(lambda a: a + 0.5, state.batch_stats))  # not the init values
+  identity = lambda rng, images: images
+  step = jax.jit(functools.partial(scan.scan_step, model=model, tx=tx, augment=identity, update_backbone=False))
+  batch = {"image": _images(), "neighbor": jnp.flip(_images(), 0)}
+  new, m = step(state, batch, jax.random.key(0))
+  # The loss is eq. 2 on the heads of inference-mode features (numpy reference).
+  logits = np.asarray(model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                  jnp.concatenate([batch["image"], batch["neighbor"]]), train=False), np.float64)
+  for h in range(2):
+    pa = np.exp(logits[h, :16]) / np.exp(logits[h, :16]).sum(1, keepdims=True)
+    pn = np.exp(logits[h, 16:]) / np.exp(logits[h, 16:]).sum(1, keepdims=True)
+    mean = pa.mean(0)
+    expected = -np.mean(np.log(np.sum(pa * pn, 1))) + 5.0 * np.sum(mean * np.log(mean))
+    np.testing.assert_allclose(m["head_loss"][h], expected, rtol=1e-4)
+  # Backbone weights (weight decay included) and BatchNorm statistics do not move; the heads do.
+  chex.assert_trees_all_equal(new.params["backbone"], state.params["backbone"])
+  chex.assert_trees_all_equal(new.batch_stats, state.batch_stats)
+  for h in ("head_0", "head_1"):
+    assert np.abs(np.asarray(new.params[h]["kernel"] - state.params[h]["kernel"])).max() > 1e-4
+
+
 def test_moco_step_queue_momentum_and_sharding():
   from jaxclust.methods import moco
   model = heads.Pretext(resnet.SmallCNN(channels=(8, 16)), heads.ProjectionHead(32, 16))

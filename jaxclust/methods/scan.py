@@ -96,28 +96,48 @@ def init(model: nn.Module, rng, example_images, tx: optax.GradientTransformation
 
 
 def scan_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, augment: Callable,
-              entropy_weight: float = 5.0):
+              entropy_weight: float = 5.0, update_backbone: bool = True):
   """One SCAN step on ``{"image": [B, ...], "neighbor": [B, ...]}`` (one sampled neighbour each).
 
   All heads train together on the sum of their losses; metrics hold each head's loss
   (``[heads]``), from which the driver keeps the lowest.
+
+  ``update_backbone=False`` trains the heads alone (the official code's
+  ``update_cluster_head_only``): the backbone runs in inference mode without gradients, its
+  BatchNorm statistics stay as they are, and ``tx`` must leave its parameters unchanged (see
+  :func:`head_only`).
   """
   rng = jax.random.fold_in(rng, state.step)
   images = jnp.concatenate([augment(jax.random.fold_in(rng, 1), batch["image"]),
                             augment(jax.random.fold_in(rng, 2), batch["neighbor"])])
   mask = batch.get("mask")
+  if not update_backbone:
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    features = jax.lax.stop_gradient(model.apply(variables, images, train=False, method=model.features))
 
   def loss_fn(params):
-    logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images, train=True,
-                                  mutable=["batch_stats"])
+    if update_backbone:
+      logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images, train=True,
+                                    mutable=["batch_stats"])
+      batch_stats = updates["batch_stats"]
+    else:
+      logits, batch_stats = model.apply({"params": params}, features, method=model.classify), state.batch_stats
     anchor, neighbor = jnp.split(logits, 2, axis=1)
     total, parts = jax.vmap(lambda a, n: scan_loss(a, n, entropy_weight, mask))(anchor, neighbor)
-    return jnp.sum(total), ({"head_loss": total, **parts}, updates["batch_stats"])
+    return jnp.sum(total), ({"head_loss": total, **parts}, batch_stats)
 
   (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                        batch_stats=batch_stats, opt_state=opt_state), metrics
+
+
+def head_only(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """``tx`` on everything but ``params["backbone"]``, which gets no update (not even weight decay)."""
+  def labels(params):
+    return {name: jax.tree.map(lambda _: "frozen" if name == "backbone" else "train", sub)
+            for name, sub in params.items()}
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def selflabel_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, weak: Callable, strong: Callable,

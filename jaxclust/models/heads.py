@@ -32,13 +32,24 @@ class Pretext(nn.Module):
 
 
 class Clusterer(nn.Module):
-  """Backbone + ``heads`` linear clustering heads: ``[heads, B, k]`` logits (SCAN trains several)."""
+  """Backbone + ``heads`` linear clustering heads: ``[heads, B, k]`` logits (SCAN trains several).
+
+  :meth:`classify` applies the heads alone to backbone features, for SCAN with a frozen backbone.
+  """
   backbone: nn.Module
   k: int
   heads: int = 1
   dtype: Any = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    # Named head_0, head_1, ...: one Dense layer per head.
+    self.cluster_heads = [nn.Dense(self.k, name=f"head_{i}") for i in range(self.heads)]
+
   def __call__(self, x, train: bool = False):
-    h = self.backbone(x, train)
-    return jnp.stack([nn.Dense(self.k, name=f"head_{i}")(h) for i in range(self.heads)])
+    return self.classify(self.backbone(x, train))
+
+  def features(self, x, train: bool = False):
+    return self.backbone(x, train)
+
+  def classify(self, h):
+    return jnp.stack([head(h) for head in self.cluster_heads])
