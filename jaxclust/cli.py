@@ -45,20 +45,18 @@ def _kmeans(args) -> int:
   return 0
 
 
-def _fit(args) -> int:
+def make_config(method: str, dataset: str, *, data_dir=None, config_file=None, settings=()):
+  """The ``fit`` configuration: defaults (or ``config_file``'s ``get_config()``) with ``key=value`` overrides."""
   import ast
   import runpy
 
-  from jaxclust import configs, train
+  from jaxclust import configs
 
-  if args.config:
-    config = runpy.run_path(args.config)["get_config"]()
-  else:
-    config = configs.get_config(args.method, args.dataset)
-  config.method, config.dataset = args.method, args.dataset
-  if args.data_dir:
-    config.data_dir = args.data_dir
-  for assignment in args.set or []:
+  config = runpy.run_path(config_file)["get_config"]() if config_file else configs.get_config(method, dataset)
+  config.method, config.dataset = method, dataset
+  if data_dir:
+    config.data_dir = data_dir
+  for assignment in settings:
     name, _, text = assignment.partition("=")
     if not _:
       raise ValueError(f"--set {assignment!r} must look like key=value, e.g. cluster.tol=0.01")
@@ -74,7 +72,21 @@ def _fit(args) -> int:
       node = node[part]
     if target not in node:
       raise ValueError(f"--set {name}: unknown setting {target!r}; available: {sorted(node.keys())}")
-    node[target] = type(node[target])(value) if isinstance(node[target], (int, float)) and not isinstance(node[target], bool) else value
+    if isinstance(node[target], bool):
+      if text.lower() not in ("true", "false"):
+        raise ValueError(f"--set {name}={text!r}: expected true or false")
+      value = text.lower() == "true"
+    elif isinstance(node[target], (int, float)):
+      value = type(node[target])(value)
+    node[target] = value
+  return config
+
+
+def _fit(args) -> int:
+  from jaxclust import train
+
+  config = make_config(args.method, args.dataset, data_dir=args.data_dir, config_file=args.config,
+                       settings=args.set or [])
   workdir = args.workdir or f"workdirs/{config.method}_{config.dataset.replace('/', '_')}_seed{config.seed}"
   if config.method == "scan":
     from jaxclust import scan_train

@@ -36,6 +36,16 @@ def test_cli_fit_rejects_unknown_settings(capsys):
   assert "unknown setting 'epoch'" in capsys.readouterr().err
   assert cli.main(["fit", "dec", "--set", "nonsense"]) == 2
   assert "must look like key=value" in capsys.readouterr().err
+  assert cli.main(["fit", "scan", "--set", "scan.update_backbone=no"]) == 2
+  assert "scan.update_backbone='no': expected true or false" in capsys.readouterr().err
+
+
+def test_cli_settings_keep_their_types():
+  config = cli.make_config("scan", "mnist", settings=["scan.update_backbone=false", "scan.epochs=3",
+                                                      "scan.learning_rate=1e-3", "cnn_channels=16,32,64"])
+  assert config.scan.update_backbone is False and config.scan.epochs == 3 and config.scan.learning_rate == 1e-3
+  assert tuple(config.cnn_channels) == (16, 32, 64)
+  assert cli.make_config("scan", "mnist", settings=["scan.update_backbone=True"]).scan.update_backbone is True
 
 
 def test_training_path_never_imports_tensorflow(tmp_path):
