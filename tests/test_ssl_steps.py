@@ -148,3 +148,20 @@ def test_moco_step_queue_momentum_and_sharding():
   one, _ = step(jax.device_put(state, jax.devices()[0]), {"image": _images()}, jax.random.key(7))
   expected = jax.tree.map(lambda k, q: 0.9 * k + 0.1 * q, state.key_params, state.params)
   chex.assert_trees_all_close(one.key_params, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_epoch_loop_on_cpu_equals_the_compiled_scan():
+  """The CPU path (one compiled step per batch) trains exactly as the accelerator path (lax.scan)."""
+  from jaxclust import scan_train
+  model = heads.Pretext(resnet.SmallCNN(channels=(8, 16)), heads.ProjectionHead(16, 8))
+  tx = optax.sgd(0.1, momentum=0.9)
+  aug = augment.batch(augment.simclr_view, size=(28, 28), scale=(0.2, 1.0))
+  step = functools.partial(simclr.train_step, model=model, tx=tx, augment=aug)
+  x = _images(20)
+  out = {}
+  for loop in (False, True):
+    state = simclr.init(model, jax.random.key(1), x[:2], tx)
+    out[loop] = scan_train.batch_epoch(step, 8, 20, None, loop=loop)(state, x, jax.random.key(3))
+  assert int(out[True][0].step) == int(out[False][0].step) == 3  # 20 rows: 3 batches of 8, the last padded
+  np.testing.assert_allclose(out[True][1]["loss"], out[False][1]["loss"], rtol=1e-5)
+  chex.assert_trees_all_close(out[True][0].params, out[False][0].params, rtol=1e-4, atol=1e-6)
