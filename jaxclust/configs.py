@@ -129,6 +129,9 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 313, 3840, 15
   c.head_hidden, c.head_out = 2048, 128
   c.flip_p = 0.5  # horizontal flips of every crop
+  # "device": the images sit on the devices, cropped there (fastest while they fit). "tf.data" (SwAV):
+  # streamed and multi-cropped on the host, for datasets that do not fit, such as ImageNet ("tfds:imagenet2012").
+  c.input = "device"
   c.checkpoint_every, c.keep_checkpoints = 1, 2
   if method == "deepcluster":  # DeepCluster-v2: k-means on the memory bank every epoch, temperature 0.1
     c.queue_length, c.queue_start_epoch = 0, 0

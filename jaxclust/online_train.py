@@ -7,6 +7,11 @@ gathers and augments its batches on device (one compiled ``lax.scan`` on acceler
 :func:`jaxclust.scan_train.epoch_runner`). Clusters are the
 prototype of highest score (SwAV) or the nearest centroid (DeepCluster-v2).
 
+With ``input="tf.data"`` (SwAV), images are instead streamed: read (a prepared tfds dataset such as
+ImageNet is never loaded whole), multi-cropped on the host and batched by
+:mod:`jaxclust.data.stream`, one compiled step per batch; the clusters are predicted in a final pass
+with the evaluation transform.
+
 Collapse monitor: the usage entropy of the clusters is logged every epoch, and for SwAV the
 distance of the loss from ln K (the loss of uniform predictions); a warning fires when the run
 sits at that plateau or clusters empty.
@@ -29,7 +34,7 @@ import orbax.checkpoint as ocp
 
 from jaxclust import metrics as cluster_metrics
 from jaxclust import parallel
-from jaxclust.data import augment, sources
+from jaxclust.data import augment, sources, stream
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.methods import deepcluster, swav
 from jaxclust.models import heads
@@ -51,11 +56,24 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
     return json.loads((workdir / "summary.json").read_text())
   start = time.perf_counter()
-  data = sources.load(config.dataset, data_dir=config.data_dir or None)
-  if data.x.ndim != 4:
-    raise ValueError(f"{config.method} needs images [n, H, W, C]; {config.dataset!r} has rows of shape "
-                     f"{data.x.shape[1:]}")
-  n, image_shape = data.x.shape[0], tuple(data.x.shape[1:])
+  if config.input not in ("device", "tf.data"):
+    raise ValueError(f"input={config.input!r} must be 'device' or 'tf.data'")
+  streaming = config.input == "tf.data"
+  if streaming and config.method != "swav":
+    raise ValueError(f"input='tf.data' streams SwAV only: {config.method} keeps a memory-bank row per image, "
+                     "which needs the images on the devices (input='device')")
+  if streaming and str(config.dataset).startswith("tfds:"):  # never loaded whole (ImageNet)
+    data, source = None, stream.open_source(config.dataset, data_dir=config.data_dir or None)
+  else:
+    data = sources.load(config.dataset, data_dir=config.data_dir or None)
+    if data.x.ndim != 4:
+      raise ValueError(f"{config.method} needs images [n, H, W, C]; {config.dataset!r} has rows of shape "
+                       f"{data.x.shape[1:]}")
+    source = stream.open_source(data) if streaming else None
+  if streaming:  # the model sees the large crops
+    n, image_shape = source.n, (int(config.crops[0][1]), int(config.crops[0][1]), source.channels)
+  else:
+    n, image_shape = data.x.shape[0], tuple(data.x.shape[1:])
   k = check_count(config.prototypes, "prototypes", low=2, high=n, high_name="n_samples")
   clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
   mesh = mesh or parallel.make_mesh()
@@ -67,17 +85,18 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
   _check_same_config(workdir, config, write=lead)
-  x, mask = parallel.global_rows(np.asarray(data.x, np.float32), mesh)
+  x, mask = (None, None) if streaming else parallel.global_rows(np.asarray(data.x, np.float32), mesh)
   key = jax.random.key(config.seed)
   log(f"{config.method} on {config.dataset}: n={n} images {image_shape} K={k} on {mesh.size} device(s), "
-      f"workdir {workdir}")
+      f"input {config.input}, workdir {workdir}")
   logger = _Logger(workdir, log, start, enabled=lead)
   manager = ocp.CheckpointManager(workdir / "checkpoints",
                                   options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
   saves = manager.latest_step() or 0
   tx = _tx(config, n)
   example = jnp.zeros((2, *image_shape))
-  state = parallel.put(_init(config, model, jax.random.fold_in(key, 0), example, tx, x.shape[0], k), mesh)
+  rows = n if streaming else x.shape[0]
+  state = parallel.put(_init(config, model, jax.random.fold_in(key, 0), example, tx, rows, k), mesh)
   done = 0
   if saves:
     restored = _restore(manager, saves, state)
@@ -86,7 +105,9 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   for epoch in range(done, config.epochs):
     tick = time.perf_counter()
     rng = jax.random.fold_in(key, 1_000_000 + epoch)
-    if config.method == "deepcluster":  # k-means of last epoch's bank gives this epoch's targets
+    if streaming:
+      state, m = _swav_stream_epoch(config, model, tx, state, source, epoch, rng, mesh)
+    elif config.method == "deepcluster":  # k-means of last epoch's bank gives this epoch's targets
       state = _recluster(state, jax.random.fold_in(rng, 7), mask)
       epoch_fn = _deepcluster_epoch(model, tx, config.batch_size, n, image_shape, config.temperature,
                                     _crop_scale(config), config.flip_p, _shard(mesh))
@@ -94,24 +115,31 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
       epoch_fn = _swav_epoch(model, tx, config.batch_size, n, _crops(config), config.flip_p, config.temperature,
                              config.freeze_prototypes_steps, epoch >= config.queue_start_epoch, _shard(mesh),
                              mesh if mesh.size > 1 else None)
-    state, m = epoch_fn(state, x, rng)
+    if not streaming:
+      state, m = epoch_fn(state, x, rng)
     record = {"stage": config.method, "epoch": epoch + 1, "of": config.epochs, "loss": float(m["loss"]),
               "seconds": time.perf_counter() - tick}
-    labels, _ = _labels(config, model, state, x, n, clusters)
-    record.update(_monitor(labels, clusters, k, float(m["loss"]), config.method))
-    if data.y is not None:
-      record.update(cluster_metrics.evaluate(data.y, labels))
+    if streaming:  # a pass over a streamed dataset per epoch would cost as much as the epoch: loss only
+      record.update(_monitor(None, clusters, k, float(m["loss"]), config.method))
+    else:
+      labels, _ = _labels(config, model, state, x, n, clusters)
+      record.update(_monitor(labels, clusters, k, float(m["loss"]), config.method))
+      if data.y is not None:
+        record.update(cluster_metrics.evaluate(data.y, labels))
     logger.record(1, **record)
     if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
       manager.save(epoch + 1, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                       meta=ocp.args.JsonSave({"progress": epoch + 1})))
   manager.wait_until_finished()
   logger.close()
-  labels, centroids = _labels(config, model, state, x, n, clusters)
+  if streaming:
+    labels, centroids, y, images = _stream_labels(config, model, state, source, clusters, mesh)
+  else:
+    (labels, centroids), y, images = _labels(config, model, state, x, n, clusters), data.y, np.asarray(data.x)
   summary = {"method": config.method, "dataset": config.dataset, "n": n, "shape": list(image_shape), "k": clusters,
              "prototypes": k, "seed": config.seed, "devices": mesh.size, "wall_seconds": time.perf_counter() - start}
-  if data.y is not None:
-    summary.update(cluster_metrics.evaluate(data.y, labels))
+  if y is not None:
+    summary.update(cluster_metrics.evaluate(y, labels))
   balance = cluster_metrics.cluster_balance(jnp.asarray(labels), k=clusters)
   summary["size_entropy"] = float(balance["normalized_entropy"])
   if lead:
@@ -119,7 +147,7 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     if centroids is not None:  # over-clustering: predict assigns new images to these
       np.save(workdir / "centroids.npy", centroids)
     confidence = np.ones(len(labels), np.float32)  # exemplars: any members (the scores are not probabilities)
-    write_exemplars(workdir / "exemplars.png", np.asarray(data.x), labels, confidence, min(clusters, 20))
+    write_exemplars(workdir / "exemplars.png", images, labels[:len(images)], confidence, min(clusters, 20))
     _write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
   log("final: " + " ".join(f"{name}={value:.4f}" if isinstance(value, float) else f"{name}={value}"
                            for name, value in summary.items()))
@@ -194,6 +222,66 @@ def _deepcluster_epoch(model, tx, batch_size, n, image_shape, temperature, crop_
   return batch_epoch(step, batch_size, n, sharding)
 
 
+def _given_crops(rng, crops):
+  """The ``augment`` of a streamed SwAV step: the host already made the crops."""
+  return list(crops)
+
+
+@functools.lru_cache(maxsize=None)
+def _swav_stream_step(model, tx, temperature, freeze, update_queue, mesh):
+  step = functools.partial(swav.train_step, model=model, tx=tx, augment=_given_crops, temperature=temperature,
+                           freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
+  return jax.jit(step, donate_argnums=0)
+
+
+def _swav_stream_epoch(config, model, tx, state, source, epoch, rng, mesh):
+  """One SwAV epoch on host-made multi-crop batches (``input="tf.data"``): one compiled step per batch."""
+  step = _swav_stream_step(model, tx, config.temperature, config.freeze_prototypes_steps,
+                           epoch >= config.queue_start_epoch, mesh if mesh.size > 1 else None)
+  losses = []
+  for i, crops in enumerate(stream.multi_crop_batches(source, crops=_crops(config), batch_size=config.batch_size,
+                                                      seed=config.seed, epoch=epoch, mesh=mesh,
+                                                      flip_p=config.flip_p)):
+    state, m = step(state, {"image": tuple(crops)}, jax.random.fold_in(rng, i))
+    losses.append(m["loss"])
+  return state, {"loss": jnp.mean(jnp.stack(losses))}
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _swav_embed_and_score(model, state, images):
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  params = dict(state.params)
+  params["prototypes"] = {"kernel": swav.normalize(params["prototypes"]["kernel"], axis=0)}
+  z, scores = model.apply({**variables, "params": params}, images)
+  return z, jnp.argmax(scores, -1)
+
+
+def _stream_labels(config, model, state, source, clusters, mesh):
+  """Labels of every streamed image (evaluation transform), centroids when over-clustering, the true
+  labels (None without), and the first batch's images for the exemplar grid."""
+  from jax.experimental import multihost_utils
+  embeddings, labels, truth, images = [], [], [], None
+  for batch in stream.eval_batches(source, size=int(config.crops[0][1]), batch_size=config.batch_size, mesh=mesh):
+    z, best = _swav_embed_and_score(model, state, batch["image"])
+    keep = parallel.fetch(batch["mask"])
+    if jax.process_count() > 1:
+      y = np.asarray(multihost_utils.process_allgather(batch["local_label"])).reshape(-1)
+    else:
+      y = batch["local_label"]
+    embeddings.append(parallel.fetch(z)[keep])
+    labels.append(parallel.fetch(best)[keep])
+    truth.append(y[keep])
+    if images is None:
+      images = parallel.fetch(batch["image"])[keep]
+  labels, z, truth = np.concatenate(labels), np.concatenate(embeddings), np.concatenate(truth)
+  has_labels = source.labels is not None if source.array is not None else bool(source.label_key)
+  y = truth if has_labels else None
+  if clusters == config.prototypes:
+    return labels, None, y, images
+  out = kmeans(jnp.asarray(z), clusters, rng=jax.random.key(config.seed), n_init=10, spherical=True)
+  return np.asarray(out.labels), np.asarray(swav.normalize(out.centers)), y, images
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))
 def _labels_jit(method, model, state, x, n):
   variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -228,17 +316,20 @@ def _labels(config, model, state, x, n, clusters):
 
 
 def _monitor(labels, clusters, k, loss, method):
-  """Cluster-usage entropy, empty clusters and (SwAV) how far the loss is from ln K (K prototypes)."""
-  counts = np.bincount(labels, minlength=clusters)
-  p = counts[counts > 0] / counts.sum()
-  out = {"size_entropy": float(-np.sum(p * np.log(p)) / math.log(clusters)),
-         "empty_clusters": int(np.sum(counts == 0))}
+  """Cluster-usage entropy, empty clusters (when ``labels`` are given) and (SwAV) how far the loss is from
+  ln K (K prototypes)."""
+  out = {}
+  if labels is not None:
+    counts = np.bincount(labels, minlength=clusters)
+    p = counts[counts > 0] / counts.sum()
+    out = {"size_entropy": float(-np.sum(p * np.log(p)) / math.log(clusters)),
+           "empty_clusters": int(np.sum(counts == 0))}
   if method == "swav":
     out["loss_minus_ln_k"] = loss - math.log(k)
     if abs(out["loss_minus_ln_k"]) < 0.01 * math.log(k):
       warnings.warn(f"SwAV loss {loss:.4f} sits at ln K = {math.log(k):.4f}, the value of uniform predictions: "
                     "training may have collapsed (try a lower learning rate or more prototype-freeze steps)")
-  if out["size_entropy"] < 0.5:
+  if out.get("size_entropy", 1.0) < 0.5:
     warnings.warn(f"clusters are collapsing: normalized size entropy {out['size_entropy']:.3f}, "
                   f"{out['empty_clusters']} of {clusters} clusters empty")
   return out

@@ -39,7 +39,7 @@ def test_full_crop_is_the_identity_in_both_implementations():
   same = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0))
   np.testing.assert_allclose(augment.random_resized_crop(jax.random.key(0), image, (32, 32), **same), image, atol=1e-6)
   crop = augment_tf.random_resized_crop(tensorflow().constant(image), tensorflow().constant([1, 2]), (32, 32), **same)
-  np.testing.assert_allclose(crop.numpy(), image, atol=1e-6)
+  np.testing.assert_allclose(crop.numpy(), image, atol=1e-5)  # box corners rounded in float32
 
 
 def test_flip_probability_is_honoured_in_both_implementations():

@@ -30,11 +30,15 @@ def random_resized_crop(image, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 
   crop_h = tf.clip_by_value(tf.sqrt(area / aspect), 1.0, h)
   y0 = tf.random.stateless_uniform([], s[2]) * (h - crop_h)
   x0 = tf.random.stateless_uniform([], s[3]) * (w - crop_w)
-  # crop_and_resize samples at box corners on a (H-1, W-1) grid; pixel centres of the box:
-  box = tf.stack([(y0 + 0.5 * crop_h / size[0] - 0.5) / (h - 1), (x0 + 0.5 * crop_w / size[1] - 0.5) / (w - 1),
-                  (y0 + crop_h - 0.5 * crop_h / size[0] - 0.5) / (h - 1),
-                  (x0 + crop_w - 0.5 * crop_w / size[1] - 0.5) / (w - 1)])
-  return tf.image.crop_and_resize(image[None], box[None], [0], size, method="bilinear")[0]
+  # crop_and_resize samples at box corners on a (H-1, W-1) grid; the output's pixel centres sit half
+  # an output pixel inside the box, which for an enlarged crop at the border is up to half an input
+  # pixel outside the image. One replicated border pixel (as the device resize clamps) keeps those
+  # samples off crop_and_resize's zero extrapolation; coordinates shift by one on an (H+1, W+1) grid.
+  padded = tf.pad(image, [[1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+  box = tf.stack([(y0 + 0.5 * crop_h / size[0] + 0.5) / (h + 1), (x0 + 0.5 * crop_w / size[1] + 0.5) / (w + 1),
+                  (y0 + crop_h - 0.5 * crop_h / size[0] + 0.5) / (h + 1),
+                  (x0 + crop_w - 0.5 * crop_w / size[1] + 0.5) / (w + 1)])
+  return tf.image.crop_and_resize(padded[None], box[None], [0], size, method="bilinear")[0]
 
 
 def _maybe(seed, p, fn, image):

@@ -126,7 +126,8 @@ def init(model: SwAVModel, rng, example_images, tx, *, n_assign: int = 2, queue_
 def train_step(state: SwAVState, batch, rng, *, model: SwAVModel, tx, augment: Callable, n_assign: int = 2,
                temperature: float = 0.1, epsilon: float = 0.05, n_iter: int = 3, freeze_prototypes: int = 0,
                update_queue: bool = False, mesh=None):
-  """One SwAV step on ``{"image": [B, ...]}``; ``augment(rng, images)`` returns the list of crops.
+  """One SwAV step on ``{"image": [B, ...]}``; ``augment(rng, images)`` returns the list of crops
+  (``batch["image"]`` may itself be the crops, made on the host, with an ``augment`` that returns them).
 
   Crops of one size go through the network together. Prototypes are re-normalized first; their
   gradient is zero for the first ``freeze_prototypes`` steps. With ``update_queue`` the batch's
@@ -136,7 +137,7 @@ def train_step(state: SwAVState, batch, rng, *, model: SwAVModel, tx, augment: C
   params = dict(state.params)
   params["prototypes"] = {"kernel": normalize(params["prototypes"]["kernel"], axis=0)}
   views = augment(rng, batch["image"])
-  b = batch["image"].shape[0]
+  b = views[0].shape[0]
 
   def loss_fn(params):
     variables = {"params": params, "batch_stats": state.batch_stats}

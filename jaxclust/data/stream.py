@@ -1,0 +1,180 @@
+"""Streaming tf.data input: images read, augmented on the host and batched, never held in memory whole.
+
+For datasets that do not fit in host or device memory (ImageNet: 1.28M JPEGs of varying sizes),
+and for accelerators whose training step should not share the chip with augmentation. A source is
+either a prepared tensorflow-datasets name, ``"tfds:NAME[:SPLIT]"`` (read per process with
+``tfds.split_for_jax_process``, files and records shuffled per epoch), or an in-memory array
+``[n, H, W, C]`` (a process reads its own ``1 / process_count`` of the shuffled rows).
+
+Each process augments its share of a global batch (``batch_size // process_count`` images) and the
+shares become one global ``jax.Array`` per crop size with ``jax.make_array_from_process_local_data``,
+as in :mod:`jaxclust.data.pipeline`. An epoch is ``n // batch_size`` full batches (the remainder is
+dropped, as the reference SwAV loader does). Views are a function of (seed, epoch, position in the
+process's stream), so a resumed epoch sees the same views as the original one.
+
+TensorFlow is imported here only, on first use, with its GPUs hidden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxclust.data import augment_tf
+from jaxclust.data.pipeline import tensorflow
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """Where the images come from: ``array`` ([n, H, W, C] in [0, 1]) or a tfds ``name`` and ``split``."""
+  n: int
+  channels: int
+  array: np.ndarray | None = None
+  labels: np.ndarray | None = None
+  name: str = ""
+  split: str = "train"
+  data_dir: str | None = None
+  label_key: str = "label"
+
+
+def open_source(dataset, *, data_dir=None) -> Source:
+  """A :class:`Source` for ``"tfds:NAME[:SPLIT]"``, or for an already loaded ``jaxclust.data.sources.Dataset``."""
+  if not isinstance(dataset, str):
+    x = np.asarray(dataset.x)
+    if x.ndim != 4:
+      raise ValueError(f"streaming needs images [n, H, W, C]; got rows of shape {x.shape[1:]}")
+    return Source(n=x.shape[0], channels=x.shape[-1], array=x, labels=dataset.y)
+  if not dataset.startswith("tfds:"):
+    raise ValueError(f"dataset={dataset!r}: streaming reads 'tfds:NAME[:SPLIT]' datasets or loaded arrays")
+  import tensorflow_datasets as tfds
+  tensorflow()
+  parts = dataset.split(":")
+  name, split = parts[1], parts[2] if len(parts) > 2 else "train"
+  label_key = "label"
+  if name == "cifar100_20":
+    name, label_key = "cifar100", "coarse_label"
+  try:
+    data, info = tfds.load(name, split=split, data_dir=data_dir, download=False, with_info=True)
+  except Exception as e:  # tfds raises several types (DatasetNotFoundError, AssertionError, ...)
+    raise ValueError(f"tensorflow-datasets {name!r} (split {split!r}) is not prepared under "
+                     f"{data_dir or '~/tensorflow_datasets'} and jaxclust never downloads: prepare it with "
+                     f"`tfds build {name}` ({type(e).__name__})") from e
+  try:
+    n = info.splits[split].num_examples
+  except KeyError:  # no split metadata (tfds.testing.mock_data): count the records once
+    n = int(data.reduce(0, lambda count, _: count + 1))
+  if n == 0:
+    raise ValueError(f"tensorflow-datasets {name!r} split {split!r} is empty")
+  channels = info.features["image"].shape[-1]
+  return Source(n=n, channels=channels, name=name, split=split, data_dir=data_dir,
+                label_key=label_key if label_key in info.features else "")
+
+
+def _records(source: Source, seed: int | None):
+  """``{"image": float32 [H, W, C] in [0, 1], "label"?}`` of this process's share, shuffled when ``seed`` is set."""
+  tf = tensorflow()
+  processes, me = jax.process_count(), jax.process_index()
+  if source.array is not None:
+    order = tf.data.Dataset.range(source.n)
+    if seed is not None:
+      order = order.shuffle(source.n, seed=seed, reshuffle_each_iteration=False)
+    rows, labels = tf.constant(source.array), None if source.labels is None else tf.constant(source.labels)
+    return order.shard(processes, me).map(
+        lambda i: {"image": tf.gather(rows, i), **({} if labels is None else {"label": tf.gather(labels, i)})})
+  import tensorflow_datasets as tfds
+  split = tfds.split_for_jax_process(source.split) if processes > 1 else source.split
+  read = tfds.ReadConfig(shuffle_seed=seed) if seed is not None else None
+  data = tfds.load(source.name, split=split, data_dir=source.data_dir, download=False,
+                   shuffle_files=seed is not None, read_config=read)
+  if seed is not None:
+    data = data.shuffle(10_000, seed=seed, reshuffle_each_iteration=False)
+
+  def convert(example):
+    out = {"image": tf.image.convert_image_dtype(example["image"], tf.float32)}
+    if source.label_key:
+      out["label"] = example[source.label_key]
+    return out
+
+  return data.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _local(batch_size: int, mesh: Mesh) -> int:
+  processes = jax.process_count()
+  if batch_size % processes or batch_size % mesh.size:
+    raise ValueError(f"batch_size={batch_size} must be divisible by the {processes} processes and the "
+                     f"{mesh.size} devices")
+  return batch_size // processes
+
+
+def multi_crop_batches(source: Source, *, crops, batch_size: int, seed: int, epoch: int, mesh: Mesh,
+                       prefetch: int = 2, **view_options) -> Iterator[list]:
+  """One epoch of SwAV multi-crop batches: lists of global ``[batch_size, size, size, C]`` arrays.
+
+  ``crops`` and ``view_options`` (``flip_p``, ``blur_p``, ...) as in :func:`augment_tf.multi_crop`.
+  Yields ``source.n // batch_size`` batches.
+  """
+  tf = tensorflow()
+  local = _local(batch_size, mesh)
+  steps = source.n // batch_size
+  if steps == 0:
+    raise ValueError(f"batch_size={batch_size} is larger than the dataset ({source.n} images)")
+  epoch_seed = seed * 1_000_003 + epoch
+  stream = _records(source, epoch_seed).enumerate()
+
+  def views(i, example):
+    return augment_tf.multi_crop(example["image"], tf.stack([tf.cast(epoch_seed, tf.int64), i]), crops=crops,
+                                 **view_options)
+
+  data = (stream.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+          .batch(local, drop_remainder=True).take(steps).prefetch(prefetch))
+  sharding = NamedSharding(mesh, P("data"))
+  for batch in data.as_numpy_iterator():
+    yield [jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:])) for v in batch]
+
+
+def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, prefetch: int = 2) -> Iterator[dict]:
+  """The whole dataset once, in order, for prediction: ``{"image", "mask"}`` global arrays, and this
+  process's rows of the batch as numpy ``"local_label"`` (0 without labels) and ``"local_mask"``.
+
+  Images whose shorter side is not ``size`` are resized so that it is ``size / 0.875`` and centre-cropped
+  to ``size x size`` (the standard ImageNet evaluation transform); the last batch is padded and masked.
+  """
+  tf = tensorflow()
+  local = _local(batch_size, mesh)
+
+  def transform(example):
+    image = example["image"]
+    shape = tf.shape(image)
+    short = tf.minimum(shape[0], shape[1])
+
+    def resize_and_crop():
+      scale = tf.cast(tf.math.ceil(size / 0.875), tf.float32) / tf.cast(short, tf.float32)
+      new = tf.cast(tf.math.ceil(tf.cast(shape[:2], tf.float32) * scale), tf.int32)
+      resized = tf.image.resize(image, new, method="bilinear", antialias=True)
+      return tf.image.resize_with_crop_or_pad(resized, size, size)
+
+    image = tf.cond(short == size, lambda: tf.image.resize_with_crop_or_pad(image, size, size), resize_and_crop)
+    out = {"image": tf.ensure_shape(image, [size, size, source.channels]), "mask": True}
+    if "label" in example:
+      out["label"] = tf.cast(example["label"], tf.int64)
+    return out
+
+  data = _records(source, None).map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  data = data.batch(local).prefetch(prefetch)
+  # Every process must build the same number of global batches: pad with masked-out ones.
+  steps = -(-(-(-source.n // jax.process_count())) // local)
+  sharding = NamedSharding(mesh, P("data"))
+  shapes = {"image": ((size, size, source.channels), np.float32), "mask": ((), bool), "label": ((), np.int64)}
+  batches = data.as_numpy_iterator()
+  for _ in range(steps):
+    batch = next(batches, {"mask": np.zeros((0,), bool)})
+    pad = local - batch["mask"].shape[0]
+    batch = {k: np.concatenate([batch[k], np.zeros((pad, *shape), dtype)]) if k in batch else
+             np.zeros((local, *shape), dtype) for k, (shape, dtype) in shapes.items()}
+    out = {k: jax.make_array_from_process_local_data(sharding, batch[k], (batch_size, *batch[k].shape[1:]))
+           for k in ("image", "mask")}
+    yield {**out, "local_label": batch["label"], "local_mask": batch["mask"]}

@@ -1,0 +1,121 @@
+"""Streaming input (jaxclust.data.stream) and SwAV trained on it: order, coverage, determinism, resume."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import kill_cli_run, run_cli
+from jaxclust import configs, online_train, parallel
+from jaxclust.data import sources, stream
+
+ONE_DEVICE = parallel.make_mesh(1)
+CROPS = ((2, 8, (0.5, 1.0)), (3, 6, (0.3, 0.6)))
+
+
+def indexed_images(n=50, size=8):
+  """Image i is constant i / n, so a batch row tells which image it came from."""
+  return np.repeat((np.arange(n, dtype=np.float32) / n)[:, None, None, None], size * size, 1).reshape(n, size, size, 1)
+
+
+def test_multi_crop_epochs_are_full_batches_deterministic_per_epoch():
+  source = stream.open_source(sources.Dataset(indexed_images(), np.arange(50) % 3, "indexed"))
+  run = lambda seed, epoch: list(stream.multi_crop_batches(source, crops=CROPS, batch_size=16, seed=seed,
+                                                           epoch=epoch, mesh=ONE_DEVICE, flip_p=0.5, jitter_p=0.0))
+  first = run(0, 0)
+  assert len(first) == 50 // 16  # the remainder is dropped
+  assert [v.shape for v in first[0]] == [(16, 8, 8, 1)] * 2 + [(16, 6, 6, 1)] * 3
+  for a, b in zip(first, run(0, 0)):
+    for u, v in zip(a, b):
+      np.testing.assert_array_equal(u, v)
+  # Without colour jitter every crop of image i is the constant i / 50: the five crops of a row come
+  # from one image, and an epoch shows 48 different images.
+  crops = [np.concatenate([np.asarray(batch[j]) for batch in first]) for j in range(5)]
+  value = crops[0][:, 0, 0, 0]
+  for crop in crops:
+    np.testing.assert_allclose(crop, value[:, None, None, None] * np.ones_like(crop), atol=1e-6)
+  assert len(np.unique(np.round(value * 50))) == 48
+  assert not np.array_equal(np.asarray(first[0][0]), np.asarray(run(0, 1)[0][0]))  # reshuffled per epoch
+  assert not np.array_equal(np.asarray(first[0][0]), np.asarray(run(1, 0)[0][0]))
+
+
+def test_eval_batches_cover_every_image_once_in_order():
+  x, y = indexed_images(), np.arange(50) % 3
+  source = stream.open_source(sources.Dataset(x, y, "indexed"))
+  batches = list(stream.eval_batches(source, size=8, batch_size=16, mesh=ONE_DEVICE))
+  assert len(batches) == 4
+  keep = np.concatenate([np.asarray(b["mask"]) for b in batches])
+  images = np.concatenate([np.asarray(b["image"]) for b in batches])[keep]
+  np.testing.assert_array_equal(images, x)
+  np.testing.assert_array_equal(np.concatenate([b["local_label"] for b in batches])[keep], y)
+  assert keep.sum() == 50 and not keep[50:].any()
+
+
+def test_eval_transform_resizes_the_shorter_side_and_centre_crops():
+  x = np.zeros((3, 20, 40, 1), np.float32)
+  x[:, :, 18:22] = 1.0  # a vertical bar in the middle
+  source = stream.open_source(sources.Dataset(x, None, "bars"))
+  image = np.asarray(next(stream.eval_batches(source, size=8, batch_size=4, mesh=ONE_DEVICE))["image"])[0, ..., 0]
+  # shorter side 20 -> ceil(8 / 0.875) = 10, so 10 x 20, centre 8 x 8: the bar (2 of 20 columns wide
+  # after resizing) sits in the middle columns.
+  assert image.shape == (8, 8)
+  assert image[:, 3:5].mean() > 0.8 and image[:, [0, 7]].max() < 0.05  # 0.875: antialiased
+
+
+def test_missing_tfds_dataset_is_a_clear_error():
+  with pytest.raises(ValueError, match="'no_such_dataset_xyz'.*never downloads"):
+    stream.open_source("tfds:no_such_dataset_xyz")
+  with pytest.raises(ValueError, match="streaming reads 'tfds:NAME"):
+    stream.open_source("mnist")
+
+
+TINY_STREAM = ["epochs=3", "cnn_channels=(8, 16)", "queue_length=256", "queue_start_epoch=0", "input=tf.data"]
+
+
+def test_streamed_swav_trains_predicts_and_resumes_to_the_same_result(tmp_path):
+  """jaxclust fit swav --set input=tf.data on digits: SIGKILL after epoch 2, resume, same labels."""
+  run_cli("swav", tmp_path / "reference", TINY_STREAM)
+  reference = json.loads((tmp_path / "reference" / "summary.json").read_text())
+  lines = [json.loads(l) for l in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in lines] == [1, 2, 3] and all("loss_minus_ln_k" in r for r in lines)
+  assert reference["n"] == 1797 and 0.0 < reference["acc"] <= 1.0
+  labels = np.load(tmp_path / "reference" / "labels.npy")
+  assert labels.shape == (1797,)
+  # The final pass streams the images untransformed (8x8 crops of 8x8 digits): predict agrees.
+  assert np.mean(online_train.predict(tmp_path / "reference", sources.load("digits").x) == labels) >= 0.999
+  workdir = tmp_path / "killed"
+  kill_cli_run("swav", workdir, TINY_STREAM, checkpoint=2)
+  run_cli("swav", workdir, TINY_STREAM)
+  np.testing.assert_array_equal(np.load(workdir / "labels.npy"), labels)
+  assert json.loads((workdir / "summary.json").read_text())["acc"] == reference["acc"]
+
+
+def test_imagenet_recipe_streams_mock_imagenet_end_to_end(tmp_path):
+  """The ImageNet recipe (LARS, queue, frozen prototypes, 2 large + 6 small crops) on mock
+  tfds ImageNet of varying image sizes, streamed; the network and crops shrunk to fit the CPU."""
+  import tensorflow_datasets as tfds
+  c = configs.get_config("swav", "tfds:imagenet2012")
+  c.input, c.backbone, c.cnn_channels = "tf.data", "small_cnn", (8, 16)
+  c.crops = ((2, 32, (0.14, 1.0)), (6, 16, (0.05, 0.14)))
+  c.batch_size, c.epochs, c.prototypes, c.n_clusters = 8, 2, 20, 5
+  c.queue_length, c.queue_start_epoch, c.freeze_prototypes_steps, c.warmup_epochs = 16, 1, 2, 1
+  # One save, at the end: tfds' mock patches file access while it opens a dataset, which would catch
+  # an asynchronous orbax save still writing when the next epoch opens its stream.
+  c.checkpoint_every = 2
+  with tfds.testing.mock_data(num_examples=40):
+    summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+  assert (summary["n"], summary["k"], summary["prototypes"], summary["shape"]) == (40, 5, 20, [32, 32, 3])
+  assert 0.0 < summary["acc"] <= 1.0  # mock labels: a smoke value, not a result
+  assert np.load(tmp_path / "run" / "labels.npy").shape == (40,)
+  assert np.load(tmp_path / "run" / "centroids.npy").shape == (5, c.head_out)
+  assert (tmp_path / "run" / "exemplars.png").exists()
+
+
+def test_streaming_is_refused_for_deepcluster(tmp_path):
+  c = configs.get_config("deepcluster", "digits")
+  c.input = "tf.data"
+  with pytest.raises(ValueError, match="input='tf.data' streams SwAV only"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+  c.input = "disk"
+  with pytest.raises(ValueError, match="input='disk' must be"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
