@@ -165,3 +165,31 @@ def test_epoch_loop_on_cpu_equals_the_compiled_scan():
   assert int(out[True][0].step) == int(out[False][0].step) == 3  # 20 rows: 3 batches of 8, the last padded
   np.testing.assert_allclose(out[True][1]["loss"], out[False][1]["loss"], rtol=1e-5)
   chex.assert_trees_all_close(out[True][0].params, out[False][0].params, rtol=1e-4, atol=1e-6)
+
+
+def test_selflabel_step_uses_train_mode_batchnorm_for_both_views_as_the_official_code():
+  """The weak view's targets come from batch statistics (the model is in train mode), and the running
+  averages move with the weak batch, then the strong one; the loss matches a numpy transcription."""
+  model = heads.Clusterer(resnet.SmallCNN(channels=(8, 16)), k=4, heads=2)
+  tx = optax.sgd(0.0)
+  state = scan.init(model, jax.random.key(1), _images(2), tx)
+  weak_images, strong_images = _images(), jnp.flip(_images(), 1)
+  weak, stats = model.apply({"params": state.params, "batch_stats": state.batch_stats}, weak_images, train=True,
+                            mutable=["batch_stats"])
+  threshold = float(np.median(np.max(jax.nn.softmax(weak[1]), 1)))  # about half the images confident
+  step = jax.jit(functools.partial(scan.selflabel_step, model=model, tx=tx, weak=lambda r, x: weak_images,
+                                   strong=lambda r, x: strong_images, head=1, threshold=threshold))
+  new, m = step(state, {"image": _images()}, jax.random.key(0))
+  strong, stats = model.apply({"params": state.params, **stats}, strong_images, train=True, mutable=["batch_stats"])
+  chex.assert_trees_all_close(new.batch_stats, stats["batch_stats"], rtol=1e-5, atol=1e-6)
+  eval_weak = model.apply({"params": state.params, "batch_stats": state.batch_stats}, weak_images, train=False)
+  assert not np.allclose(eval_weak[1], weak[1], atol=1e-3)  # the two modes differ on these images
+  pw = np.asarray(jax.nn.softmax(weak[1]), np.float64)
+  ls = np.asarray(jax.nn.log_softmax(strong[1]), np.float64)
+  target, confident = pw.argmax(1), pw.max(1) > threshold
+  assert 0 < confident.sum() < len(confident)
+  counts = np.bincount(target[confident], minlength=4)
+  w = np.where(confident, confident.sum() / np.maximum(counts[target], 1), 0.0)
+  expected = np.sum(w * -ls[np.arange(len(target)), target]) / np.sum(w)
+  np.testing.assert_allclose(m["loss"], expected, rtol=1e-4)
+  np.testing.assert_allclose(m["confident"], confident.mean(), rtol=1e-6)

@@ -149,10 +149,13 @@ def selflabel_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, wea
   mask = batch.get("mask")
 
   def loss_fn(params):
-    variables = {"params": params, "batch_stats": state.batch_stats}
-    weak_logits = model.apply(variables, weak_images, train=False)[head]
-    strong_logits, updates = model.apply(variables, strong_images, train=True, mutable=["batch_stats"])
-    loss, metrics = selflabel_loss(weak_logits, strong_logits[head], threshold, mask)
+    # As the official code (the model in train mode, the weak view under no_grad): both views use
+    # their batch's BatchNorm statistics and both move the running averages, weak view first.
+    weak_logits, weak_updates = model.apply({"params": params, "batch_stats": state.batch_stats}, weak_images,
+                                            train=True, mutable=["batch_stats"])
+    strong_logits, updates = model.apply({"params": params, "batch_stats": weak_updates["batch_stats"]},
+                                         strong_images, train=True, mutable=["batch_stats"])
+    loss, metrics = selflabel_loss(jax.lax.stop_gradient(weak_logits[head]), strong_logits[head], threshold, mask)
     return loss, (metrics, updates["batch_stats"])
 
   (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
