@@ -76,6 +76,9 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
   c.backbone, c.stem, c.dtype = "resnet18", "cifar", "float32"
   c.cnn_channels = (32, 64, 128)  # backbone "small_cnn"
   c.augment = ml_collections.ConfigDict({"crop_scale": (0.2, 1.0), "flip_p": 0.5})
+  # "device": views made on the devices (dm-pix, jitted). "tf.data": made by a host tf.data pipeline
+  # with the same semantics (jaxclust.data.augment_tf) while the devices train.
+  c.input = "device"
   # SimCLR pretext as in SCAN's configs: batch 512, temperature 0.1, SGD 0.4 momentum 0.9, weight
   # decay 1e-4, cosine schedule, 500 epochs, 128-d projection.
   # pretext.method="moco": MoCo v2 (temperature 0.2, momentum 0.999, queue of 65,536 keys in the paper).

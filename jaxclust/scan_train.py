@@ -6,7 +6,8 @@ Like :mod:`jaxclust.train`: every save records the stage and its progress, so ``
 workdir resumes a killed run where it stopped, with the same result; finished, foreign-config and
 corrupt workdirs are refused. The dataset lives on the devices as a row-sharded global array, each
 epoch gathers and augments its batches on device (one compiled ``lax.scan`` on accelerators, see
-:func:`epoch_runner`).
+:func:`epoch_runner`). With ``input="tf.data"`` the views are made instead by a host tf.data pipeline
+(:func:`jaxclust.data.stream.view_batches`, same semantics) and fed to one compiled step per batch.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxclust import metrics as cluster_metrics
 from jaxclust import parallel
-from jaxclust.data import augment, sources
+from jaxclust.data import augment, augment_tf, sources, stream
 from jaxclust.kernels.knn import knn
 from jaxclust.methods import moco, pretrain, scan, simclr
 from jaxclust.models import heads, resnet
@@ -57,6 +58,9 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
   k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
   check_count(config.mine.neighbors, "mine.neighbors", low=1, high=n - 1, high_name="n_samples - 1")
+  if config.input not in ("device", "tf.data"):
+    raise ValueError(f"input={config.input!r} must be 'device' or 'tf.data'")
+  host = config.input == "tf.data"  # views made by tf.data on the host instead of on the devices
   mesh = mesh or parallel.make_mesh()
   for name in ("pretext", "scan", "selflabel"):
     if config[name].batch_size % mesh.size:
@@ -105,7 +109,16 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     logger.stage("pretext", config.pretext.epochs, meta["progress"])
     for epoch in range(meta["progress"], config.pretext.epochs):
       tick = time.perf_counter()
-      state, m = epoch_fn(state, x, jax.random.fold_in(key, 1_000_000 + epoch))
+      rng = jax.random.fold_in(key, 1_000_000 + epoch)
+      if host:
+        weak, _ = _host_views(image_shape, *_view_options(config))
+        step = _host_step(_pretext_options(config)[0], model=models["pretext"], tx=tx, augment=None,
+                          **dict(_pretext_options(config)[1]))
+        state, m = _host_epoch(step, state, rng, stream.view_batches(
+            data.x, views=(weak, weak), batch_size=config.pretext.batch_size, seed=config.seed, epoch=epoch,
+            mesh=mesh))
+      else:
+        state, m = epoch_fn(state, x, rng)
       logger.record(1, stage="pretext", epoch=epoch + 1, of=config.pretext.epochs, loss=float(m["loss"]),
                     seconds=time.perf_counter() - tick)
       if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.pretext.epochs:
@@ -149,7 +162,16 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     head_loss = np.asarray(meta.get("head_loss", [0.0] * config.scan.heads))
     for epoch in range(meta["progress"], config.scan.epochs):
       tick = time.perf_counter()
-      state, m = epoch_fn(state, x, neighbors, jax.random.fold_in(key, 2_000_000 + epoch))
+      rng = jax.random.fold_in(key, 2_000_000 + epoch)
+      if host:
+        weak, _ = _host_views(image_shape, *_view_options(config))
+        step = _host_step(scan.scan_step, model=models["cluster"], tx=tx, augment=None,
+                          entropy_weight=config.scan.entropy_weight, update_backbone=config.scan.update_backbone)
+        state, m = _host_epoch(step, state, rng, stream.view_batches(
+            data.x, views=(weak, weak), batch_size=config.scan.batch_size, seed=config.seed, epoch=100_000 + epoch,
+            mesh=mesh, neighbors=np.load(workdir / "neighbors.npy")))
+      else:
+        state, m = epoch_fn(state, x, neighbors, rng)
       head_loss = np.asarray(m["head_loss"])
       best = int(np.argmin(head_loss))
       record = {"stage": "scan", "epoch": epoch + 1, "of": config.scan.epochs, "loss": float(head_loss[best]),
@@ -179,7 +201,16 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     logger.stage("selflabel", config.selflabel.epochs, meta["progress"])
     for epoch in range(meta["progress"], config.selflabel.epochs):
       tick = time.perf_counter()
-      state, m = epoch_fn(state, x, jax.random.fold_in(key, 3_000_000 + epoch))
+      rng = jax.random.fold_in(key, 3_000_000 + epoch)
+      if host:
+        weak, strong = _host_views(image_shape, *_view_options(config))
+        step = _host_step(scan.selflabel_step, model=models["cluster"], tx=tx, weak=None, strong=None, head=best,
+                          threshold=config.selflabel.threshold)
+        state, m = _host_epoch(step, state, rng, stream.view_batches(
+            data.x, views=(weak, strong), batch_size=config.selflabel.batch_size, seed=config.seed,
+            epoch=200_000 + epoch, mesh=mesh))
+      else:
+        state, m = epoch_fn(state, x, rng)
       confident = float(m["confident"])
       record = {"stage": "selflabel", "epoch": epoch + 1, "of": config.selflabel.epochs, "loss": float(m["loss"]),
                 "confident": confident, "seconds": time.perf_counter() - tick}
@@ -302,6 +333,33 @@ def _views(image_shape, crop_scale, flip_p):
   weak = augment.batch(augment.simclr_view, size=size, scale=crop_scale, flip_p=flip_p)
   strong = augment.batch(augment.strong_view, size=size, scale=crop_scale, flip_p=flip_p)
   return weak, strong
+
+
+@functools.lru_cache(maxsize=None)
+def _host_views(image_shape, crop_scale, flip_p):
+  """The weak and strong views of :func:`_views` in tf.data (``input="tf.data"``): ``(image, seed) -> view``."""
+  size = tuple(image_shape[:2])
+  return (functools.partial(augment_tf.simclr_view, size=size, scale=crop_scale, flip_p=flip_p),
+          functools.partial(augment_tf.strong_view, size=size, scale=crop_scale, flip_p=flip_p))
+
+
+def _host_step(train_step, **options):
+  """``train_step`` with ``options``, compiled once per distinct setting (it takes host-made ``views``)."""
+  return _host_step_cached(train_step, tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _host_step_cached(train_step, options):
+  return jax.jit(functools.partial(train_step, **dict(options)), donate_argnums=0)
+
+
+def _host_epoch(step, state, rng, batches):
+  """``step`` over host-made batches, one compiled call each; the metrics' means."""
+  history = []
+  for i, batch in enumerate(batches):
+    state, m = step(state, batch, jax.random.fold_in(rng, i))
+    history.append(m)
+  return state, jax.tree.map(lambda *a: jnp.mean(jnp.stack(a), axis=0), *history)
 
 
 def _gather(x, index, mask, sharding):

@@ -193,3 +193,35 @@ def test_selflabel_step_uses_train_mode_batchnorm_for_both_views_as_the_official
   expected = np.sum(w * -ls[np.arange(len(target)), target]) / np.sum(w)
   np.testing.assert_allclose(m["loss"], expected, rtol=1e-4)
   np.testing.assert_allclose(m["confident"], confident.mean(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "scan", "selflabel"])
+def test_host_made_views_train_as_the_same_views_made_on_device(method):
+  """A batch of ``views`` (input="tf.data") trains exactly as ``image`` batches whose augmentation
+  returns those views (here two different fixed transformations)."""
+  from jaxclust.methods import moco
+  first, second = _images(), jnp.flip(_images(), 2)
+  pick = lambda rng, images: images
+  tx = optax.sgd(0.1, momentum=0.9)
+  if method in ("simclr", "moco"):
+    model = heads.Pretext(resnet.SmallCNN(channels=(8, 16)), heads.ProjectionHead(16, 8))
+    lib = simclr if method == "simclr" else moco
+    options = {"queue_size": 32} if method == "moco" else {}
+    state = lib.init(model, jax.random.key(1), _images(2), tx, **options)
+    step = functools.partial(lib.train_step, model=model, tx=tx)
+    # Device path: augment maps the images to the first view, then (second call) to the second.
+    calls = iter([first, second])
+    device = step(state, {"image": first}, jax.random.key(3), augment=lambda rng, images: next(calls))
+  else:
+    model = heads.Clusterer(resnet.SmallCNN(channels=(8, 16)), k=4, heads=2)
+    state = scan.init(model, jax.random.key(1), _images(2), tx)
+    if method == "scan":
+      step = functools.partial(scan.scan_step, model=model, tx=tx)
+      device = step(state, {"image": first, "neighbor": second}, jax.random.key(3), augment=pick)
+    else:
+      step = functools.partial(scan.selflabel_step, model=model, tx=tx, head=1, threshold=0.3)
+      device = step(state, {"image": first}, jax.random.key(3), weak=pick,
+                    strong=lambda rng, images: jnp.flip(images, 2))
+  options = {"weak": None, "strong": None} if method == "selflabel" else {"augment": None}
+  host = step(state, {"views": (first, second)}, jax.random.key(3), **options)
+  chex.assert_trees_all_close(host, device, rtol=1e-6, atol=1e-6)

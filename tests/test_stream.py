@@ -119,3 +119,46 @@ def test_streaming_is_refused_for_deepcluster(tmp_path):
   c.input = "disk"
   with pytest.raises(ValueError, match="input='disk' must be"):
     online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+
+
+def test_view_batches_cover_every_image_once_and_draw_neighbours():
+  from jaxclust.data import augment_tf
+  x = indexed_images()
+  neighbors = np.stack([np.arange(50)] + [(np.arange(50) + d) % 50 for d in (1, 2, 3)], 1)  # self, then 3
+  same = lambda image, seed: image  # identity views show which image they came from
+  run = lambda epoch: list(stream.view_batches(x, views=(same, same), batch_size=16, seed=0, epoch=epoch,
+                                               mesh=ONE_DEVICE, neighbors=neighbors))
+  batches = run(0)
+  assert len(batches) == 4
+  keep = np.concatenate([np.asarray(b["mask"]) for b in batches])
+  index = np.concatenate([np.asarray(b["index"]) for b in batches])[keep]
+  np.testing.assert_array_equal(np.sort(index), np.arange(50))
+  first = np.concatenate([np.asarray(b["views"][0])[:, 0, 0, 0] for b in batches])[keep]
+  second = np.concatenate([np.asarray(b["views"][1])[:, 0, 0, 0] for b in batches])[keep]
+  np.testing.assert_allclose(first * 50, index, atol=1e-4)
+  offset = np.round(second * 50 - index).astype(int) % 50
+  assert set(offset) == {1, 2, 3}  # a neighbour, never the image itself, all columns drawn
+  again = run(0)
+  np.testing.assert_array_equal(np.asarray(again[0]["index"]), np.asarray(batches[0]["index"]))
+  np.testing.assert_array_equal(np.asarray(again[0]["views"][1]), np.asarray(batches[0]["views"][1]))
+  assert not np.array_equal(np.asarray(run(1)[0]["index"]), np.asarray(batches[0]["index"]))
+  weak = lambda image, seed: augment_tf.simclr_view(image, seed, size=(8, 8), scale=(0.5, 1.0), flip_p=0.0)
+  views = next(stream.view_batches(x, views=(weak, weak), batch_size=16, seed=0, epoch=0, mesh=ONE_DEVICE))["views"]
+  assert views[0].shape == views[1].shape == (16, 8, 8, 1) and not np.array_equal(views[0], views[1])
+
+
+def test_scan_with_host_views_runs_every_stage_and_resumes_between_stages(tmp_path):
+  """jaxclust fit scan --set input=tf.data: the four stages on tf.data views; stopping after a stage
+  and running again gives the uninterrupted run's labels (views depend on seed, stage and epoch)."""
+  from jaxclust import scan_train
+  from test_scan_train import records, tiny_config
+  c = tiny_config()
+  c.input = "tf.data"
+  c.pretext.epochs, c.scan.epochs, c.selflabel.epochs = 1, 2, 1
+  whole = scan_train.fit(c, tmp_path / "whole", log=lambda _: None, mesh=ONE_DEVICE)
+  assert [r["stage"] for r in records(tmp_path / "whole")] == ["pretext", "mine", "scan", "scan", "selflabel"]
+  assert 0.0 < whole["acc"] <= 1.0
+  assert scan_train.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE, stage="scan") == {"stage": "scan"}
+  split = scan_train.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE)
+  np.testing.assert_array_equal(np.load(tmp_path / "split" / "labels.npy"), np.load(tmp_path / "whole" / "labels.npy"))
+  assert split["acc"] == whole["acc"]

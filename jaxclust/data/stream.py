@@ -178,3 +178,47 @@ def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, pref
     out = {k: jax.make_array_from_process_local_data(sharding, batch[k], (batch_size, *batch[k].shape[1:]))
            for k in ("image", "mask")}
     yield {**out, "local_label": batch["label"], "local_mask": batch["mask"]}
+
+
+def view_batches(x: np.ndarray, *, views, batch_size: int, seed: int, epoch: int, mesh: Mesh, neighbors=None,
+                 prefetch: int = 2) -> Iterator[dict]:
+  """One shuffled epoch of host-made view pairs of the in-memory images ``x`` ``[n, H, W, C]``.
+
+  Yields ``{"views": (first, second), "index": [B] int32, "mask": [B] bool}`` as global arrays; every
+  image appears once, the last batch padded (row 0) and masked. ``views`` holds two functions
+  ``(image, seed) -> view`` (:mod:`jaxclust.data.augment_tf`). With ``neighbors`` ``[n, k + 1]`` (column 0
+  the image itself, as mined), the second view is of one of the image's k neighbours, drawn uniformly
+  (SCAN). Every process builds the same order and makes the views of its own slice of each batch.
+  """
+  tf = tensorflow()
+  n = x.shape[0]
+  local, me = _local(batch_size, mesh), jax.process_index()
+  epoch_seed = seed * 1_000_003 + epoch
+  rows = tf.constant(np.asarray(x, np.float32))
+  table = None if neighbors is None else tf.constant(np.asarray(neighbors, np.int64))
+  first, second = views
+
+  def pad_and_slice(b, index):
+    valid = tf.shape(index)[0]
+    index = tf.pad(index, [[0, batch_size - valid]])
+    mask = tf.range(batch_size) < valid
+    position = b * batch_size + tf.range(batch_size, dtype=tf.int64)
+    part = slice(me * local, (me + 1) * local)
+    return tf.data.Dataset.from_tensor_slices((index[part], mask[part], position[part]))
+
+  def make(index, mask, position):
+    s = tf.unstack(tf.random.experimental.stateless_split(tf.stack([tf.cast(epoch_seed, tf.int64), position]), 3))
+    other = index
+    if table is not None:
+      column = tf.random.stateless_uniform([], s[2], 1, table.shape[1], dtype=tf.int64)
+      other = table[index, column]
+    return {"views": (first(tf.gather(rows, index), s[0]), second(tf.gather(rows, other), s[1])),
+            "index": tf.cast(index, tf.int32), "mask": mask}
+
+  order = tf.data.Dataset.range(n).shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False).batch(batch_size)
+  data = (order.enumerate().flat_map(pad_and_slice)
+          .map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(local).prefetch(prefetch))
+  sharding = NamedSharding(mesh, P("data"))
+  glob = lambda v: jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:]))
+  for batch in data.as_numpy_iterator():
+    yield {"views": tuple(glob(v) for v in batch["views"]), "index": glob(batch["index"]), "mask": glob(batch["mask"])}

@@ -69,13 +69,17 @@ def init(model: nn.Module, rng, example_images, tx: optax.GradientTransformation
 
 def train_step(state: MoCoState, batch, rng, *, model: nn.Module, tx, augment: Callable, temperature: float = 0.2,
                momentum: float = 0.999):
-  """One step on ``{"image": [B, H, W, C]}``; the queue size must be a multiple of B."""
+  """One step on ``{"image": [B, H, W, C]}`` (or host-made ``{"views": (query, key)}``); the queue size
+  must be a multiple of B."""
   rng = jax.random.fold_in(rng, state.step)
-  images = batch["image"]
-  b = images.shape[0]
+  if "views" in batch:  # made on the host (input="tf.data")
+    view_q, view_k = batch["views"]
+  else:
+    view_q, view_k = augment(jax.random.fold_in(rng, 1), batch["image"]), augment(jax.random.fold_in(rng, 2),
+                                                                                  batch["image"])
+  b = view_q.shape[0]
   if state.queue.shape[0] % b:
     raise ValueError(f"queue size {state.queue.shape[0]} must be a multiple of the batch {b}")
-  view_q, view_k = augment(jax.random.fold_in(rng, 1), images), augment(jax.random.fold_in(rng, 2), images)
   mask = batch.get("mask")
   # As in the paper's code: the momentum update comes first, then the keys from the updated encoder.
   key_params = jax.tree.map(lambda k, p: momentum * k + (1.0 - momentum) * p, state.key_params, state.params)

@@ -108,8 +108,11 @@ def scan_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, augment:
   :func:`head_only`).
   """
   rng = jax.random.fold_in(rng, state.step)
-  images = jnp.concatenate([augment(jax.random.fold_in(rng, 1), batch["image"]),
-                            augment(jax.random.fold_in(rng, 2), batch["neighbor"])])
+  if "views" in batch:  # (image view, neighbour view), made on the host (input="tf.data")
+    images = jnp.concatenate(batch["views"])
+  else:
+    images = jnp.concatenate([augment(jax.random.fold_in(rng, 1), batch["image"]),
+                              augment(jax.random.fold_in(rng, 2), batch["neighbor"])])
   mask = batch.get("mask")
   if not update_backbone:
     variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -142,10 +145,14 @@ def head_only(tx: optax.GradientTransformation) -> optax.GradientTransformation:
 
 def selflabel_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, weak: Callable, strong: Callable,
                    head: int = 0, threshold: float = 0.99):
-  """One self-labeling step on ``{"image": [B, ...]}`` for clustering head ``head``."""
+  """One self-labeling step on ``{"image": [B, ...]}`` (or host-made ``{"views": (weak, strong)}``) for
+  clustering head ``head``."""
   rng = jax.random.fold_in(rng, state.step)
-  weak_images, strong_images = weak(jax.random.fold_in(rng, 1), batch["image"]), strong(
-      jax.random.fold_in(rng, 2), batch["image"])
+  if "views" in batch:
+    weak_images, strong_images = batch["views"]
+  else:
+    weak_images, strong_images = weak(jax.random.fold_in(rng, 1), batch["image"]), strong(
+        jax.random.fold_in(rng, 2), batch["image"])
   mask = batch.get("mask")
 
   def loss_fn(params):

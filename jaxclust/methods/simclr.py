@@ -57,13 +57,18 @@ def init(model: nn.Module, rng, example_images, tx: optax.GradientTransformation
 
 def train_step(state: SimCLRState, batch, rng, *, model: nn.Module, tx, augment: Callable, temperature: float = 0.1):
   """One step on ``{"image": [B, H, W, C]}``: two views from ``augment(rng, images)``, NT-Xent.
+  With ``{"views": (view_1, view_2)}`` (host-made views) ``augment`` is not used.
 
   ``model(images, train=True)`` returns the projections ``[B, e]``; BatchNorm statistics are
   taken over the whole (global) batch of both views.
   """
   rng = jax.random.fold_in(rng, state.step)
-  images = batch["image"]
-  views = jnp.concatenate([augment(jax.random.fold_in(rng, 1), images), augment(jax.random.fold_in(rng, 2), images)])
+  if "views" in batch:  # the two views, made on the host (input="tf.data")
+    views = jnp.concatenate(batch["views"])
+  else:
+    images = batch["image"]
+    views = jnp.concatenate([augment(jax.random.fold_in(rng, 1), images),
+                             augment(jax.random.fold_in(rng, 2), images)])
   mask = batch.get("mask")
 
   def loss_fn(params):
