@@ -203,12 +203,12 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
       tick = time.perf_counter()
       rng = jax.random.fold_in(key, 3_000_000 + epoch)
       if host:
-        weak, strong = _host_views(image_shape, *_view_options(config))
+        _, strong = _host_views(image_shape, *_view_options(config))
         step = _host_step(scan.selflabel_step, model=models["cluster"], tx=tx, weak=None, strong=None, head=best,
                           threshold=config.selflabel.threshold)
         state, m = _host_epoch(step, state, rng, stream.view_batches(
-            data.x, views=(weak, strong), batch_size=config.selflabel.batch_size, seed=config.seed,
-            epoch=200_000 + epoch, mesh=mesh))
+            data.x, views=(lambda image, seed: image, strong), batch_size=config.selflabel.batch_size,
+            seed=config.seed, epoch=200_000 + epoch, mesh=mesh))
       else:
         state, m = epoch_fn(state, x, rng)
       confident = float(m["confident"])
@@ -331,8 +331,14 @@ def _view_options(config):
 def _views(image_shape, crop_scale, flip_p):
   size = image_shape[:2]
   weak = augment.batch(augment.simclr_view, size=size, scale=crop_scale, flip_p=flip_p)
-  strong = augment.batch(augment.strong_view, size=size, scale=crop_scale, flip_p=flip_p)
+  strong = augment.batch(augment.strong_view, size=size, flip_p=flip_p)
   return weak, strong
+
+
+def _unaugmented(rng, images):
+  """Self-labeling's targets come from the images themselves (the official code's validation transform)."""
+  del rng
+  return images.astype(jnp.float32) / 255.0 if jnp.issubdtype(images.dtype, jnp.integer) else images
 
 
 @functools.lru_cache(maxsize=None)
@@ -340,7 +346,7 @@ def _host_views(image_shape, crop_scale, flip_p):
   """The weak and strong views of :func:`_views` in tf.data (``input="tf.data"``): ``(image, seed) -> view``."""
   size = tuple(image_shape[:2])
   return (functools.partial(augment_tf.simclr_view, size=size, scale=crop_scale, flip_p=flip_p),
-          functools.partial(augment_tf.strong_view, size=size, scale=crop_scale, flip_p=flip_p))
+          functools.partial(augment_tf.strong_view, size=size, flip_p=flip_p))
 
 
 def _host_step(train_step, **options):
@@ -461,8 +467,8 @@ def _scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, update_ba
 
 @functools.lru_cache(maxsize=None)
 def _selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, view, sharding):
-  weak, strong = _views(image_shape, *view)
-  step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=weak, strong=strong, head=head,
+  _, strong = _views(image_shape, *view)
+  step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=_unaugmented, strong=strong, head=head,
                            threshold=threshold)
   return batch_epoch(step, batch_size, n, sharding)
 

@@ -133,13 +133,19 @@ N_RAND_OPS = 11
 
 
 def strong_view(rng, image, *, size: tuple[int, int], n_ops: int = 4, cutout_size: int | None = None,
-                scale=(0.2, 1.0), flip_p: float = 0.5):
-  """SCAN's strong augmentation: crop and flip, ``n_ops`` random ops of random magnitude, Cutout.
+                scale=None, flip_p: float = 0.5):
+  """SCAN's strong augmentation ("ours" in the official code): flip, ``n_ops`` random ops of random
+  magnitude, Cutout.
 
+  The official view crops nothing (a random crop of the image's own size); ``scale`` adds a random
+  resized crop of that area range, and without it the image must already be ``size``.
   ``cutout_size`` defaults to half the image side (SCAN: 16 of 32 pixels on CIFAR).
   """
   keys = jax.random.split(rng, 2 * n_ops + 3)
-  image = random_resized_crop(keys[0], image, size, scale)
+  if scale is not None:
+    image = random_resized_crop(keys[0], image, size, scale)
+  elif tuple(image.shape[:2]) != tuple(size):
+    raise ValueError(f"strong_view without scale keeps the image size {image.shape[:2]}, which is not size={size}")
   image = _maybe(keys[1], flip_p, pix.flip_left_right, image)
   for i in range(n_ops):
     op = jax.random.randint(keys[2 + 2 * i], (), 0, N_RAND_OPS)

@@ -148,12 +148,17 @@ def _rand_ops(image, m):
   ]
 
 
-def strong_view(image, seed, *, size, n_ops=4, cutout_size=None, scale=(0.2, 1.0), flip_p=0.5):
-  """SCAN's strong augmentation (see :func:`jaxclust.data.augment.strong_view`): crop and flip,
-  ``n_ops`` random ops of random magnitude (only the drawn op runs, unlike under ``vmap``), Cutout."""
+def strong_view(image, seed, *, size, n_ops=4, cutout_size=None, scale=None, flip_p=0.5):
+  """SCAN's strong augmentation (see :func:`jaxclust.data.augment.strong_view`): flip (after a random
+  resized crop when ``scale`` is given), ``n_ops`` random ops of random magnitude (only the drawn op
+  runs, unlike under ``vmap``), Cutout."""
   tf = tensorflow()
   s = _seeds(seed, 2 * n_ops + 3)
-  image = random_resized_crop(image, s[0], size, scale)
+  if scale is not None:
+    image = random_resized_crop(image, s[0], size, scale)
+  elif tuple(image.shape[:2]) != tuple(size):
+    raise ValueError(f"strong_view without scale keeps the image size {tuple(image.shape[:2])}, which is not "
+                     f"size={size}")
   image = _maybe(s[1], flip_p, tf.image.flip_left_right, image)
   for i in range(n_ops):
     ops = _rand_ops(image, tf.random.stateless_uniform([], s[3 + 2 * i]))

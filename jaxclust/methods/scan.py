@@ -6,8 +6,10 @@ Three stages follow a pretext task (SimCLR or MoCo):
 2. train clustering heads so that an image and a random one of its neighbours get the same
    cluster (eq. 2), with an entropy term against collapse (weight 5.0 in the official configs).
    Several heads train at once and the one with the lowest SCAN loss is kept;
-3. self-label: images whose weak view is assigned with confidence above 0.99 train on their strong
-   view with a cross-entropy that weighs classes by their inverse frequency among the confident.
+3. self-label: images assigned with confidence above 0.99 (on the image itself, the official
+   code's "standard" view; the driver passes it as the weak view) train on their strong view
+   (flip, RandAugment-style ops, Cutout) with a cross-entropy that weighs classes by their inverse
+   frequency among the confident.
 """
 
 from __future__ import annotations
