@@ -87,7 +87,8 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
                                          "head_hidden": 512, "head_out": 128, "momentum": 0.999,
                                          "queue_size": 65536})
   c.mine = ml_collections.ConfigDict({"neighbors": 20, "chunk_size": 1024})
-  # SCAN: Adam 1e-4, weight decay 1e-4, batch 128, entropy weight 5, 10 heads, 50 epochs.
+  # SCAN: Adam 1e-4, weight decay 1e-4, batch 128, entropy weight 5, 10 heads, 50 epochs. The image and
+  # its neighbour get SimCLR views (augment.*); the official configs give them the strong ("ours") view.
   # update_backbone=False trains the clustering heads alone on a frozen pretext backbone (the
   # official code's update_cluster_head_only): a forward pass instead of a training step.
   c.scan = ml_collections.ConfigDict({"epochs": 50, "batch_size": 128, "learning_rate": 1e-4, "weight_decay": 1e-4,
