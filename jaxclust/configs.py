@@ -111,10 +111,10 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
   if dataset in ("mnist", "fashion_mnist", "usps"):
     # Measured on MNIST on the 2-core CPU (experiments/RESULTS.md, 2026-11-22): the 16/32/64 CNN with 25
     # SimCLR epochs, then the clustering heads alone on the frozen backbone at Adam 3e-2, reached ACC
-    # 0.9324 after 30 SCAN epochs (seed 0; SCAN-stage seeds 1 and 2: 0.9238, 0.8349) (the whole
-    # network at 1e-3: 0.6361 after 25, at about 9x the training
-    # time per epoch). Self-labeling lowered it in every variant tried (0.9072-0.9186 after one epoch,
-    # 0.9007 after five), so it is off here; --set selflabel.epochs=20 runs it.
+    # 0.9324 after 30 SCAN epochs with seed 0, 0.9238 and 0.8349 with SCAN-stage seeds 1 and 2 (the
+    # whole network at 1e-3: 0.6361 after 25 epochs, at about 9x the training time per epoch).
+    # Self-labeling lowered it in every variant tried (0.9072-0.9186 after one epoch, 0.9007 after
+    # five), so it is off here; --set selflabel.epochs=20 runs it.
     c.cnn_channels = (16, 32, 64)
     c.pretext.epochs = 25
     c.scan.update({"epochs": 30, "learning_rate": 3e-2, "update_backbone": False})
