@@ -148,7 +148,8 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     save(cluster_state, "scan", 0, backbone_from_pretext=True)
     if stop_here("mine"):
       return {"stage": "mine"}
-  neighbors = parallel.put(np.load(workdir / "neighbors.npy"), mesh)  # [n, neighbors + 1], column 0: self
+  host_neighbors = np.load(workdir / "neighbors.npy")  # [n, neighbors + 1], column 0: self
+  neighbors = parallel.put(host_neighbors, mesh)
   cluster_template = _cluster_template(models["cluster"], example, config, n, mesh)
 
   # 3. SCAN.
@@ -169,7 +170,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
                           entropy_weight=config.scan.entropy_weight, update_backbone=config.scan.update_backbone)
         state, m = _host_epoch(step, state, rng, stream.view_batches(
             data.x, views=(weak, weak), batch_size=config.scan.batch_size, seed=config.seed, epoch=100_000 + epoch,
-            mesh=mesh, neighbors=np.load(workdir / "neighbors.npy")))
+            mesh=mesh, neighbors=host_neighbors))
       else:
         state, m = epoch_fn(state, x, neighbors, rng)
       head_loss = np.asarray(m["head_loss"])

@@ -79,6 +79,7 @@ def test_streamed_swav_trains_predicts_and_resumes_to_the_same_result(tmp_path):
   reference = json.loads((tmp_path / "reference" / "summary.json").read_text())
   lines = [json.loads(l) for l in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in lines] == [1, 2] and all("loss_minus_ln_k" in r for r in lines)
+  assert not any("size_entropy" in r for r in lines)  # the streamed epochs log no dataset-wide usage
   assert reference["n"] == 1797 and 0.0 < reference["acc"] <= 1.0
   labels = np.load(tmp_path / "reference" / "labels.npy")
   assert labels.shape == (1797,)
@@ -148,7 +149,7 @@ def test_view_batches_cover_every_image_once_and_draw_neighbours():
   assert views[0].shape == views[1].shape == (16, 8, 8, 1) and not np.array_equal(views[0], views[1])
 
 
-def test_scan_with_host_views_runs_every_stage_and_resumes_between_stages(tmp_path):
+def test_scan_with_host_views_runs_every_stage_and_resumes_between_stages(tmp_path, monkeypatch):
   """jaxclust fit scan --set input=tf.data: the four stages on tf.data views; stopping after a stage
   and running again gives the uninterrupted run's labels (views depend on seed, stage and epoch)."""
   from jaxclust import scan_train
@@ -156,7 +157,12 @@ def test_scan_with_host_views_runs_every_stage_and_resumes_between_stages(tmp_pa
   c = tiny_config()
   c.input = "tf.data"
   c.pretext.epochs, c.scan.epochs, c.selflabel.epochs = 1, 2, 1
+  calls = []  # every epoch of every stage draws its views from tf.data
+  original = stream.view_batches
+  monkeypatch.setattr(stream, "view_batches", lambda x, **kw: calls.append(kw.get("neighbors") is not None) or
+                      original(x, **kw))
   whole = scan_train.fit(c, tmp_path / "whole", log=lambda _: None, mesh=ONE_DEVICE)
+  assert calls == [False, True, True, False]  # pretext, SCAN (neighbour pairs) x 2, self-labeling
   assert [r["stage"] for r in records(tmp_path / "whole")] == ["pretext", "mine", "scan", "scan", "selflabel"]
   assert 0.0 < whole["acc"] <= 1.0
   assert scan_train.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE, stage="scan") == {"stage": "scan"}

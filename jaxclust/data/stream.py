@@ -137,7 +137,8 @@ def multi_crop_batches(source: Source, *, crops, batch_size: int, seed: int, epo
 
 
 def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, prefetch: int = 2) -> Iterator[dict]:
-  """The whole dataset once, in order, for prediction: ``{"image", "mask"}`` global arrays, and this
+  """The whole dataset once (in order on one process; on several, each batch holds the processes'
+  shares in turn), for prediction: ``{"image", "mask"}`` global arrays, and this
   process's rows of the batch as numpy ``"local_label"`` (0 without labels) and ``"local_mask"``.
 
   Images whose shorter side is not ``size`` are resized so that it is ``size / 0.875`` and centre-cropped
