@@ -201,17 +201,23 @@ def _is_number(v) -> bool:
     return False
 
 
+def tfds_name(name: str) -> tuple[str, str, str]:
+  """``"tfds:NAME[:SPLIT]"`` -> (tfds dataset, split, label feature); ``cifar100_20`` is CIFAR-100 with its
+  20 superclasses as the labels (SCAN's CIFAR-100-20)."""
+  parts = name.split(":")
+  dataset, split = parts[1], parts[2] if len(parts) > 2 else "train"
+  if dataset == "cifar100_20":
+    return "cifar100", split, "coarse_label"
+  return dataset, split, "label"
+
+
 def _load_tfds(name, data_dir) -> Dataset:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import tensorflow as tf
   import tensorflow_datasets as tfds
 
   tf.config.set_visible_devices([], "GPU")  # TensorFlow must not take accelerator memory from JAX
-  parts = name.split(":")
-  dataset, split = parts[1], parts[2] if len(parts) > 2 else "train"
-  label_key = "label"
-  if dataset == "cifar100_20":  # CIFAR-100 with its 20 superclasses as the labels (SCAN's CIFAR-100-20)
-    dataset, label_key = "cifar100", "coarse_label"
+  dataset, split, label_key = tfds_name(name)
   try:
     # download=False fails in under a second when the data is absent; with downloads on, tfds
     # retries the network for minutes before failing on an offline machine.

@@ -52,11 +52,8 @@ def open_source(dataset, *, data_dir=None) -> Source:
     raise ValueError(f"dataset={dataset!r}: streaming reads 'tfds:NAME[:SPLIT]' datasets or loaded arrays")
   import tensorflow_datasets as tfds
   tensorflow()
-  parts = dataset.split(":")
-  name, split = parts[1], parts[2] if len(parts) > 2 else "train"
-  label_key = "label"
-  if name == "cifar100_20":
-    name, label_key = "cifar100", "coarse_label"
+  from jaxclust.data.sources import tfds_name
+  name, split, label_key = tfds_name(dataset)
   try:
     data, info = tfds.load(name, split=split, data_dir=data_dir, download=False, with_info=True)
   except Exception as e:  # tfds raises several types (DatasetNotFoundError, AssertionError, ...)
