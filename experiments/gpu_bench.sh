@@ -42,15 +42,18 @@ case "$1" in
       2>&1 | tee "$OUT/ssl_bf16_b256.md"
     ;;
   variants)  # MNIST recipe variants, run side by side on the one GPU (small models leave it mostly idle)
-    export XLA_PYTHON_CLIENT_MEM_FRACTION=0.12
+    export XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.08}
     i=0
+    mkdir -p /tmp/vout
     while read -r name method sets; do
       [[ -z "$name" || "$name" == \#* ]] && continue
-      (timeout ${MNIST_SECONDS:-240} python3 -m jaxclust.cli fit $method --dataset mnist --data-dir gpu_data \
-        --workdir /tmp/v_$name $sets > /tmp/v_$name.log 2>&1;
-       grep "^final\|^stage=mine" /tmp/v_$name.log > "$OUT/v_$name.txt"; tail -c 3000 /tmp/v_$name.log >> "$OUT/v_$name.txt") &
+      (/usr/bin/time -f "%e s wall" timeout ${MNIST_SECONDS:-240} python3 -m jaxclust.cli fit $method --dataset mnist \
+        --data-dir gpu_data --workdir /tmp/v_$name $sets > /tmp/v_$name.log 2>&1;
+       grep "^final\|^stage=mine" /tmp/v_$name.log > /tmp/vout/$name.txt; tail -c 3000 /tmp/v_$name.log >> /tmp/vout/$name.txt
+       cat /tmp/v_$name/metrics.jsonl /tmp/v_$name/*/metrics.jsonl > /tmp/vout/$name.metrics.jsonl 2>/dev/null) &
     done < "${VARIANTS:-experiments/mnist_variants.txt}"
     wait
+    tar czf "$OUT/variants.tgz" -C /tmp/vout .  # one file: at most 8 come back from the device
     ;;
   *) echo "usage: $0 ssl|ae|mnist|swav256|variants" >&2; exit 2 ;;
 esac

@@ -109,8 +109,8 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
       state, m = _swav_stream_epoch(config, model, tx, state, source, epoch, rng, mesh)
     elif config.method == "deepcluster":  # k-means of last epoch's bank gives this epoch's targets
       state = _recluster(state, jax.random.fold_in(rng, 7), mask)
-      epoch_fn = _deepcluster_epoch(model, tx, config.batch_size, n, image_shape, config.temperature,
-                                    _crop_scale(config), config.flip_p, _shard(mesh))
+      epoch_fn = _deepcluster_epoch(model, tx, config.batch_size, n, _crops(config), config.temperature,
+                                    config.flip_p, _shard(mesh))
     else:
       epoch_fn = _swav_epoch(model, tx, config.batch_size, n, _crops(config), config.flip_p, config.temperature,
                              config.freeze_prototypes_steps, epoch >= config.queue_start_epoch, _shard(mesh),
@@ -198,10 +198,6 @@ def _crops(config):
   return tuple((int(c), int(s), tuple(scale)) for c, s, scale in config.crops)
 
 
-def _crop_scale(config):
-  return tuple(config.crops[0][2])
-
-
 @functools.partial(jax.jit, donate_argnums=0)
 def _recluster(state, rng, mask):
   return deepcluster.recluster(state, rng, mask=mask)
@@ -216,9 +212,9 @@ def _swav_epoch(model, tx, batch_size, n, crops, flip_p, temperature, freeze, up
 
 
 @functools.lru_cache(maxsize=None)
-def _deepcluster_epoch(model, tx, batch_size, n, image_shape, temperature, crop_scale, flip_p, sharding):
-  view = augment.batch(augment.simclr_view, size=image_shape[:2], scale=crop_scale, flip_p=flip_p)
-  step = functools.partial(deepcluster.train_step, model=model, tx=tx, augment=view, temperature=temperature)
+def _deepcluster_epoch(model, tx, batch_size, n, crops, temperature, flip_p, sharding):
+  augment_fn = functools.partial(augment.multi_crop, crops=crops, flip_p=flip_p)
+  step = functools.partial(deepcluster.train_step, model=model, tx=tx, augment=augment_fn, temperature=temperature)
   return batch_epoch(step, batch_size, n, sharding)
 
 

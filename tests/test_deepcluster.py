@@ -47,7 +47,7 @@ def test_recluster_assigns_each_row_to_its_nearest_prototype():
 def test_train_step_refreshes_the_bank_and_shards():
   model, tx, images, state = _setup()
   state = deepcluster.recluster(state, jax.random.key(2))
-  aug = augment.batch(augment.simclr_view, size=(28, 28), scale=(0.3, 1.0))
+  aug = functools.partial(augment.multi_crop, crops=((2, 28, (0.3, 1.0)), (2, 12, (0.1, 0.3))))
   step = jax.jit(functools.partial(deepcluster.train_step, model=model, tx=tx, augment=aug))
   index = jnp.arange(16, 32, dtype=jnp.int32)
   batch = {"image": images[16:], "index": index, "mask": jnp.ones(16, bool)}
@@ -61,3 +61,25 @@ def test_train_step_refreshes_the_bank_and_shards():
   np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
   chex.assert_trees_all_close(sharded.params, single.params, rtol=1e-4, atol=1e-5)
   chex.assert_trees_all_close(sharded.bank, single.bank, rtol=1e-4, atol=1e-5)
+
+
+def test_every_crop_is_trained_against_the_assignment():
+  """The loss is the mean cross-entropy over all crops, each size group in its own train-mode pass."""
+  model, tx, images, state = _setup()
+  state = deepcluster.recluster(state, jax.random.key(2))
+  x = images[:8]
+  small = x[:, 4:16, 4:16]
+  crops = [x, x[:, ::-1], small]
+  step = jax.jit(functools.partial(deepcluster.train_step, model=model, tx=tx, augment=lambda rng, im: crops))
+  index = jnp.arange(8, dtype=jnp.int32)
+  new, m = step(state, {"image": x, "index": index}, jax.random.key(3))
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  z_large, _ = model.apply(variables, jnp.concatenate(crops[:2]), train=True, mutable=["batch_stats"])
+  z_small, _ = model.apply(variables, small, train=True, mutable=["batch_stats"])
+  z = np.concatenate([np.asarray(z_large), np.asarray(z_small)])
+  z /= np.linalg.norm(z, axis=1, keepdims=True)
+  logits = z @ np.asarray(state.prototypes).T / 0.1
+  log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+  targets = np.tile(np.asarray(state.assignments)[:8], 3)
+  np.testing.assert_allclose(m["loss"], -np.mean(log_p[np.arange(24), targets]), rtol=1e-5)
+  np.testing.assert_allclose(new.bank[:8], z[:8], rtol=1e-4, atol=1e-5)  # the first crop fills the bank

@@ -63,24 +63,35 @@ def train_step(state: DeepClusterState, batch, rng, *, model: nn.Module, tx, aug
                temperature: float = 0.1):
   """One step on ``{"image": [B, ...], "index": [B] rows of the dataset, "mask": [B]}``.
 
-  ``model(images, train)`` returns embeddings ``[B, e]``. Two views of every image are trained
-  against its assignment; the first view's normalized embedding goes into the bank.
+  ``augment(rng, images)`` returns the list of crops (SwAV's multi-crop, large crops first), and
+  ``model(images, train)`` returns embeddings ``[B, e]``. As in the SwAV paper's DeepCluster-v2,
+  every crop is trained against its image's assignment (the loss is the mean over crops); crops of
+  one size go through the network together. The first crop's normalized embedding goes into the
+  bank. One set of prototypes; the paper's recipe trains three (3 x 3000), each from its own k-means.
   """
   rng = jax.random.fold_in(rng, state.step)
   images, index = batch["image"], batch["index"]
-  views = jnp.concatenate([augment(jax.random.fold_in(rng, 1), images), augment(jax.random.fold_in(rng, 2), images)])
-  targets = jnp.concatenate([state.assignments[index]] * 2)
+  views = augment(rng, images)
+  targets = jnp.concatenate([state.assignments[index]] * len(views))
   mask = batch.get("mask")
-  both = None if mask is None else jnp.concatenate([mask, mask])
+  every = None if mask is None else jnp.concatenate([mask] * len(views))
 
   def loss_fn(params):
-    z, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, views, train=True,
-                             mutable=["batch_stats"])
-    return cluster_loss(z, state.prototypes, targets, temperature, both), (z, updates["batch_stats"])
+    groups = {}
+    for i, v in enumerate(views):
+      groups.setdefault(v.shape[1:], []).append(i)
+    batch_stats, z = state.batch_stats, [None] * len(views)
+    for members in groups.values():
+      out, updates = model.apply({"params": params, "batch_stats": batch_stats},
+                                 jnp.concatenate([views[i] for i in members]), train=True, mutable=["batch_stats"])
+      batch_stats = updates["batch_stats"]
+      for i, part in zip(members, jnp.split(out, len(members))):
+        z[i] = part
+    return cluster_loss(jnp.concatenate(z), state.prototypes, targets, temperature, every), (z[0], batch_stats)
 
-  (loss, (z, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (z0, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  fresh = normalize(jax.lax.stop_gradient(z[:images.shape[0]]))
+  fresh = normalize(jax.lax.stop_gradient(z0))
   keep = jnp.ones_like(index, bool) if mask is None else mask
   bank = state.bank.at[index].set(jnp.where(keep[:, None], fresh, state.bank[index]))
   return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
