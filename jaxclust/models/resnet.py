@@ -115,7 +115,8 @@ def _conv3x3_bwd(residuals, dy):
   h, w, c_in = x.shape[1:]
   padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   patches = jnp.concatenate([padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=-1)
-  dk = jnp.einsum("bhwp,bhwo->po", patches, dy.astype(x.dtype)).reshape(3, 3, c_in, dy.shape[-1])
+  dk = jnp.einsum("bhwp,bhwo->po", patches, dy.astype(x.dtype), preferred_element_type=jnp.float32)
+  dk = dk.reshape(3, 3, c_in, dy.shape[-1])
   return dx, dk.astype(kernel.dtype)
 
 
@@ -124,17 +125,23 @@ _conv3x3_matmul_grad.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 def _cpu_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
               feature_group_count=1, precision=None):
-  """``lax.conv_general_dilated`` as flax's ``nn.Conv`` calls it, for SmallCNN's convolutions only."""
+  """``lax.conv_general_dilated`` as flax's ``nn.Conv`` calls it, for SmallCNN's convolutions only
+  (3x3, stride 1, padding 1, NHWC images and HWIO kernels, no dilation or groups)."""
+  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
   if rhs.shape[:2] != (3, 3) or tuple(window_strides) != (1, 1) or feature_group_count != 1 or \
-      [tuple(p) for p in padding] != [(1, 1), (1, 1)]:
-    raise ValueError(f"_cpu_conv handles 3x3 stride-1 padding-1 convolutions, got kernel {rhs.shape}, "
-                     f"strides {window_strides}, padding {padding}")
+      [tuple(p) for p in padding] != [(1, 1), (1, 1)] or dimension_numbers not in (None, nhwc) or \
+      any(d not in (None, (1, 1)) for d in (lhs_dilation, rhs_dilation)):
+    raise ValueError(f"_cpu_conv handles 3x3 stride-1 padding-1 NHWC convolutions, got kernel {rhs.shape}, "
+                     f"strides {window_strides}, padding {padding}, dimension numbers {dimension_numbers}, "
+                     f"dilations {lhs_dilation}, {rhs_dilation}")
   return _conv3x3_matmul_grad(lhs, rhs)
 
 
 def _max_pool2(x):
   """2x2 max-pooling, stride 2. For even sizes as a reshape and a max, whose gradient XLA's CPU backend
-  runs about twice as fast as the select-and-scatter of ``nn.max_pool``; the values are the same."""
+  runs about twice as fast as the select-and-scatter of ``nn.max_pool``. The values are the same, and so
+  is the gradient unless a window holds tied maxima (which share it here; after a ReLU the common
+  tie, zeros, gets no gradient either way)."""
   b, h, w, c = x.shape
   if h % 2 or w % 2:
     return nn.max_pool(x, (2, 2), strides=(2, 2))
