@@ -4,6 +4,8 @@
 #   .whl/      wheels of the pure-Python dependencies missing there (ml_collections, dm-pix)
 #   gpu_data/  mnist/*.gz (from ../shared/data) and site/clustpy (ClustPy 0.0.3, pure Python)
 # Usage: bash experiments/gpu_bench.sh ssl|ae|mnist|swav256|variants
+#   variants: VARIANTS=FILE (default experiments/mnist_variants.txt), MNIST_SECONDS per run,
+#   MEM_FRACTION of the GPU's memory per run (default 0.08); all outputs in $OUT/variants.tgz.
 set -o pipefail
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
