@@ -66,6 +66,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     if config[name].batch_size % mesh.size:
       raise ValueError(f"{name}.batch_size={config[name].batch_size} is not divisible by the {mesh.size} devices")
   _pretext_options(config)  # an unknown pretext or a queue that batches do not fill fails here
+  _view_options(config)  # so do bad strong-view settings
   _models(config, k)
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -325,14 +326,20 @@ def _selflabel_tx(config):
 
 
 def _view_options(config):
-  """(crop scale, flip probability) of the weak and strong views, hashable."""
-  return tuple(config.augment.crop_scale), config.augment.flip_p
+  """(crop scale, flip probability, strong ops, Cutout fraction) of the weak and strong views, hashable."""
+  ops, cut = config.selflabel.strong_ops, config.selflabel.cutout
+  if isinstance(ops, bool) or not isinstance(ops, int) or ops < 0:
+    raise ValueError(f"selflabel.strong_ops={ops!r} must be a whole number >= 0")
+  if not 0.0 <= cut <= 1.0:
+    raise ValueError(f"selflabel.cutout={cut!r} must be a fraction of the image side in [0, 1]")
+  return tuple(config.augment.crop_scale), config.augment.flip_p, ops, float(cut)
 
 
-def _views(image_shape, crop_scale, flip_p):
+def _views(image_shape, crop_scale, flip_p, strong_ops, cutout):
   size = image_shape[:2]
   weak = augment.batch(augment.simclr_view, size=size, scale=crop_scale, flip_p=flip_p)
-  strong = augment.batch(augment.strong_view, size=size, flip_p=flip_p)
+  strong = augment.batch(augment.strong_view, size=size, flip_p=flip_p, n_ops=strong_ops,
+                         cutout_size=round(cutout * size[0]))
   return weak, strong
 
 
@@ -343,11 +350,12 @@ def _unaugmented(rng, images):
 
 
 @functools.lru_cache(maxsize=None)
-def _host_views(image_shape, crop_scale, flip_p):
+def _host_views(image_shape, crop_scale, flip_p, strong_ops, cutout):
   """The weak and strong views of :func:`_views` in tf.data (``input="tf.data"``): ``(image, seed) -> view``."""
   size = tuple(image_shape[:2])
   return (functools.partial(augment_tf.simclr_view, size=size, scale=crop_scale, flip_p=flip_p),
-          functools.partial(augment_tf.strong_view, size=size, flip_p=flip_p))
+          functools.partial(augment_tf.strong_view, size=size, flip_p=flip_p, n_ops=strong_ops,
+                            cutout_size=round(cutout * size[0])))
 
 
 def _host_step(train_step, **options):

@@ -57,11 +57,37 @@ def test_flip_probability_is_honoured_in_both_implementations():
   assert not np.allclose(host[0.0], host[1.0], atol=1e-2)
 
 
-def test_cutout_zeroes_one_square():
-  out = np.asarray(augment.cutout(jax.random.key(3), jnp.ones((32, 32, 1)), 8))
-  zero_rows, zero_cols = np.nonzero(out[..., 0] == 0)
-  assert 0 < len(zero_rows) <= 81
-  assert zero_rows.max() - zero_rows.min() <= 8 and zero_cols.max() - zero_cols.min() <= 8
+def cutout_reference(h, w, cy, cx, size):
+  """The Cutout paper's mask: rows and columns [c - size // 2, c - size // 2 + size), clipped."""
+  mask = np.ones((h, w), bool)
+  mask[max(cy - size // 2, 0):max(cy - size // 2 + size, 0), max(cx - size // 2, 0):max(cx - size // 2 + size, 0)] = False
+  return mask
+
+
+def hole_centre(rng, h, w):
+  """The centre the device cutout draws from ``rng`` (same split and draws)."""
+  ky, kx = jax.random.split(rng)
+  return int(jax.random.randint(ky, (), 0, h)), int(jax.random.randint(kx, (), 0, w))
+
+
+@pytest.mark.parametrize("size", [7, 8, 16])
+def test_cutout_zeroes_a_size_by_size_square_as_the_paper(size):
+  interior = 0
+  for seed in range(40):
+    rng = jax.random.key(seed)
+    out = np.asarray(augment.cutout(rng, jnp.ones((28, 28, 1)), size))[..., 0]
+    cy, cx = hole_centre(rng, 28, 28)
+    np.testing.assert_array_equal(out == 1.0, cutout_reference(28, 28, cy, cx, size))
+    interior += int((out == 0).sum() == size * size)
+  assert interior > 0  # some holes lie inside the image and are exactly size x size
+
+
+def test_strong_view_without_ops_and_cutout_is_the_clipped_image():
+  image = np.random.default_rng(0).uniform(-0.2, 1.2, (28, 28, 1)).astype(np.float32)
+  out = augment.strong_view(jax.random.key(0), image, size=(28, 28), n_ops=0, cutout_size=0, flip_p=0.0)
+  np.testing.assert_array_equal(np.asarray(out), np.clip(image, 0.0, 1.0))
+  holed = np.asarray(augment.strong_view(jax.random.key(0), image, size=(28, 28), n_ops=0, cutout_size=6, flip_p=0.0))
+  assert 0 < np.sum(holed != np.clip(image, 0.0, 1.0)) <= 36
 
 
 def test_device_and_tfdata_simclr_views_agree_in_distribution():
@@ -143,10 +169,16 @@ def test_host_cutout_zeroes_one_square():
   from jaxclust.data import augment_tf
   from jaxclust.data.pipeline import tensorflow
   tf = tensorflow()
-  out = augment_tf.cutout(tf.ones((32, 32, 1)), tf.constant([3, 4]), 8).numpy()
-  zero_rows, zero_cols = np.nonzero(out[..., 0] == 0)
-  assert 0 < len(zero_rows) <= 81
-  assert zero_rows.max() - zero_rows.min() <= 8 and zero_cols.max() - zero_cols.min() <= 8
+  interior = 0
+  for seed in range(20):
+    out = augment_tf.cutout(tf.ones((28, 28, 1)), tf.constant([seed, 4]), 8).numpy()[..., 0]
+    rows, cols = np.nonzero(out == 0)
+    top, left = rows.min(), cols.min()
+    cy = top + 4 if top > 0 else rows.max() + 1 - 4  # the centre, from the side the border does not clip
+    cx = left + 4 if left > 0 else cols.max() + 1 - 4
+    np.testing.assert_array_equal(out == 1.0, cutout_reference(28, 28, cy, cx, 8))
+    interior += int(len(rows) == 64)
+  assert interior > 0
 
 
 @pytest.mark.parametrize("view, options", [

@@ -47,6 +47,17 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path):
     scan_train.predict(tmp_path, images[..., 0])
 
 
+@pytest.mark.parametrize("setting, value, message", [
+    ("cutout", 1.5, r"selflabel.cutout=1.5 must be a fraction"),
+    ("strong_ops", -1, r"selflabel.strong_ops=-1 must be a whole number")])
+def test_bad_strong_view_settings_fail_before_any_work(tmp_path, setting, value, message):
+  config = tiny_config()
+  config.selflabel[setting] = value
+  with pytest.raises(ValueError, match=message):
+    scan_train.fit(config, tmp_path / "run", log=lambda _: None)
+  assert not (tmp_path / "run").exists()
+
+
 def test_killed_scan_run_resumes_to_the_uninterrupted_result(tmp_path):
   # Reference and resumed run in the same kind of process (see conftest.run_cli): one label of a
   # near-tie flipped when the reference ran in the test process, whose XLA client has 8 devices.

@@ -90,12 +90,14 @@ def simclr_view(rng, image, *, size: tuple[int, int], scale=(0.08, 1.0), jitter_
 
 
 def cutout(rng, image, size: int):
-  """Zeroes a ``size x size`` square centred at a uniform position (clipped at the borders)."""
+  """Zeroes a ``size x size`` square centred at a uniform position (clipped at the borders), as the
+  Cutout paper's and SCAN's: rows ``cy - size // 2`` up to, not including, ``cy - size // 2 + size``."""
   h, w = image.shape[:2]
   ky, kx = jax.random.split(rng)
-  cy, cx = jax.random.randint(ky, (), 0, h), jax.random.randint(kx, (), 0, w)
+  top = jax.random.randint(ky, (), 0, h) - size // 2
+  left = jax.random.randint(kx, (), 0, w) - size // 2
   ys, xs = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
-  hole = (jnp.abs(ys - cy) <= size // 2) & (jnp.abs(xs - cx) <= size // 2)
+  hole = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
   return jnp.where(hole[..., None], 0.0, image)
 
 
@@ -139,7 +141,7 @@ def strong_view(rng, image, *, size: tuple[int, int], n_ops: int = 4, cutout_siz
 
   The official view crops nothing (a random crop of the image's own size); ``scale`` adds a random
   resized crop of that area range, and without it the image must already be ``size``.
-  ``cutout_size`` defaults to half the image side (SCAN: 16 of 32 pixels on CIFAR).
+  ``cutout_size`` defaults to half the image side (SCAN: 16 of 32 pixels on CIFAR); 0 turns Cutout off.
   """
   keys = jax.random.split(rng, 2 * n_ops + 3)
   if scale is not None:
@@ -151,7 +153,9 @@ def strong_view(rng, image, *, size: tuple[int, int], n_ops: int = 4, cutout_siz
     op = jax.random.randint(keys[2 + 2 * i], (), 0, N_RAND_OPS)
     magnitude = jax.random.uniform(keys[3 + 2 * i])
     image = jax.lax.switch(op, _rand_ops(image, magnitude), image)
-  return cutout(keys[-1], jnp.clip(image, 0.0, 1.0), cutout_size or size[0] // 2)
+  cutout_size = size[0] // 2 if cutout_size is None else cutout_size
+  image = jnp.clip(image, 0.0, 1.0)
+  return cutout(keys[-1], image, cutout_size) if cutout_size else image
 
 
 def batch(view, **options):

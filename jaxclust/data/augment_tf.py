@@ -91,13 +91,15 @@ def simclr_view(image, seed, *, size, scale=(0.08, 1.0), jitter_p=0.8, strength=
 
 
 def cutout(image, seed, size: int):
-  """Zeroes a ``size x size`` square centred at a uniform position (clipped at the borders)."""
+  """Zeroes a ``size x size`` square centred at a uniform position (clipped at the borders), as
+  :func:`jaxclust.data.augment.cutout`."""
   tf = tensorflow()
   h, w = image.shape[0], image.shape[1]
   s = _seeds(seed, 2)
-  cy = tf.random.stateless_uniform([], s[0], 0, h, dtype=tf.int32)
-  cx = tf.random.stateless_uniform([], s[1], 0, w, dtype=tf.int32)
-  hole = (tf.abs(tf.range(h)[:, None] - cy) <= size // 2) & (tf.abs(tf.range(w)[None, :] - cx) <= size // 2)
+  top = tf.random.stateless_uniform([], s[0], 0, h, dtype=tf.int32) - size // 2
+  left = tf.random.stateless_uniform([], s[1], 0, w, dtype=tf.int32) - size // 2
+  ys, xs = tf.range(h)[:, None], tf.range(w)[None, :]
+  hole = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
   return tf.where(hole[..., None], 0.0, image)
 
 
@@ -151,7 +153,7 @@ def _rand_ops(image, m):
 def strong_view(image, seed, *, size, n_ops=4, cutout_size=None, scale=None, flip_p=0.5):
   """SCAN's strong augmentation (see :func:`jaxclust.data.augment.strong_view`): flip (after a random
   resized crop when ``scale`` is given), ``n_ops`` random ops of random magnitude (only the drawn op
-  runs, unlike under ``vmap``), Cutout."""
+  runs, unlike under ``vmap``), Cutout (none when ``cutout_size`` is 0)."""
   tf = tensorflow()
   s = _seeds(seed, 2 * n_ops + 3)
   if scale is not None:
@@ -164,7 +166,9 @@ def strong_view(image, seed, *, size, n_ops=4, cutout_size=None, scale=None, fli
     ops = _rand_ops(image, tf.random.stateless_uniform([], s[3 + 2 * i]))
     op = tf.random.stateless_uniform([], s[2 + 2 * i], 0, len(ops), dtype=tf.int32)
     image = tf.ensure_shape(tf.switch_case(op, ops), image.shape)
-  return cutout(tf.clip_by_value(image, 0.0, 1.0), s[-1], cutout_size or size[0] // 2)
+  cutout_size = size[0] // 2 if cutout_size is None else cutout_size
+  image = tf.clip_by_value(image, 0.0, 1.0)
+  return cutout(image, s[-1], cutout_size) if cutout_size else image
 
 
 def multi_crop(image, seed, *, crops=((2, 224, (0.14, 1.0)), (6, 96, (0.05, 0.14))), **options):
