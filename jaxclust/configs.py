@@ -91,8 +91,11 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
   # its neighbour get SimCLR views (augment.*); the official configs give them the strong ("ours") view.
   # update_backbone=False trains the clustering heads alone on a frozen pretext backbone (the
   # official code's update_cluster_head_only): a forward pass instead of a training step.
+  # augment=False feeds the image and its neighbour un-augmented; with a frozen backbone their features
+  # are then computed once for the whole dataset (as for mining) and an epoch only gathers their rows.
   c.scan = ml_collections.ConfigDict({"epochs": 50, "batch_size": 128, "learning_rate": 1e-4, "weight_decay": 1e-4,
-                                      "entropy_weight": 5.0, "heads": 10, "update_backbone": True})
+                                      "entropy_weight": 5.0, "heads": 10, "update_backbone": True,
+                                      "augment": True})
   # Self-labeling: Adam 1e-4, weight decay 1e-4, batch 1000, threshold 0.99, 200 epochs. The strong view:
   # strong_ops random RandAugment-style ops, then Cutout of a square `cutout` x the image side
   # (official: 4 ops, Cutout 16 of 32 pixels on CIFAR, 32 of 96 on STL-10; 0 turns Cutout off).

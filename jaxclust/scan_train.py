@@ -157,16 +157,25 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   if meta["stage"] == "scan":
     state = _restore(manager, saves, cluster_template["scan"])["state"]
     tx = _scan_tx(config)
-    epoch_fn = _scan_epoch(models["cluster"], tx, config.scan.batch_size, n, image_shape,
-                           config.scan.entropy_weight, config.scan.update_backbone, _view_options(config),
-                           _shard(mesh))
+    features = None
+    if _frozen_features(config):  # the frozen backbone's features, once: an epoch gathers rows of them
+      features = _features(models["cluster"], {"params": state.params, "batch_stats": state.batch_stats}, x, n,
+                           config.mine.chunk_size)
+      epoch_fn = _scan_feature_epoch(models["cluster"], tx, config.scan.batch_size, n, config.scan.entropy_weight,
+                                     _shard(mesh))
+    else:
+      epoch_fn = _scan_epoch(models["cluster"], tx, config.scan.batch_size, n, image_shape,
+                             config.scan.entropy_weight, config.scan.update_backbone, config.scan.augment,
+                             _view_options(config), _shard(mesh))
     logger.stage("scan", config.scan.epochs, meta["progress"])
     head_loss = np.asarray(meta.get("head_loss", [0.0] * config.scan.heads))
     for epoch in range(meta["progress"], config.scan.epochs):
       tick = time.perf_counter()
       rng = jax.random.fold_in(key, 2_000_000 + epoch)
-      if host:
-        weak, _ = _host_views(image_shape, *_view_options(config))
+      if features is not None:
+        state, m = epoch_fn(state, features, neighbors, rng)
+      elif host:
+        weak = _host_views(image_shape, *_view_options(config))[0] if config.scan.augment else _host_identity
         step = _host_step(scan.scan_step, model=models["cluster"], tx=tx, augment=None,
                           entropy_weight=config.scan.entropy_weight, update_backbone=config.scan.update_backbone)
         state, m = _host_epoch(step, state, rng, stream.view_batches(
@@ -179,7 +188,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
       record = {"stage": "scan", "epoch": epoch + 1, "of": config.scan.epochs, "loss": float(head_loss[best]),
                 "best_head": best, "consistency": float(m["consistency"][best]),
                 "entropy": float(m["entropy"][best]), "seconds": time.perf_counter() - tick}
-      record.update(_usage(models["cluster"], state, x, n, k, best, data.y, config, log))
+      record.update(_usage(models["cluster"], state, x, n, k, best, data.y, config, log, features))
       logger.record(1, **record)
       if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.scan.epochs:
         done = epoch + 1 == config.scan.epochs
@@ -209,7 +218,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
         step = _host_step(scan.selflabel_step, model=models["cluster"], tx=tx, weak=None, strong=None, head=best,
                           threshold=config.selflabel.threshold)
         state, m = _host_epoch(step, state, rng, stream.view_batches(
-            data.x, views=(lambda image, seed: image, strong), batch_size=config.selflabel.batch_size,
+            data.x, views=(_host_identity, strong), batch_size=config.selflabel.batch_size,
             seed=config.seed, epoch=200_000 + epoch, mesh=mesh))
       else:
         state, m = epoch_fn(state, x, rng)
@@ -343,6 +352,16 @@ def _views(image_shape, crop_scale, flip_p, strong_ops, cutout):
   return weak, strong
 
 
+def _frozen_features(config) -> bool:
+  """Whether the SCAN stage trains the heads on precomputed features (frozen backbone, no augmentation)."""
+  return not config.scan.update_backbone and not config.scan.augment
+
+
+def _host_identity(image, seed):
+  del seed
+  return image
+
+
 def _unaugmented(rng, images):
   """Self-labeling's targets come from the images themselves (the official code's validation transform)."""
   del rng
@@ -459,19 +478,41 @@ def epoch_runner(one, batch_size: int, n: int, loop: bool | None = None):
   return looped if loop else scanned
 
 
+def _with_neighbors(x, neighbors, index, mask, rng, sharding):
+  """Rows ``index`` of ``x``, the rows of one uniformly sampled mined neighbour each (never the image
+  itself, column 0), and the mask."""
+  column = jax.random.randint(jax.random.fold_in(rng, 0), index.shape, 1, neighbors.shape[1])
+  rows, _, mask = _gather(x, index, mask, sharding)
+  neighbor_rows, _, _ = _gather(x, neighbors[index, column], mask, sharding)
+  return rows, neighbor_rows, mask
+
+
 @functools.lru_cache(maxsize=None)
-def _scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, update_backbone, view, sharding):
-  weak, _ = _views(image_shape, *view)
+def _scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, update_backbone, augmented, view, sharding):
+  weak = _views(image_shape, *view)[0] if augmented else _unaugmented
   step = functools.partial(scan.scan_step, model=model, tx=tx, augment=weak, entropy_weight=entropy_weight,
                            update_backbone=update_backbone)
 
   def one(state, x, neighbors, index, mask, rng):
-    column = jax.random.randint(jax.random.fold_in(rng, 0), index.shape, 1, neighbors.shape[1])  # not the image
-    images, _, mask = _gather(x, index, mask, sharding)
-    neighbor_images, _, _ = _gather(x, neighbors[index, column], mask, sharding)
+    images, neighbor_images, mask = _with_neighbors(x, neighbors, index, mask, rng, sharding)
     return step(state, {"image": images, "neighbor": neighbor_images, "mask": mask}, rng)
 
   return epoch_runner(one, batch_size, n)
+
+
+@functools.lru_cache(maxsize=None)
+def _scan_feature_epoch(model, tx, batch_size, n, entropy_weight, sharding):
+  """SCAN for the heads alone on precomputed backbone features ``[n, d]``: ``epoch(state, features,
+  neighbors, rng)``, the same batches and sampled neighbours as :func:`_scan_epoch`. A compiled
+  ``lax.scan`` on every backend: without convolutions XLA's CPU backend runs it as fast as a loop."""
+  step = functools.partial(scan.scan_step, model=model, tx=tx, augment=None, entropy_weight=entropy_weight,
+                           update_backbone=False)
+
+  def one(state, features, neighbors, index, mask, rng):
+    rows, neighbor_rows, mask = _with_neighbors(features, neighbors, index, mask, rng, sharding)
+    return step(state, {"features": jnp.concatenate([rows, neighbor_rows]), "mask": mask}, rng)
+
+  return epoch_runner(one, batch_size, n, loop=False)
 
 
 @functools.lru_cache(maxsize=None)
@@ -504,6 +545,11 @@ def _predict_jit(model, variables, x, n, head, chunk):
   return _chunked(lambda b: scan.predict(model, variables, b, head), x, n, chunk)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _classify_jit(model, params, features, head):
+  return jnp.argmax(model.apply({"params": params}, features, method=model.classify)[head], axis=-1)
+
+
 def _predict(model, variables, x, n, head, chunk):
   labels, confidence = _predict_jit(model, variables, x, n, head, chunk)
   return parallel.fetch(labels), parallel.fetch(confidence)
@@ -514,10 +560,14 @@ def _kmeans_baseline(features, k, key):
   return parallel.fetch(kmeans(features, k, rng=jax.random.fold_in(key, 5), n_init=10, spherical=True).labels)
 
 
-def _usage(model, state, x, n, k, head, y, config, log):
-  """Cluster usage of ``head`` over the dataset: a collapse guard (and ACC/NMI/ARI when labelled)."""
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  labels, _ = _predict(model, variables, x, n, head, config.mine.chunk_size)
+def _usage(model, state, x, n, k, head, y, config, log, features=None):
+  """Cluster usage of ``head`` over the dataset: a collapse guard (and ACC/NMI/ARI when labelled).
+  With ``features`` (a frozen backbone's, of ``x``) the heads run on them instead of the images."""
+  if features is not None:
+    labels = parallel.fetch(_classify_jit(model, state.params, features, head))
+  else:
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    labels, _ = _predict(model, variables, x, n, head, config.mine.chunk_size)
   balance = cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)
   out = {"size_entropy": float(balance["normalized_entropy"]), "empty_clusters": int(np.sum(np.bincount(
       labels, minlength=k) == 0))}

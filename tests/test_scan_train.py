@@ -58,6 +58,34 @@ def test_bad_strong_view_settings_fail_before_any_work(tmp_path, setting, value,
   assert not (tmp_path / "run").exists()
 
 
+def test_scan_on_frozen_features_trains_as_the_heads_on_unaugmented_images(tmp_path):
+  import chex
+  import jax
+  import jax.numpy as jnp
+  from sklearn.datasets import load_digits
+  config = tiny_config()
+  config.scan.update_backbone, config.scan.augment = False, False
+  model = scan_train._models(config, 10)["cluster"]
+  x = jnp.asarray((load_digits().images / 16.0).astype(np.float32)[..., None])
+  n = x.shape[0]
+  state = scan_train._cluster_template(model, x[:2], config, n, ONE_DEVICE)["scan"]
+  neighbors = jnp.asarray(np.random.default_rng(0).integers(0, n, (n, 6)))
+  tx = scan_train._scan_tx(config)
+  on_images = scan_train._scan_epoch(model, tx, 128, n, (8, 8, 1), 5.0, False, False,
+                                     scan_train._view_options(config), None)
+  features = scan_train._features(model, {"params": state.params, "batch_stats": state.batch_stats}, x, n, 512)
+  assert float(jnp.std(features)) > 1e-3
+  on_features = scan_train._scan_feature_epoch(model, tx, 128, n, 5.0, None)
+  copy = lambda tree: jax.tree.map(jnp.array, tree)
+  new_i, m_i = on_images(copy(state), x, neighbors, jax.random.key(3))
+  new_f, m_f = on_features(copy(state), features, neighbors, jax.random.key(3))
+  np.testing.assert_allclose(m_f["head_loss"], m_i["head_loss"], rtol=1e-4)
+  chex.assert_trees_all_close(new_f.params, new_i.params, rtol=1e-3, atol=1e-5)
+  assert not np.allclose(new_f.params["head_0"]["kernel"], state.params["head_0"]["kernel"])
+  summary = scan_train.fit(config, tmp_path, log=lambda _: None)  # the driver runs the features path
+  assert [r["stage"] for r in records(tmp_path)].count("scan") == 3 and 0.0 < summary["acc"] <= 1.0
+
+
 def test_killed_scan_run_resumes_to_the_uninterrupted_result(tmp_path):
   # Reference and resumed run in the same kind of process (see conftest.run_cli): one label of a
   # near-tie flipped when the reference ran in the test process, whose XLA client has 8 devices.

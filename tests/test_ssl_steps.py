@@ -131,6 +131,24 @@ def test_scan_step_with_frozen_backbone_trains_the_heads_only():
     assert np.abs(np.asarray(new.params[h]["kernel"] - state.params[h]["kernel"])).max() > 1e-4
 
 
+def test_scan_step_on_precomputed_features_equals_the_step_on_the_images():
+  model = heads.Clusterer(resnet.SmallCNN(channels=(8, 16)), k=4, heads=2)
+  tx = scan.head_only(optax.adam(1e-2))
+  state = scan.init(model, jax.random.key(1), _images(2), tx)
+  state = state.replace(batch_stats=jax.tree.map(lambda a: a + 0.5, state.batch_stats))
+  images, neighbors = _images(), jnp.flip(_images(), 0)
+  on_images = functools.partial(scan.scan_step, model=model, tx=tx, augment=lambda rng, im: im, update_backbone=False)
+  new_i, m_i = jax.jit(on_images)(state, {"image": images, "neighbor": neighbors}, jax.random.key(0))
+  features = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                         jnp.concatenate([images, neighbors]), train=False, method=model.features)
+  on_features = functools.partial(scan.scan_step, model=model, tx=tx, augment=None, update_backbone=False)
+  new_f, m_f = jax.jit(on_features)(state, {"features": features}, jax.random.key(0))
+  np.testing.assert_allclose(m_f["head_loss"], m_i["head_loss"], rtol=1e-5)
+  chex.assert_trees_all_close(new_f.params, new_i.params, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="precomputed features, which can only train the heads"):
+    scan.scan_step(state, {"features": features}, jax.random.key(0), model=model, tx=tx, augment=None)
+
+
 def test_moco_step_queue_momentum_and_sharding():
   from jaxclust.methods import moco
   model = heads.Pretext(resnet.SmallCNN(channels=(8, 16)), heads.ProjectionHead(32, 16))

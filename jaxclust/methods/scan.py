@@ -99,7 +99,9 @@ def init(model: nn.Module, rng, example_images, tx: optax.GradientTransformation
 
 def scan_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, augment: Callable,
               entropy_weight: float = 5.0, update_backbone: bool = True):
-  """One SCAN step on ``{"image": [B, ...], "neighbor": [B, ...]}`` (one sampled neighbour each).
+  """One SCAN step on ``{"image": [B, ...], "neighbor": [B, ...]}`` (one sampled neighbour each), on
+  host-made ``{"views": (images, neighbours)}``, or, for the heads alone, on precomputed backbone
+  features ``{"features": [2B, d]}`` (the images' rows, then their neighbours').
 
   All heads train together on the sum of their losses; metrics hold each head's loss
   (``[heads]``), from which the driver keeps the lowest.
@@ -110,15 +112,21 @@ def scan_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, augment:
   :func:`head_only`).
   """
   rng = jax.random.fold_in(rng, state.step)
-  if "views" in batch:  # (image view, neighbour view), made on the host (input="tf.data")
-    images = jnp.concatenate(batch["views"])
-  else:
-    images = jnp.concatenate([augment(jax.random.fold_in(rng, 1), batch["image"]),
-                              augment(jax.random.fold_in(rng, 2), batch["neighbor"])])
   mask = batch.get("mask")
-  if not update_backbone:
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    features = jax.lax.stop_gradient(model.apply(variables, images, train=False, method=model.features))
+  if "features" in batch:  # precomputed backbone features [2B, d]: the images', then their neighbours'
+    if update_backbone:
+      raise ValueError("scan_step got precomputed features, which can only train the heads: "
+                       "set update_backbone=False")
+    features = jax.lax.stop_gradient(batch["features"])
+  else:
+    if "views" in batch:  # (image view, neighbour view), made on the host (input="tf.data")
+      images = jnp.concatenate(batch["views"])
+    else:
+      images = jnp.concatenate([augment(jax.random.fold_in(rng, 1), batch["image"]),
+                                augment(jax.random.fold_in(rng, 2), batch["neighbor"])])
+    if not update_backbone:
+      variables = {"params": state.params, "batch_stats": state.batch_stats}
+      features = jax.lax.stop_gradient(model.apply(variables, images, train=False, method=model.features))
 
   def loss_fn(params):
     if update_backbone:
