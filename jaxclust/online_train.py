@@ -75,6 +75,8 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   else:
     n, image_shape = data.x.shape[0], tuple(data.x.shape[1:])
   k = check_count(config.prototypes, "prototypes", low=2, high=n, high_name="n_samples")
+  if config.method == "deepcluster":
+    check_count(config.prototype_sets, "prototype_sets", low=1)
   clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
   mesh = mesh or parallel.make_mesh()
   if config.batch_size % mesh.size:
@@ -191,7 +193,8 @@ def _tx(config, n):
 def _init(config, model, rng, example, tx, rows, k):
   if config.method == "swav":
     return swav.init(model, rng, example, tx, n_assign=2, queue_length=config.queue_length)
-  return deepcluster.init(model, rng, example, tx, n=rows, k=k, dim=config.head_out)
+  sets = config.get("prototype_sets", 1)  # workdirs written before prototype sets had one
+  return deepcluster.init(model, rng, example, tx, n=rows, k=k, dim=config.head_out, sets=sets)
 
 
 def _crops(config):
@@ -285,7 +288,8 @@ def _labels_jit(method, model, state, x, n):
     params = dict(state.params)
     params["prototypes"] = {"kernel": swav.normalize(params["prototypes"]["kernel"], axis=0)}
     return _chunked(lambda b: jnp.argmax(model.apply({**variables, "params": params}, b)[1], -1), x, n, 1024)
-  return _chunked(lambda b: jnp.argmax(swav.normalize(model.apply(variables, b)) @ state.prototypes.T, -1), x, n, 1024)
+  first = state.prototypes[0]  # DeepCluster-v2: the nearest centroid of the first prototype set
+  return _chunked(lambda b: jnp.argmax(swav.normalize(model.apply(variables, b)) @ first.T, -1), x, n, 1024)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))

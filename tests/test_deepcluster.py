@@ -1,4 +1,5 @@
-"""DeepCluster-v2: the loss against numpy, re-clustering of the bank, bank updates, sharded == single device."""
+"""DeepCluster-v2: the loss against numpy, re-clustering of the bank (per prototype set), bank updates,
+sharded == single device."""
 
 import functools
 
@@ -27,21 +28,27 @@ def test_cluster_loss_matches_numpy():
                                                       targets), expected, rtol=1e-5)
 
 
-def _setup():
+def _setup(sets=1):
   model = heads.Pretext(resnet.SmallCNN(channels=(8, 16)), heads.ProjectionHead(32, 16))
   tx = optax.sgd(0.05, momentum=0.9)
   images = jax.random.uniform(jax.random.key(0), (32, 28, 28, 1))
-  state = deepcluster.init(model, jax.random.key(1), images[:2], tx, n=32, k=4, dim=16)
+  state = deepcluster.init(model, jax.random.key(1), images[:2], tx, n=32, k=4, dim=16, sets=sets)
   return model, tx, images, state
 
 
-def test_recluster_assigns_each_row_to_its_nearest_prototype():
-  _, _, _, state = _setup()
+def test_recluster_assigns_each_row_to_its_nearest_prototype_in_every_set():
+  from jaxclust.kernels.kmeans import kmeans
+  _, _, _, state = _setup(sets=3)
   state = deepcluster.recluster(state, jax.random.key(2))
-  cosine = np.asarray(state.bank @ state.prototypes.T)
-  np.testing.assert_array_equal(state.assignments, cosine.argmax(1))
-  np.testing.assert_allclose(np.linalg.norm(state.prototypes, axis=1), 1.0, rtol=1e-5)
-  assert len(np.unique(state.assignments)) == 4  # no empty cluster
+  assert state.prototypes.shape == (3, 4, 16) and state.assignments.shape == (3, 32)
+  for i in range(3):
+    cosine = np.asarray(state.bank @ state.prototypes[i].T)
+    np.testing.assert_array_equal(state.assignments[i], cosine.argmax(1))
+    np.testing.assert_allclose(np.linalg.norm(state.prototypes[i], axis=1), 1.0, rtol=1e-5)
+    assert len(np.unique(state.assignments[i])) == 4  # no empty cluster
+    # Each set is its own k-means run, started from the key fold_in(rng, set).
+    alone = kmeans(state.bank, 4, rng=jax.random.fold_in(jax.random.key(2), i), spherical=True, max_iter=10)
+    np.testing.assert_array_equal(state.assignments[i], alone.labels)
 
 
 def test_train_step_refreshes_the_bank_and_shards():
@@ -63,10 +70,12 @@ def test_train_step_refreshes_the_bank_and_shards():
   chex.assert_trees_all_close(sharded.bank, single.bank, rtol=1e-4, atol=1e-5)
 
 
-def test_every_crop_is_trained_against_the_assignment():
-  """The loss is the mean cross-entropy over all crops, each size group in its own train-mode pass."""
-  model, tx, images, state = _setup()
+def test_every_crop_is_trained_against_the_assignment_of_every_set():
+  """The loss is the mean cross-entropy over all crops and prototype sets, each crop size group in its
+  own train-mode pass."""
+  model, tx, images, state = _setup(sets=2)
   state = deepcluster.recluster(state, jax.random.key(2))
+  assert not np.array_equal(state.assignments[0], state.assignments[1])  # the sets' targets differ
   x = images[:8]
   small = x[:, 4:16, 4:16]
   crops = [x, x[:, ::-1], small]
@@ -78,8 +87,10 @@ def test_every_crop_is_trained_against_the_assignment():
   z_small, _ = model.apply(variables, small, train=True, mutable=["batch_stats"])
   z = np.concatenate([np.asarray(z_large), np.asarray(z_small)])
   z /= np.linalg.norm(z, axis=1, keepdims=True)
-  logits = z @ np.asarray(state.prototypes).T / 0.1
-  log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-  targets = np.tile(np.asarray(state.assignments)[:8], 3)
-  np.testing.assert_allclose(m["loss"], -np.mean(log_p[np.arange(24), targets]), rtol=1e-5)
+  per_set = []
+  for prototypes, assignments in zip(np.asarray(state.prototypes), np.asarray(state.assignments)):
+    logits = z @ prototypes.T / 0.1
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    per_set.append(-np.mean(log_p[np.arange(24), np.tile(assignments[:8], 3)]))
+  np.testing.assert_allclose(m["loss"], np.mean(per_set), rtol=1e-5)
   np.testing.assert_allclose(new.bank[:8], z[:8], rtol=1e-4, atol=1e-5)  # the first crop fills the bank

@@ -75,6 +75,8 @@ def test_imagenet_recipe():
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 96, 96, 3)))
   z, scores = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 224, 224, 3))), shapes)
   assert z.shape == (2, 128) and scores.shape == (2, 3000)
+  d = configs.get_config("deepcluster", "tfds:imagenet2012")
+  assert (d.prototypes, d.prototype_sets, d.temperature, d.queue_length) == (3000, 3, 0.1, 0)  # 3 x 3000
 
 
 def test_bad_settings_are_refused_before_the_workdir_is_claimed(tmp_path):
@@ -85,5 +87,9 @@ def test_bad_settings_are_refused_before_the_workdir_is_claimed(tmp_path):
   c = tiny_config("deepcluster")
   c.prototypes = 5000
   with pytest.raises(ValueError, match="prototypes=5000"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c = tiny_config("deepcluster")
+  c.prototype_sets = 0
+  with pytest.raises(ValueError, match="prototype_sets=0 must be >= 1"):
     online_train.fit(c, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()

@@ -4,7 +4,8 @@ Each epoch the normalized embeddings of the whole dataset, kept in a memory bank
 epoch, are clustered with spherical k-means (``jaxclust.kmeans``, on device, row-sharded when the
 bank is). The centroids become the (fixed) prototypes, and the network is trained with a
 cross-entropy between ``softmax(z . prototypes / temperature)`` and each image's k-means
-assignment. The embeddings computed during training refresh the bank. Empty clusters cannot occur:
+assignment. As in the paper's recipe there can be several prototype sets (3 x 3000 on ImageNet),
+each from its own k-means run (another initialization); the loss is the mean over the sets. The embeddings computed during training refresh the bank. Empty clusters cannot occur:
 the k-means kernel re-seeds them. The bank, prototypes and assignments are part of the state, so
 they are checkpointed with it.
 """
@@ -29,25 +30,29 @@ class DeepClusterState(struct.PyTreeNode):
   batch_stats: Any
   opt_state: Any
   bank: jax.Array  # [n, e] normalized embeddings, refreshed as batches go by
-  prototypes: jax.Array  # [k, e] centroids of the last clustering (unit norm)
-  assignments: jax.Array  # [n] int32 k-means cluster of every image
+  prototypes: jax.Array  # [sets, k, e] centroids of the last clustering, one k-means run per set (unit norm)
+  assignments: jax.Array  # [sets, n] int32 k-means cluster of every image in each set
 
 
-def init(model: nn.Module, rng, example_images, tx, *, n: int, k: int, dim: int) -> DeepClusterState:
+def init(model: nn.Module, rng, example_images, tx, *, n: int, k: int, dim: int, sets: int = 1) -> DeepClusterState:
   """The bank starts with random unit vectors; run :func:`recluster` before the first epoch."""
   variables = model.init(rng, example_images, train=False)
   bank = normalize(jax.random.normal(jax.random.fold_in(rng, 1), (n, dim)))
   return DeepClusterState(step=jnp.int32(0), params=variables["params"],
                           batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
-                          bank=bank, prototypes=bank[:k], assignments=jnp.zeros((n,), jnp.int32))
+                          bank=bank, prototypes=jnp.stack([bank[:k]] * sets),
+                          assignments=jnp.zeros((sets, n), jnp.int32))
 
 
 def recluster(state: DeepClusterState, rng, *, max_iter: int = 10, mask=None) -> DeepClusterState:
-  """Spherical k-means of the bank: new prototypes (centroids) and assignments; ``mask`` drops padding rows."""
-  k = state.prototypes.shape[0]
+  """Spherical k-means of the bank, one run per prototype set (key ``fold_in(rng, set)``): new prototypes
+  (centroids) and assignments; ``mask`` drops padding rows."""
+  sets, k = state.prototypes.shape[:2]
   weights = None if mask is None else mask.astype(jnp.float32)
-  out = kmeans(state.bank, k, rng=rng, spherical=True, max_iter=max_iter, sample_weight=weights)
-  return state.replace(prototypes=normalize(out.centers), assignments=out.labels.astype(jnp.int32))
+  runs = [kmeans(state.bank, k, rng=jax.random.fold_in(rng, i), spherical=True, max_iter=max_iter,
+                 sample_weight=weights) for i in range(sets)]
+  return state.replace(prototypes=jnp.stack([normalize(out.centers) for out in runs]),
+                       assignments=jnp.stack([out.labels.astype(jnp.int32) for out in runs]))
 
 
 def cluster_loss(z, prototypes, targets, temperature: float = 0.1, mask=None):
@@ -65,14 +70,14 @@ def train_step(state: DeepClusterState, batch, rng, *, model: nn.Module, tx, aug
 
   ``augment(rng, images)`` returns the list of crops (SwAV's multi-crop, large crops first), and
   ``model(images, train)`` returns embeddings ``[B, e]``. As in the SwAV paper's DeepCluster-v2,
-  every crop is trained against its image's assignment (the loss is the mean over crops); crops of
-  one size go through the network together. The first crop's normalized embedding goes into the
-  bank. One set of prototypes; the paper's recipe trains three (3 x 3000), each from its own k-means.
+  every crop is trained against its image's assignment (the loss is the mean over crops and over the
+  prototype sets); crops of one size go through the network together. The first crop's normalized
+  embedding goes into the bank.
   """
   rng = jax.random.fold_in(rng, state.step)
   images, index = batch["image"], batch["index"]
   views = augment(rng, images)
-  targets = jnp.concatenate([state.assignments[index]] * len(views))
+  targets = jnp.concatenate([state.assignments[:, index]] * len(views), axis=1)  # [sets, crops x B]
   mask = batch.get("mask")
   every = None if mask is None else jnp.concatenate([mask] * len(views))
 
@@ -87,7 +92,9 @@ def train_step(state: DeepClusterState, batch, rng, *, model: nn.Module, tx, aug
       batch_stats = updates["batch_stats"]
       for i, part in zip(members, jnp.split(out, len(members))):
         z[i] = part
-    return cluster_loss(jnp.concatenate(z), state.prototypes, targets, temperature, every), (z[0], batch_stats)
+    z_all = jnp.concatenate(z)
+    losses = [cluster_loss(z_all, prototypes, t, temperature, every) for prototypes, t in zip(state.prototypes, targets)]
+    return jnp.mean(jnp.stack(losses)), (z[0], batch_stats)
 
   (loss, (z0, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
