@@ -46,7 +46,9 @@ def test_cli_settings_keep_their_types():
   assert config.scan.update_backbone is True and config.scan.epochs == 3 and config.scan.learning_rate == 1e-3
   assert tuple(config.cnn_channels) == (8, 16)
   assert cli.make_config("scan", "mnist", settings=["scan.update_backbone=False"]).scan.update_backbone is False
-  assert cli.make_config("scan", "mnist").scan.update_backbone is False  # the digit recipe (RESULTS.md)
+  recipe = cli.make_config("scan", "mnist")  # the digit recipe (RESULTS.md): heads on frozen features
+  assert recipe.scan.update_backbone is False and recipe.scan.augment is False and recipe.mine.neighbors == 10
+  assert cli.make_config("scan", "mnist", settings=["scan.augment=true"]).scan.augment is True
 
 
 def test_training_path_never_imports_tensorflow(tmp_path):
