@@ -99,6 +99,8 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
   # Self-labeling: Adam 1e-4, weight decay 1e-4, batch 1000, threshold 0.99, 200 epochs. The strong view:
   # strong_ops random RandAugment-style ops, then Cutout of a square `cutout` x the image side
   # (official: 4 ops, Cutout 16 of 32 pixels on CIFAR, 32 of 96 on STL-10; 0 turns Cutout off).
+  # BatchNorm runs as in the SCAN stage: batch statistics (official) after scan.update_backbone=True,
+  # the frozen running statistics after False, under which the heads learned their clusters.
   c.selflabel = ml_collections.ConfigDict({"epochs": 200, "batch_size": 1000, "learning_rate": 1e-4,
                                            "weight_decay": 1e-4, "threshold": 0.99, "strong_ops": 4,
                                            "cutout": 0.5})

@@ -208,7 +208,8 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     if meta["progress"] == 0:  # a fresh optimizer for the new stage
       state = parallel.put(jax.tree.map(np.asarray, state.replace(opt_state=tx.init(state.params))), mesh)
     epoch_fn = _selflabel_epoch(models["cluster"], tx, config.selflabel.batch_size, n, image_shape, best,
-                                config.selflabel.threshold, _view_options(config), _shard(mesh))
+                                config.selflabel.threshold, config.scan.update_backbone, _view_options(config),
+                                _shard(mesh))
     logger.stage("selflabel", config.selflabel.epochs, meta["progress"])
     for epoch in range(meta["progress"], config.selflabel.epochs):
       tick = time.perf_counter()
@@ -216,7 +217,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
       if host:
         _, strong = _host_views(image_shape, *_view_options(config))
         step = _host_step(scan.selflabel_step, model=models["cluster"], tx=tx, weak=None, strong=None, head=best,
-                          threshold=config.selflabel.threshold)
+                          threshold=config.selflabel.threshold, batchnorm_train=config.scan.update_backbone)
         state, m = _host_epoch(step, state, rng, stream.view_batches(
             data.x, views=(_host_identity, strong), batch_size=config.selflabel.batch_size,
             seed=config.seed, epoch=200_000 + epoch, mesh=mesh))
@@ -516,10 +517,10 @@ def _scan_feature_epoch(model, tx, batch_size, n, entropy_weight, sharding):
 
 
 @functools.lru_cache(maxsize=None)
-def _selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, view, sharding):
+def _selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, batchnorm_train, view, sharding):
   _, strong = _views(image_shape, *view)
   step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=_unaugmented, strong=strong, head=head,
-                           threshold=threshold)
+                           threshold=threshold, batchnorm_train=batchnorm_train)
   return batch_epoch(step, batch_size, n, sharding)
 
 

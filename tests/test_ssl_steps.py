@@ -202,15 +202,39 @@ def test_selflabel_step_uses_train_mode_batchnorm_for_both_views_as_the_official
   chex.assert_trees_all_close(new.batch_stats, stats["batch_stats"], rtol=1e-5, atol=1e-6)
   eval_weak = model.apply({"params": state.params, "batch_stats": state.batch_stats}, weak_images, train=False)
   assert not np.allclose(eval_weak[1], weak[1], atol=1e-3)  # the two modes differ on these images
-  pw = np.asarray(jax.nn.softmax(weak[1]), np.float64)
-  ls = np.asarray(jax.nn.log_softmax(strong[1]), np.float64)
-  target, confident = pw.argmax(1), pw.max(1) > threshold
-  assert 0 < confident.sum() < len(confident)
-  counts = np.bincount(target[confident], minlength=4)
-  w = np.where(confident, confident.sum() / np.maximum(counts[target], 1), 0.0)
-  expected = np.sum(w * -ls[np.arange(len(target)), target]) / np.sum(w)
+  expected, confident = _selflabel_reference(weak[1], strong[1], threshold)
   np.testing.assert_allclose(m["loss"], expected, rtol=1e-4)
   np.testing.assert_allclose(m["confident"], confident.mean(), rtol=1e-6)
+
+
+def _selflabel_reference(weak_logits, strong_logits, threshold):
+  """The class-balanced, confidence-masked cross-entropy in numpy: (loss, confident mask)."""
+  pw = np.asarray(jax.nn.softmax(weak_logits), np.float64)
+  ls = np.asarray(jax.nn.log_softmax(strong_logits), np.float64)
+  target, confident = pw.argmax(1), pw.max(1) > threshold
+  assert 0 < confident.sum() < len(confident)
+  counts = np.bincount(target[confident], minlength=pw.shape[1])
+  w = np.where(confident, confident.sum() / np.maximum(counts[target], 1), 0.0)
+  return np.sum(w * -ls[np.arange(len(target)), target]) / np.sum(w), confident
+
+
+def test_selflabel_step_after_a_frozen_backbone_keeps_the_running_batchnorm_statistics():
+  """batchnorm_train=False: both views use (and keep) the running statistics; numpy loss reference."""
+  model = heads.Clusterer(resnet.SmallCNN(channels=(8, 16)), k=4, heads=2)
+  tx = optax.sgd(0.1)
+  state = scan.init(model, jax.random.key(1), _images(2), tx)
+  state = state.replace(batch_stats=jax.tree.map(lambda a: a + 0.1, state.batch_stats))
+  weak_images, strong_images = _images(), jnp.flip(_images(), 1)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  weak, strong = model.apply(variables, weak_images), model.apply(variables, strong_images)
+  threshold = float(np.median(np.max(jax.nn.softmax(weak[1]), 1)))
+  step = jax.jit(functools.partial(scan.selflabel_step, model=model, tx=tx, weak=lambda r, x: weak_images,
+                                   strong=lambda r, x: strong_images, head=1, threshold=threshold,
+                                   batchnorm_train=False))
+  new, m = step(state, {"image": _images()}, jax.random.key(0))
+  chex.assert_trees_all_equal(new.batch_stats, state.batch_stats)
+  assert not np.allclose(new.params["head_1"]["kernel"], state.params["head_1"]["kernel"])
+  np.testing.assert_allclose(m["loss"], _selflabel_reference(weak[1], strong[1], threshold)[0], rtol=1e-4)
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco", "scan", "selflabel"])

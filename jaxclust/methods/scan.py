@@ -154,9 +154,14 @@ def head_only(tx: optax.GradientTransformation) -> optax.GradientTransformation:
 
 
 def selflabel_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, weak: Callable, strong: Callable,
-                   head: int = 0, threshold: float = 0.99):
+                   head: int = 0, threshold: float = 0.99, batchnorm_train: bool = True):
   """One self-labeling step on ``{"image": [B, ...]}`` (or host-made ``{"views": (weak, strong)}``) for
-  clustering head ``head``."""
+  clustering head ``head``.
+
+  ``batchnorm_train=False`` runs both views with the running BatchNorm statistics and leaves them
+  unchanged: the statistics under which heads trained on a frozen backbone (SCAN's
+  ``update_backbone=False``) learned their clusters. With batch statistics their predictions differ.
+  """
   rng = jax.random.fold_in(rng, state.step)
   if "views" in batch:
     weak_images, strong_images = batch["views"]
@@ -166,6 +171,11 @@ def selflabel_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, wea
   mask = batch.get("mask")
 
   def loss_fn(params):
+    if not batchnorm_train:
+      variables = {"params": params, "batch_stats": state.batch_stats}
+      weak_logits, strong_logits = model.apply(variables, weak_images), model.apply(variables, strong_images)
+      loss, metrics = selflabel_loss(jax.lax.stop_gradient(weak_logits[head]), strong_logits[head], threshold, mask)
+      return loss, (metrics, state.batch_stats)
     # As the official code (the model in train mode, the weak view under no_grad): both views use
     # their batch's BatchNorm statistics and both move the running averages, weak view first.
     weak_logits, weak_updates = model.apply({"params": params, "batch_stats": state.batch_stats}, weak_images,
