@@ -82,6 +82,15 @@ def test_scan_on_frozen_features_trains_as_the_heads_on_unaugmented_images(tmp_p
   np.testing.assert_allclose(m_f["head_loss"], m_i["head_loss"], rtol=1e-4)
   chex.assert_trees_all_close(new_f.params, new_i.params, rtol=1e-3, atol=1e-5)
   assert not np.allclose(new_f.params["head_0"]["kernel"], state.params["head_0"]["kernel"])
+  # Row-sharded features and state on 8 devices train the same heads.
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  mesh = parallel.make_mesh()
+  sharded_features, _ = parallel.global_rows(np.asarray(features), mesh)
+  on_8 = scan_train._scan_feature_epoch(model, tx, 128, n, 5.0, NamedSharding(mesh, P("data")))
+  new_8, m_8 = on_8(parallel.put(jax.tree.map(np.asarray, state), mesh), sharded_features,
+                    parallel.put(np.asarray(neighbors), mesh), jax.random.key(3))
+  np.testing.assert_allclose(m_8["head_loss"], m_f["head_loss"], rtol=1e-4)
+  chex.assert_trees_all_close(new_8.params, new_f.params, rtol=1e-3, atol=1e-5)
   summary = scan_train.fit(config, tmp_path, log=lambda _: None)  # the driver runs the features path
   assert [r["stage"] for r in records(tmp_path)].count("scan") == 3 and 0.0 < summary["acc"] <= 1.0
 
