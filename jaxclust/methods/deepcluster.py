@@ -5,8 +5,9 @@ epoch, are clustered with spherical k-means (``jaxclust.kmeans``, on device, row
 bank is). The centroids become the (fixed) prototypes, and the network is trained with a
 cross-entropy between ``softmax(z . prototypes / temperature)`` and each image's k-means
 assignment. As in the paper's recipe there can be several prototype sets (3 x 3000 on ImageNet),
-each from its own k-means run (another initialization); the loss is the mean over the sets. The embeddings computed during training refresh the bank. Empty clusters cannot occur:
-the k-means kernel re-seeds them. The bank, prototypes and assignments are part of the state, so
+each from its own k-means run (another initialization); the loss is the mean over the sets. The
+embeddings computed during training refresh the bank. Empty clusters cannot occur: the k-means
+kernel re-seeds them. The bank, prototypes and assignments are part of the state, so
 they are checkpointed with it.
 """
 

@@ -171,19 +171,20 @@ def selflabel_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, wea
   mask = batch.get("mask")
 
   def loss_fn(params):
-    if not batchnorm_train:
+    if batchnorm_train:
+      # As the official code (the model in train mode, the weak view under no_grad): both views use
+      # their batch's BatchNorm statistics and both move the running averages, weak view first.
+      weak_logits, weak_updates = model.apply({"params": params, "batch_stats": state.batch_stats}, weak_images,
+                                              train=True, mutable=["batch_stats"])
+      strong_logits, updates = model.apply({"params": params, "batch_stats": weak_updates["batch_stats"]},
+                                           strong_images, train=True, mutable=["batch_stats"])
+      batch_stats = updates["batch_stats"]
+    else:
       variables = {"params": params, "batch_stats": state.batch_stats}
       weak_logits, strong_logits = model.apply(variables, weak_images), model.apply(variables, strong_images)
-      loss, metrics = selflabel_loss(jax.lax.stop_gradient(weak_logits[head]), strong_logits[head], threshold, mask)
-      return loss, (metrics, state.batch_stats)
-    # As the official code (the model in train mode, the weak view under no_grad): both views use
-    # their batch's BatchNorm statistics and both move the running averages, weak view first.
-    weak_logits, weak_updates = model.apply({"params": params, "batch_stats": state.batch_stats}, weak_images,
-                                            train=True, mutable=["batch_stats"])
-    strong_logits, updates = model.apply({"params": params, "batch_stats": weak_updates["batch_stats"]},
-                                         strong_images, train=True, mutable=["batch_stats"])
+      batch_stats = state.batch_stats
     loss, metrics = selflabel_loss(jax.lax.stop_gradient(weak_logits[head]), strong_logits[head], threshold, mask)
-    return loss, (metrics, updates["batch_stats"])
+    return loss, (metrics, batch_stats)
 
   (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
