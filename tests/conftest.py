@@ -1,14 +1,28 @@
 """Test setup: 8 fake CPU devices for the sharded == single-device checks (must precede jax)."""
 
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# One persistent compilation cache per test session, shared by the xdist workers and the CLI runs they
+# start: the kill-and-resume tests compile the same programs in three processes (the reference, the
+# killed run and the resumed one). Cached executables are the same programs, so values do not change.
+_CACHE = os.path.join(tempfile.gettempdir(), "jaxclust-jit-cache-" +
+                      os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session):
+  if not hasattr(session.config, "workerinput"):  # the controller, after every worker has stopped
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
