@@ -140,6 +140,8 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     (labels, centroids), y, images = _labels(config, model, state, x, n, clusters), data.y, np.asarray(data.x)
   summary = {"method": config.method, "dataset": config.dataset, "n": n, "shape": list(image_shape), "k": clusters,
              "prototypes": k, "seed": config.seed, "devices": mesh.size, "wall_seconds": time.perf_counter() - start}
+  if config.method == "deepcluster":
+    summary["prototype_sets"] = config.get("prototype_sets", 1)
   if y is not None:
     summary.update(cluster_metrics.evaluate(y, labels))
   balance = cluster_metrics.cluster_balance(jnp.asarray(labels), k=clusters)
@@ -256,25 +258,11 @@ def _swav_embed_and_score(model, state, images):
 
 
 def _stream_labels(config, model, state, source, clusters, mesh):
-  """Labels of every streamed image (evaluation transform), centroids when over-clustering, the true
-  labels (None without), and the first batch's images for the exemplar grid."""
-  from jax.experimental import multihost_utils
-  embeddings, labels, truth, images = [], [], [], None
-  for batch in stream.eval_batches(source, size=int(config.crops[0][1]), batch_size=config.batch_size, mesh=mesh):
-    z, best = _swav_embed_and_score(model, state, batch["image"])
-    keep = parallel.fetch(batch["mask"])
-    if jax.process_count() > 1:
-      y = np.asarray(multihost_utils.process_allgather(batch["local_label"])).reshape(-1)
-    else:
-      y = batch["local_label"]
-    embeddings.append(parallel.fetch(z)[keep])
-    labels.append(parallel.fetch(best)[keep])
-    truth.append(y[keep])
-    if images is None:
-      images = parallel.fetch(batch["image"])[keep]
-  labels, z, truth = np.concatenate(labels), np.concatenate(embeddings), np.concatenate(truth)
-  has_labels = source.labels is not None if source.array is not None else bool(source.label_key)
-  y = truth if has_labels else None
+  """Labels of every streamed image (evaluation transform) in dataset order, centroids when
+  over-clustering, the true labels (None without), and the first batch's images for the exemplar grid."""
+  (z, labels), y, images = stream.predict_in_order(lambda batch: _swav_embed_and_score(model, state, batch), source,
+                                                   size=int(config.crops[0][1]), batch_size=config.batch_size,
+                                                   mesh=mesh)
   if clusters == config.prototypes:
     return labels, None, y, images
   out = kmeans(jnp.asarray(z), clusters, rng=jax.random.key(config.seed), n_init=10, spherical=True)

@@ -33,18 +33,22 @@ def test_fit_on_8_devices_equals_1_device(tmp_path, method):
     assert one[key] == pytest.approx(eight[key], abs=0.01)
 
 
-@pytest.mark.parametrize("data_input", ["device", "tf.data"])
-def test_two_processes_equal_one_process(tmp_path, data_input):
+def _two_processes(worker: str, *args):
+  """Runs ``tests/WORKER PORT PROCESS_ID *args`` as processes 0 and 1 on loopback; fails on either's error."""
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-  workers = [subprocess.Popen([sys.executable, str(TESTS / "multihost_worker.py"), str(port), str(i),
-                               str(tmp_path / "two"), "dec", data_input], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  workers = [subprocess.Popen([sys.executable, str(TESTS / worker), str(port), str(i), *map(str, args)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
   outputs = [w.communicate(timeout=400)[0] for w in workers]
-  for worker, output in zip(workers, outputs):
-    assert worker.returncode == 0, output[-3000:]
+  for w, output in zip(workers, outputs):
+    assert w.returncode == 0, output[-3000:]
+
+
+@pytest.mark.parametrize("data_input", ["device", "tf.data"])
+def test_two_processes_equal_one_process(tmp_path, data_input):
+  _two_processes("multihost_worker.py", tmp_path / "two", "dec", data_input)
   config = fast_config("dec")
   config.input = data_input  # tf.data: each process reads its slice of the same global batches
   reference = train.fit(config, tmp_path / "one", log=lambda _: None, mesh=parallel.make_mesh(4))
@@ -52,6 +56,16 @@ def test_two_processes_equal_one_process(tmp_path, data_input):
   assert summary["processes"] == 2
   np.testing.assert_array_equal(np.load(tmp_path / "two" / "labels.npy"), np.load(tmp_path / "one" / "labels.npy"))
   assert summary["acc"] == pytest.approx(reference["acc"], abs=1e-12)
+
+
+def test_streamed_predictions_on_two_processes_come_back_in_dataset_order(tmp_path):
+  from test_stream import indexed_images
+  _two_processes("multihost_eval_worker.py", tmp_path / "out.npz")
+  out = np.load(tmp_path / "out.npz")
+  # Each global batch of 16 holds 8 rows of each process (every other row), in turn.
+  np.testing.assert_array_equal(out["raw"][:16], [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15])
+  np.testing.assert_allclose(out["means"], indexed_images().mean(axis=(1, 2, 3)), rtol=1e-6)
+  np.testing.assert_array_equal(out["labels"], np.arange(50) % 3)
 
 
 def test_batch_not_divisible_by_devices_is_refused(tmp_path):

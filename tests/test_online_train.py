@@ -54,7 +54,7 @@ def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):
   c = tiny_config("deepcluster")
   c.epochs, c.prototypes, c.n_clusters = 2, 30, 10
   summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
-  assert (summary["k"], summary["prototypes"]) == (10, 30)
+  assert (summary["k"], summary["prototypes"], summary["prototype_sets"]) == (10, 30, c.prototype_sets)
   labels = np.load(tmp_path / "run" / "labels.npy")
   centroids = np.load(tmp_path / "run" / "centroids.npy")
   assert centroids.shape == (10, c.head_out) and set(np.unique(labels)) <= set(range(10))

@@ -81,7 +81,8 @@ def _records(source: Source, seed: int | None):
       order = order.shuffle(source.n, seed=seed, reshuffle_each_iteration=False)
     rows, labels = tf.constant(source.array), None if source.labels is None else tf.constant(source.labels)
     return order.shard(processes, me).map(
-        lambda i: {"image": tf.gather(rows, i), **({} if labels is None else {"label": tf.gather(labels, i)})})
+        lambda i: {"image": tf.gather(rows, i), **({} if labels is None else {"label": tf.gather(labels, i)}),
+                   **({} if seed is not None else {"index": i})})
   import tensorflow_datasets as tfds
   split = tfds.split_for_jax_process(source.split) if processes > 1 else source.split
   read = tfds.ReadConfig(shuffle_seed=seed) if seed is not None else None
@@ -89,14 +90,32 @@ def _records(source: Source, seed: int | None):
                    shuffle_files=seed is not None, read_config=read)
   if seed is not None:
     data = data.shuffle(10_000, seed=seed, reshuffle_each_iteration=False)
+  else:  # in order: the split's row of each record (this process reads one contiguous block of it)
+    data = data.enumerate(start=_block_start(data))
 
-  def convert(example):
+  def convert(*record):
+    i, example = record if seed is None else (None, record[0])
     out = {"image": tf.image.convert_image_dtype(example["image"], tf.float32)}
     if source.label_key:
       out["label"] = example[source.label_key]
+    if i is not None:
+      out["index"] = i
     return out
 
   return data.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _block_start(data) -> int:
+  """Where this process's block of a split starts: ``tfds.split_for_jax_process`` gives the processes
+  consecutive blocks in process order, so it is the number of records of the processes before it."""
+  if jax.process_count() == 1:
+    return 0
+  from jax.experimental import multihost_utils
+  count = int(data.cardinality())
+  if count < 0:  # unknown: count the records once
+    count = int(data.reduce(0, lambda c, _: c + 1))
+  counts = np.asarray(multihost_utils.process_allgather(np.int64(count))).reshape(-1)
+  return int(counts[:jax.process_index()].sum())
 
 
 def _local(batch_size: int, mesh: Mesh) -> int:
@@ -134,9 +153,10 @@ def multi_crop_batches(source: Source, *, crops, batch_size: int, seed: int, epo
 
 
 def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, prefetch: int = 2) -> Iterator[dict]:
-  """The whole dataset once (in order on one process; on several, each batch holds the processes'
-  shares in turn), for prediction: ``{"image", "mask"}`` global arrays, and this
-  process's rows of the batch as numpy ``"local_label"`` (0 without labels) and ``"local_mask"``.
+  """The whole dataset once, for prediction: ``{"image", "mask", "index"}`` global arrays (``index``: each
+  row's position in the dataset; in order on one process, while on several each batch holds the
+  processes' shares in turn, so :func:`predict_in_order` sorts by it), and this process's rows of the
+  batch as numpy ``"local_label"`` (0 without labels) and ``"local_mask"``.
 
   Images whose shorter side is not ``size`` are resized so that it is ``size / 0.875`` and centre-cropped
   to ``size x size`` (the standard ImageNet evaluation transform); the last batch is padded and masked.
@@ -159,6 +179,7 @@ def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, pref
     out = {"image": tf.ensure_shape(image, [size, size, source.channels]), "mask": True}
     if "label" in example:
       out["label"] = tf.cast(example["label"], tf.int64)
+    out["index"] = tf.cast(example["index"], tf.int64)
     return out
 
   data = _records(source, None).map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -166,7 +187,8 @@ def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, pref
   # Every process must build the same number of global batches: pad with masked-out ones.
   steps = -(-(-(-source.n // jax.process_count())) // local)
   sharding = NamedSharding(mesh, P("data"))
-  shapes = {"image": ((size, size, source.channels), np.float32), "mask": ((), bool), "label": ((), np.int64)}
+  shapes = {"image": ((size, size, source.channels), np.float32), "mask": ((), bool), "label": ((), np.int64),
+            "index": ((), np.int64)}
   batches = data.as_numpy_iterator()
   for _ in range(steps):
     batch = next(batches, {"mask": np.zeros((0,), bool)})
@@ -174,8 +196,38 @@ def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, pref
     batch = {k: np.concatenate([batch[k], np.zeros((pad, *shape), dtype)]) if k in batch else
              np.zeros((local, *shape), dtype) for k, (shape, dtype) in shapes.items()}
     out = {k: jax.make_array_from_process_local_data(sharding, batch[k], (batch_size, *batch[k].shape[1:]))
-           for k in ("image", "mask")}
+           for k in ("image", "mask", "index")}
     yield {**out, "local_label": batch["label"], "local_mask": batch["mask"]}
+
+
+def predict_in_order(fn, source: Source, *, size: int, batch_size: int, mesh: Mesh):
+  """``fn(images)`` (a tuple of ``[B, ...]`` arrays) for every image of ``source`` under the evaluation
+  transform of :func:`eval_batches`: the outputs as numpy in the dataset's row order on any number of
+  processes, the true labels in that order (``None`` without), and the first batch's images."""
+  from jaxclust.parallel import fetch
+  outputs, index, truth, first = [], [], [], None
+  for batch in eval_batches(source, size=size, batch_size=batch_size, mesh=mesh):
+    keep = fetch(batch["mask"])
+    outputs.append([fetch(a)[keep] for a in fn(batch["image"])])
+    index.append(fetch(batch["index"])[keep])
+    truth.append(_gather_local(batch["local_label"])[keep])
+    if first is None:
+      first = fetch(batch["image"])[keep]
+  index = np.concatenate(index)
+  order = np.argsort(index, kind="stable")
+  if not np.array_equal(index[order], np.arange(source.n)):
+    raise RuntimeError(f"evaluation read {index.size} rows, not each of the {source.n} rows once")
+  outputs = tuple(np.concatenate(column)[order] for column in zip(*outputs))
+  has_labels = source.labels is not None if source.array is not None else bool(source.label_key)
+  return outputs, np.concatenate(truth)[order] if has_labels else None, first
+
+
+def _gather_local(rows: np.ndarray) -> np.ndarray:
+  """Every process's ``rows`` of a batch, in the global batch's order."""
+  if jax.process_count() == 1:
+    return rows
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(rows)).reshape(-1, *rows.shape[1:])
 
 
 def view_batches(x: np.ndarray, *, views, batch_size: int, seed: int, epoch: int, mesh: Mesh, neighbors=None,
