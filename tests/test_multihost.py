@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SUBPROCESS_XLA_FLAGS
 from jaxclust import parallel, train
 from test_train import fast_config
 
@@ -38,7 +39,8 @@ def _two_processes(worker: str, *args):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+  env = {**os.environ, "XLA_FLAGS": SUBPROCESS_XLA_FLAGS,
+         "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
   workers = [subprocess.Popen([sys.executable, str(TESTS / worker), str(port), str(i), *map(str, args)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
   outputs = [w.communicate(timeout=400)[0] for w in workers]
