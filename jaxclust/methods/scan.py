@@ -90,7 +90,7 @@ class ClusterState(struct.PyTreeNode):
   opt_state: Any
 
 
-# Compiled once: flax's eager Module.init compiles every op apart (15 of 35 s of a tiny SwAV run).
+# One compiled program, which the persistent compilation cache can keep, not one per op as eagerly.
 @functools.partial(jax.jit, static_argnames=("model", "tx"))
 def init(model: nn.Module, rng, example_images, tx: optax.GradientTransformation, params=None) -> ClusterState:
   """``model(images, train)`` returns ``[heads, B, k]`` logits; ``params`` may carry a pretext backbone."""
