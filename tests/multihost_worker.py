@@ -9,11 +9,11 @@ jax.config.update("jax_num_cpu_devices", 2)
 jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id,
                            coordinator_bind_address=f"127.0.0.1:{port}")
 
-from test_train import fast_config  # noqa: E402  (after jax.distributed.initialize)
+from test_train import two_process_config  # noqa: E402  (after jax.distributed.initialize)
 
 from jaxclust import train  # noqa: E402
 
-config = fast_config(method)
-config.input = data_input
+assert method == "dec", method
+config = two_process_config(data_input)
 summary = train.fit(config, workdir, log=lambda _: None)
 assert summary["processes"] == 2 and summary["devices"] == 4, summary

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SUBPROCESS_XLA_FLAGS
 from jaxclust import parallel, train
-from test_train import fast_config
+from test_train import fast_config, two_process_config
 
 TESTS = Path(__file__).parent
 
@@ -51,8 +51,7 @@ def _two_processes(worker: str, *args):
 @pytest.mark.parametrize("data_input", ["device", "tf.data"])
 def test_two_processes_equal_one_process(tmp_path, data_input):
   _two_processes("multihost_worker.py", tmp_path / "two", "dec", data_input)
-  config = fast_config("dec")
-  config.input = data_input  # tf.data: each process reads its slice of the same global batches
+  config = two_process_config(data_input)  # tf.data: each process reads its slice of the same global batches
   reference = train.fit(config, tmp_path / "one", log=lambda _: None, mesh=parallel.make_mesh(4))
   summary = json.loads((tmp_path / "two" / "summary.json").read_text())
   assert summary["processes"] == 2

@@ -27,8 +27,9 @@ def records(workdir):
 
 
 def test_stages_run_in_order_and_stop_where_asked(tmp_path):
+  # One device; the driver runs on the 8 test devices in the no-confident-sample and frozen-features tests.
   from sklearn.datasets import load_digits
-  assert scan_train.fit(tiny_config(), tmp_path, log=lambda _: None, stage="mine") == {"stage": "mine"}
+  assert scan_train.fit(tiny_config(), tmp_path, log=lambda _: None, mesh=ONE_DEVICE, stage="mine") == {"stage": "mine"}
   assert not (tmp_path / "summary.json").exists()
   assert [r["stage"] for r in records(tmp_path)] == ["pretext", "pretext", "mine"]
   mine = records(tmp_path)[-1]
@@ -36,7 +37,7 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path):
   neighbors = np.load(tmp_path / "neighbors.npy")
   assert neighbors.shape == (1797, 6)
   assert np.mean(neighbors[:, 0] == np.arange(1797)) > 0.99  # column 0: the image itself (ties aside)
-  summary = scan_train.fit(tiny_config(), tmp_path, log=lambda _: None)
+  summary = scan_train.fit(tiny_config(), tmp_path, log=lambda _: None, mesh=ONE_DEVICE)
   stages = [r["stage"] for r in records(tmp_path)]
   assert stages.count("pretext") == 2 and stages.count("scan") == 3 and stages.count("selflabel") == 2
   assert 0.0 < summary["acc"] <= 1.0 and summary["best_head"] in (0, 1)

@@ -23,6 +23,15 @@ def fast_config(method="dec"):
   return config
 
 
+def two_process_config(data_input: str):
+  """:func:`fast_config` DEC for the 2-process tests, shorter: there every step and save synchronizes
+  the processes. A save every 4 clustering intervals; the labels do not depend on when a run saves."""
+  config = fast_config("dec")
+  config.input, config.checkpoint_every = data_input, 4
+  config.pretrain.epochs, config.cluster.max_steps = 2, 40
+  return config
+
+
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
   reference = train.fit(fast_config(), tmp_path / "reference", log=lambda _: None, mesh=ONE_DEVICE)
   workdir = tmp_path / "killed"
