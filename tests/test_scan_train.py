@@ -27,7 +27,8 @@ def records(workdir):
 
 
 def test_stages_run_in_order_and_stop_where_asked(tmp_path):
-  # One device; the driver runs on the 8 test devices in the no-confident-sample and frozen-features tests.
+  # One device, as the frozen-features test's run (they share compiled programs); the driver runs on
+  # the 8 test devices in the no-confident-sample test.
   from sklearn.datasets import load_digits
   assert scan_train.fit(tiny_config(), tmp_path, log=lambda _: None, mesh=ONE_DEVICE, stage="mine") == {"stage": "mine"}
   assert not (tmp_path / "summary.json").exists()
@@ -92,7 +93,7 @@ def test_scan_on_frozen_features_trains_as_the_heads_on_unaugmented_images(tmp_p
                     parallel.put(np.asarray(neighbors), mesh), jax.random.key(3))
   np.testing.assert_allclose(m_8["head_loss"], m_f["head_loss"], rtol=1e-4)
   chex.assert_trees_all_close(new_8.params, new_f.params, rtol=1e-3, atol=1e-5)
-  summary = scan_train.fit(config, tmp_path, log=lambda _: None)  # the driver runs the features path
+  summary = scan_train.fit(config, tmp_path, log=lambda _: None, mesh=ONE_DEVICE)  # the driver runs the features path
   assert [r["stage"] for r in records(tmp_path)].count("scan") == 3 and 0.0 < summary["acc"] <= 1.0
 
 
