@@ -25,6 +25,6 @@ array = stream.open_source(sources.Dataset(indexed_images(), np.arange(50) % 3, 
 # batch 16 of 50 rows: each global batch holds 8 rows of each process, so the raw order interleaves
 raw = np.concatenate([parallel.fetch(b["index"])[parallel.fetch(b["mask"])]
                       for b in stream.eval_batches(array, size=8, batch_size=16, mesh=mesh)])
-(array_means,), array_labels, first = stream.predict_in_order(mean, array, size=8, batch_size=16, mesh=mesh)
+(array_means,), array_labels, _ = stream.predict_in_order(mean, array, size=8, batch_size=16, mesh=mesh)
 if process_id == 0:
   np.savez(out, raw=raw, means=array_means, labels=array_labels)
