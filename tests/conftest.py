@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-# The tests that take a minute or more under `-n 2` (CI, 2026-11-23), run first: started last, one of
+# The longest tests (29-84 s each under `-n 2` in CI, 2026-11-23) run first: started last, one of
 # them would leave a worker running it alone at the end.
 _LONG = ("test_killed", "test_stages_run_in_order", "test_two_processes", "test_streamed_swav",
          "test_scan_with_host_views", "test_scan_on_frozen_features")
