@@ -47,7 +47,7 @@ def test_eval_batches_cover_every_image_once_in_order():
   keep = np.concatenate([np.asarray(b["mask"]) for b in batches])
   images = np.concatenate([np.asarray(b["image"]) for b in batches])[keep]
   np.testing.assert_array_equal(images, x)
-  np.testing.assert_array_equal(np.concatenate([b["local_label"] for b in batches])[keep], y)
+  np.testing.assert_array_equal(np.concatenate([np.asarray(b["label"]) for b in batches])[keep], y)
   assert keep.sum() == 50 and not keep[50:].any()
 
 

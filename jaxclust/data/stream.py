@@ -153,10 +153,10 @@ def multi_crop_batches(source: Source, *, crops, batch_size: int, seed: int, epo
 
 
 def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, prefetch: int = 2) -> Iterator[dict]:
-  """The whole dataset once, for prediction: ``{"image", "mask", "index"}`` global arrays (``index``: each
-  row's position in the dataset; in order on one process, while on several each batch holds the
-  processes' shares in turn, so :func:`predict_in_order` sorts by it), and this process's rows of the
-  batch as numpy ``"local_label"`` (0 without labels) and ``"local_mask"``.
+  """The whole dataset once, for prediction: ``{"image", "mask", "index", "label"}`` global arrays
+  (``index``: each row's position in the dataset; in order on one process, while on several each
+  batch holds the processes' shares in turn, so :func:`predict_in_order` sorts by it; ``label``: 0
+  without labels).
 
   Images whose shorter side is not ``size`` are resized so that it is ``size / 0.875`` and centre-cropped
   to ``size x size`` (the standard ImageNet evaluation transform); the last batch is padded and masked.
@@ -195,9 +195,8 @@ def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, pref
     pad = local - batch["mask"].shape[0]
     batch = {k: np.concatenate([batch[k], np.zeros((pad, *shape), dtype)]) if k in batch else
              np.zeros((local, *shape), dtype) for k, (shape, dtype) in shapes.items()}
-    out = {k: jax.make_array_from_process_local_data(sharding, batch[k], (batch_size, *batch[k].shape[1:]))
-           for k in ("image", "mask", "index")}
-    yield {**out, "local_label": batch["label"], "local_mask": batch["mask"]}
+    yield {k: jax.make_array_from_process_local_data(sharding, batch[k], (batch_size, *batch[k].shape[1:]))
+           for k in shapes}
 
 
 def predict_in_order(fn, source: Source, *, size: int, batch_size: int, mesh: Mesh):
@@ -210,7 +209,7 @@ def predict_in_order(fn, source: Source, *, size: int, batch_size: int, mesh: Me
     keep = fetch(batch["mask"])
     outputs.append([fetch(a)[keep] for a in fn(batch["image"])])
     index.append(fetch(batch["index"])[keep])
-    truth.append(_gather_local(batch["local_label"])[keep])
+    truth.append(fetch(batch["label"])[keep])
     if first is None:
       first = fetch(batch["image"])[keep]
   index = np.concatenate(index)
@@ -220,14 +219,6 @@ def predict_in_order(fn, source: Source, *, size: int, batch_size: int, mesh: Me
   outputs = tuple(np.concatenate(column)[order] for column in zip(*outputs))
   has_labels = source.labels is not None if source.array is not None else bool(source.label_key)
   return outputs, np.concatenate(truth)[order] if has_labels else None, first
-
-
-def _gather_local(rows: np.ndarray) -> np.ndarray:
-  """Every process's ``rows`` of a batch, in the global batch's order."""
-  if jax.process_count() == 1:
-    return rows
-  from jax.experimental import multihost_utils
-  return np.asarray(multihost_utils.process_allgather(rows)).reshape(-1, *rows.shape[1:])
 
 
 def view_batches(x: np.ndarray, *, views, batch_size: int, seed: int, epoch: int, mesh: Mesh, neighbors=None,
