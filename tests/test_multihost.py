@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import SUBPROCESS_XLA_FLAGS
 from jaxclust import parallel, train
+from jaxclust.data import stream
+from test_stream import stored_tfds
 from test_train import fast_config, two_process_config
 
 TESTS = Path(__file__).parent
@@ -61,12 +64,25 @@ def test_two_processes_equal_one_process(tmp_path, data_input):
 
 def test_streamed_predictions_on_two_processes_come_back_in_dataset_order(tmp_path):
   from test_stream import indexed_images
-  _two_processes("multihost_eval_worker.py", tmp_path / "out.npz")
+  stored_tfds(tmp_path / "tfds")
+  _two_processes("multihost_eval_worker.py", tmp_path / "out.npz", tmp_path / "tfds")
   out = np.load(tmp_path / "out.npz")
   # Each global batch of 16 holds 8 rows of each process (every other row), in turn.
   np.testing.assert_array_equal(out["raw"][:16], [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15])
   np.testing.assert_allclose(out["means"], indexed_images().mean(axis=(1, 2, 3)), rtol=1e-6)
   np.testing.assert_array_equal(out["labels"], np.arange(50) % 3)
+  # tfds: process 1's block starts at record 25 of the split, so its rows carry indices from 25 on.
+  np.testing.assert_array_equal(out["tfds_raw"][:16], [*range(8), *range(25, 33)])
+  # One process reads the whole split in its stored order; two processes give the same rows in that order.
+  split = stream.open_source("tfds:jaxclust_indexed:train", data_dir=tmp_path / "tfds")
+  mean = lambda images: (jnp.mean(images, axis=(1, 2, 3)),)
+  (means,), labels, _ = stream.predict_in_order(mean, split, size=8, batch_size=16, mesh=parallel.make_mesh(1))
+  np.testing.assert_allclose(out["tfds_means"], means, rtol=1e-6)
+  np.testing.assert_array_equal(out["tfds_labels"], labels)
+  # every record once: record i has image value 5 * i / 255 and label i % 3
+  record = np.rint(means * 255 / 5).astype(int)
+  np.testing.assert_array_equal(np.sort(record), np.arange(50))
+  np.testing.assert_array_equal(labels, record % 3)
 
 
 def test_batch_not_divisible_by_devices_is_refused(tmp_path):

@@ -18,6 +18,21 @@ def indexed_images(n=50, size=8):
   return np.repeat((np.arange(n, dtype=np.float32) / n)[:, None, None, None], size * size, 1).reshape(n, size, size, 1)
 
 
+def stored_tfds(data_dir, n=50, size=8) -> str:
+  """Writes a real tensorflow-datasets dataset ``jaxclust_indexed`` (record i: image of constant 5 * i,
+  label i % 3) under ``data_dir``. Unlike ``tfds.testing.mock_data`` its subsplits are real, so
+  ``tfds.split_for_jax_process`` gives each process its own block. Returns the jaxclust dataset name."""
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+  images = np.repeat((5 * np.arange(n, dtype=np.uint8))[:, None, None, None], size * size, 1)
+  records = tf.data.Dataset.from_tensor_slices({"image": images.reshape(n, size, size, 1), "label": np.arange(n) % 3})
+  features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(size, size, 1)),
+                                         "label": tfds.features.ClassLabel(num_classes=3)})
+  tfds.dataset_builders.store_as_tfds_dataset(name="jaxclust_indexed", version="1.0.0", data_dir=str(data_dir),
+                                              features=features, split_datasets={"train": records})
+  return "tfds:jaxclust_indexed:train"
+
+
 def test_multi_crop_epochs_are_full_batches_deterministic_per_epoch():
   source = stream.open_source(sources.Dataset(indexed_images(), np.arange(50) % 3, "indexed"))
   run = lambda seed, epoch: list(stream.multi_crop_batches(source, crops=CROPS, batch_size=16, seed=seed,
