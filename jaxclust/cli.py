@@ -82,7 +82,35 @@ def make_config(method: str, dataset: str, *, data_dir=None, config_file=None, s
   return config
 
 
+def _initialize_distributed(args) -> None:
+  """``jax.distributed.initialize`` for a multi-process ``fit``, before anything starts JAX's backends.
+
+  With no ``--coordinator``, JAX detects the cluster (Cloud TPU pod slices, SLURM, Open MPI); with
+  one, every process names the same coordinator and process count and its own index."""
+  explicit = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
+              "--process-id": args.process_id}
+  given = [name for name, value in explicit.items() if value is not None]
+  if given and len(given) < 3:
+    missing = sorted(set(explicit) - set(given))
+    raise ValueError(f"{', '.join(given)} also need {', '.join(missing)} (all three name one process of the job)")
+  if args.coordinator_bind is not None and not given:
+    raise ValueError(f"--coordinator-bind={args.coordinator_bind!r} needs --coordinator")
+  if not (args.distributed or given):
+    return
+  if given:
+    if args.num_processes < 1:
+      raise ValueError(f"--num-processes={args.num_processes} must be at least 1")
+    if not 0 <= args.process_id < args.num_processes:
+      raise ValueError(f"--process-id={args.process_id} must be in [0, {args.num_processes})")
+    if ":" not in args.coordinator:
+      raise ValueError(f"--coordinator={args.coordinator!r} must be HOST:PORT")
+  import jax
+  jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                             process_id=args.process_id, coordinator_bind_address=args.coordinator_bind)
+
+
 def _fit(args) -> int:
+  _initialize_distributed(args)
   from jaxclust import train
 
   config = make_config(args.method, args.dataset, data_dir=args.data_dir, config_file=args.config,
@@ -167,6 +195,15 @@ def main(argv=None) -> int:
   fit.add_argument("--config", default=None, help="a Python file defining get_config()")
   fit.add_argument("--workdir", default=None, help="default: workdirs/METHOD_DATASET_seedSEED")
   fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. pretrain.epochs=10")
+  fit.add_argument("--distributed", action="store_true",
+                   help="one process of a multi-process job (every host runs the same command): "
+                        "jax.distributed.initialize() detects Cloud TPU pods, SLURM and Open MPI")
+  fit.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="process 0's address, for jobs JAX cannot detect (with --num-processes, --process-id)")
+  fit.add_argument("--num-processes", type=int, default=None)
+  fit.add_argument("--process-id", type=int, default=None)
+  fit.add_argument("--coordinator-bind", default=None, metavar="HOST:PORT",
+                   help="where process 0 listens (default: JAX's, every interface at the coordinator's port)")
   km = sub.add_parser("kmeans", help="k-means on a dataset, with ACC/NMI/ARI against its labels")
   km.add_argument("--dataset", default="digits", choices=_DATASETS)
   km.add_argument("--k", type=int, default=None, help="clusters (default: number of classes)")

@@ -1,19 +1,19 @@
-"""One process of a 2-process jaxclust fit on loopback (run by tests/test_multihost.py)."""
+"""One process of a 2-process ``jaxclust fit dec`` on loopback (run by tests/test_multihost.py), through the
+command line's ``--coordinator`` flags; the remaining arguments are its ``--set`` values."""
 
+import json
 import sys
+from pathlib import Path
 
 import jax
 
-port, process_id, workdir, method, data_input = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+port, process_id, workdir, settings = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 jax.config.update("jax_num_cpu_devices", 2)
-jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process_id,
-                           coordinator_bind_address=f"127.0.0.1:{port}")
 
-from test_train import two_process_config  # noqa: E402  (after jax.distributed.initialize)
+from jaxclust import cli  # noqa: E402  (imports no backend: the command line initializes the job first)
 
-from jaxclust import train  # noqa: E402
-
-assert method == "dec", method
-config = two_process_config(data_input)
-summary = train.fit(config, workdir, log=lambda _: None)
+address = f"127.0.0.1:{port}"
+assert cli.main(["fit", "dec", "--workdir", workdir, *[f"--set={s}" for s in settings], "--coordinator", address,
+                 "--num-processes", "2", "--process-id", str(process_id), "--coordinator-bind", address]) == 0
+summary = json.loads((Path(workdir) / "summary.json").read_text())
 assert summary["processes"] == 2 and summary["devices"] == 4, summary

@@ -15,7 +15,7 @@ from conftest import SUBPROCESS_XLA_FLAGS
 from jaxclust import parallel, train
 from jaxclust.data import stream
 from test_stream import stored_tfds
-from test_train import fast_config, two_process_config
+from test_train import fast_config, two_process_config, two_process_settings
 
 TESTS = Path(__file__).parent
 
@@ -53,7 +53,7 @@ def _two_processes(worker: str, *args):
 
 @pytest.mark.parametrize("data_input", ["device", "tf.data"])
 def test_two_processes_equal_one_process(tmp_path, data_input):
-  _two_processes("multihost_worker.py", tmp_path / "two", "dec", data_input)
+  _two_processes("multihost_worker.py", tmp_path / "two", *two_process_settings(data_input))
   config = two_process_config(data_input)  # tf.data: each process reads its slice of the same global batches
   reference = train.fit(config, tmp_path / "one", log=lambda _: None, mesh=parallel.make_mesh(4))
   summary = json.loads((tmp_path / "two" / "summary.json").read_text())

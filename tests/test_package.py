@@ -1,8 +1,12 @@
 """The package as users meet it: the CLI, and the core running without TensorFlow."""
 
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 
 from jaxclust import cli
 
@@ -38,6 +42,28 @@ def test_cli_fit_rejects_unknown_settings(capsys):
   assert "must look like key=value" in capsys.readouterr().err
   assert cli.main(["fit", "scan", "--set", "scan.update_backbone=no"]) == 2
   assert "scan.update_backbone='no': expected true or false" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--coordinator", "10.0.0.1:1234"], "--coordinator also need --num-processes, --process-id"),
+    (["--num-processes", "2", "--process-id", "0"], "--num-processes, --process-id also need --coordinator"),
+    (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], r"--process-id=2 must be in \[0, 2\)"),
+    (["--coordinator", "h:1", "--num-processes", "0", "--process-id", "0"], "--num-processes=0 must be at least 1"),
+    (["--coordinator", "host", "--num-processes", "2", "--process-id", "1"], "--coordinator='host' must be HOST:PORT"),
+    (["--distributed", "--coordinator-bind", "h:1"], "--coordinator-bind='h:1' needs --coordinator"),
+])
+def test_cli_refuses_an_incomplete_multi_process_job(capsys, monkeypatch, flags, message):
+  import jax
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **_: pytest.fail("initialized a bad job"))
+  assert cli.main(["fit", "dec", *flags]) == 2
+  assert re.search(message, capsys.readouterr().err)
+
+
+def test_tpu_setup_refuses_an_unknown_jax_extra():
+  script = Path(__file__).parents[1] / "tpu_setup.sh"
+  out = subprocess.run(["bash", str(script)], env={**os.environ, "JAX_EXTRA": "rocm", "VENV": "/nonexistent"},
+                       capture_output=True, text=True, timeout=60)
+  assert out.returncode == 2 and "JAX_EXTRA=rocm is not one of tpu, cuda12, cuda13, cpu" in out.stderr
 
 
 def test_cli_settings_keep_their_types():

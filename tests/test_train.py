@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import kill_cli_run
-from jaxclust import configs, parallel, train
+from jaxclust import cli, configs, parallel, train
 
 ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
@@ -23,13 +23,15 @@ def fast_config(method="dec"):
   return config
 
 
+def two_process_settings(data_input: str) -> list[str]:
+  """``--set`` values of :func:`fast_config` DEC for the 2-process tests, shorter: there every step and save
+  synchronizes the processes. A save every 4 clustering intervals; the labels do not depend on when a run saves."""
+  return FAST + [f"input={data_input}", "checkpoint_every=4", "pretrain.epochs=2", "cluster.max_steps=40"]
+
+
 def two_process_config(data_input: str):
-  """:func:`fast_config` DEC for the 2-process tests, shorter: there every step and save synchronizes
-  the processes. A save every 4 clustering intervals; the labels do not depend on when a run saves."""
-  config = fast_config("dec")
-  config.input, config.checkpoint_every = data_input, 4
-  config.pretrain.epochs, config.cluster.max_steps = 2, 40
-  return config
+  """The configuration the command line makes of :func:`two_process_settings`."""
+  return cli.make_config("dec", "digits", settings=two_process_settings(data_input))
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
