@@ -15,5 +15,6 @@ from jaxclust import cli  # noqa: E402  (imports no backend: the command line in
 address = f"127.0.0.1:{port}"
 assert cli.main(["fit", "dec", "--workdir", workdir, *[f"--set={s}" for s in settings], "--coordinator", address,
                  "--num-processes", "2", "--process-id", str(process_id), "--coordinator-bind", address]) == 0
-summary = json.loads((Path(workdir) / "summary.json").read_text())
-assert summary["processes"] == 2 and summary["devices"] == 4, summary
+if process_id == 0:  # process 0 writes the results; the other may return before they are on disk
+  summary = json.loads((Path(workdir) / "summary.json").read_text())
+  assert summary["processes"] == 2 and summary["devices"] == 4, summary
