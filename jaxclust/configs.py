@@ -161,6 +161,9 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   if method == "deepcluster":  # DeepCluster-v2: k-means on the memory bank every epoch, temperature 0.1
     c.queue_length, c.queue_start_epoch = 0, 0
     c.prototype_sets = 3  # 3 x 3000 prototypes, each set from its own k-means run
+    # The memory bank keeps the embeddings of the first two (large) crops of every image, one bank
+    # each; prototype set i clusters bank i % 2 (the paper's code, crops_for_assign = [0, 1]).
+    c.bank_crops = 2
   if dataset in ("mnist", "fashion_mnist", "usps", "digits"):
     c.backbone = "small_cnn"
     c.flip_p = 0.0  # a mirrored digit is another symbol or none

@@ -77,6 +77,8 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   k = check_count(config.prototypes, "prototypes", low=2, high=n, high_name="n_samples")
   if config.method == "deepcluster":
     check_count(config.prototype_sets, "prototype_sets", low=1)
+    check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.crops[0][0]),
+                high_name="crops[0][0], the large crops")
   clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
   mesh = mesh or parallel.make_mesh()
   if config.batch_size % mesh.size:
@@ -103,6 +105,10 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   if saves:
     restored = _restore(manager, saves, state)
     state, done = restored["state"], restored["meta"]["progress"]
+  elif config.method == "deepcluster":  # the first targets: k-means of the initial network's embeddings
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # as parallel.put placed it
+    z = _embed_jit(config.method, model, state, x, rows)
+    state = jax.jit(deepcluster.fill_bank, out_shardings=replicated)(state, z)
   logger.stage(config.method, config.epochs, done)
   for epoch in range(done, config.epochs):
     tick = time.perf_counter()
@@ -110,7 +116,9 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     if streaming:
       state, m = _swav_stream_epoch(config, model, tx, state, source, epoch, rng, mesh)
     elif config.method == "deepcluster":  # k-means of last epoch's bank gives this epoch's targets
+      previous = parallel.fetch(state.assignments[0])[:n] if epoch else None  # epoch 0: no targets yet
       state = _recluster(state, jax.random.fold_in(rng, 7), mask)
+      targets = _target_stability(parallel.fetch(state.assignments[0])[:n], previous, data.y)
       epoch_fn = _deepcluster_epoch(model, tx, config.batch_size, n, _crops(config), config.temperature,
                                     config.flip_p, _shard(mesh))
     else:
@@ -121,6 +129,8 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
       state, m = epoch_fn(state, x, rng)
     record = {"stage": config.method, "epoch": epoch + 1, "of": config.epochs, "loss": float(m["loss"]),
               "seconds": time.perf_counter() - tick}
+    if config.method == "deepcluster":
+      record.update(targets)
     if streaming:  # a pass over a streamed dataset per epoch would cost as much as the epoch: loss only
       record.update(_monitor(None, clusters, k, float(m["loss"]), config.method))
     else:
@@ -196,7 +206,8 @@ def _init(config, model, rng, example, tx, rows, k):
   if config.method == "swav":
     return swav.init(model, rng, example, tx, n_assign=2, queue_length=config.queue_length)
   sets = config.get("prototype_sets", 1)  # workdirs written before prototype sets had one
-  return deepcluster.init(model, rng, example, tx, n=rows, k=k, dim=config.head_out, sets=sets)
+  return deepcluster.init(model, rng, example, tx, n=rows, k=k, dim=config.head_out, sets=sets,
+                          banks=config.get("bank_crops", 1))
 
 
 def _crops(config):
@@ -301,6 +312,18 @@ def _labels(config, model, state, x, n, clusters):
   z = _embed_jit(config.method, model, state, x, n)
   out = kmeans(z, clusters, rng=jax.random.key(config.seed), n_init=10, spherical=True)
   return parallel.fetch(out.labels), np.asarray(parallel.fetch(swav.normalize(out.centers)))
+
+
+def _target_stability(targets, previous, y):
+  """DeepCluster-v2's k-means targets (first prototype set): their NMI to the previous epoch's targets
+  (the DeepCluster paper's measure of how much the clustering still moves) and, with true labels, to
+  those."""
+  out = {}
+  if previous is not None:
+    out["targets_nmi_previous"] = cluster_metrics.nmi(previous, targets)
+  if y is not None:
+    out["targets_nmi_labels"] = cluster_metrics.nmi(y, targets)
+  return out
 
 
 def _monitor(labels, clusters, k, loss, method):

@@ -28,27 +28,40 @@ def test_cluster_loss_matches_numpy():
                                                       targets), expected, rtol=1e-5)
 
 
-def _setup(sets=1):
+def _setup(sets=1, banks=1):
   model = heads.Pretext(resnet.SmallCNN(channels=(8, 16)), heads.ProjectionHead(32, 16))
   tx = optax.sgd(0.05, momentum=0.9)
   images = jax.random.uniform(jax.random.key(0), (32, 28, 28, 1))
-  state = deepcluster.init(model, jax.random.key(1), images[:2], tx, n=32, k=4, dim=16, sets=sets)
+  state = deepcluster.init(model, jax.random.key(1), images[:2], tx, n=32, k=4, dim=16, sets=sets, banks=banks)
   return model, tx, images, state
 
 
 def test_recluster_assigns_each_row_to_its_nearest_prototype_in_every_set():
+  """Set i clusters bank i % banks (the paper's crops_for_assign), each set its own k-means run."""
   from jaxclust.kernels.kmeans import kmeans
-  _, _, _, state = _setup(sets=3)
+  _, _, _, state = _setup(sets=3, banks=2)
+  assert state.bank.shape == (2, 32, 16) and not np.allclose(state.bank[0], state.bank[1])
   state = deepcluster.recluster(state, jax.random.key(2))
   assert state.prototypes.shape == (3, 4, 16) and state.assignments.shape == (3, 32)
-  for i in range(3):
-    cosine = np.asarray(state.bank @ state.prototypes[i].T)
+  for i, bank in zip(range(3), (0, 1, 0)):
+    cosine = np.asarray(state.bank[bank] @ state.prototypes[i].T)
     np.testing.assert_array_equal(state.assignments[i], cosine.argmax(1))
     np.testing.assert_allclose(np.linalg.norm(state.prototypes[i], axis=1), 1.0, rtol=1e-5)
     assert len(np.unique(state.assignments[i])) == 4  # no empty cluster
     # Each set is its own k-means run, started from the key fold_in(rng, set).
-    alone = kmeans(state.bank, 4, rng=jax.random.fold_in(jax.random.key(2), i), spherical=True, max_iter=10)
+    alone = kmeans(state.bank[bank], 4, rng=jax.random.fold_in(jax.random.key(2), i), spherical=True,
+                   max_iter=10)
     np.testing.assert_array_equal(state.assignments[i], alone.labels)
+
+
+def test_fill_bank_puts_the_normalized_embeddings_in_every_bank():
+  _, _, _, state = _setup(banks=2)
+  z = np.random.default_rng(0).normal(size=(32, 16)).astype(np.float32) * 3.0
+  filled = deepcluster.fill_bank(state, z)
+  expected = z / np.linalg.norm(z, axis=1, keepdims=True)
+  assert filled.bank.shape == (2, 32, 16)
+  for b in range(2):
+    np.testing.assert_allclose(filled.bank[b], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_train_step_refreshes_the_bank_and_shards():
@@ -59,9 +72,9 @@ def test_train_step_refreshes_the_bank_and_shards():
   index = jnp.arange(16, 32, dtype=jnp.int32)
   batch = {"image": images[16:], "index": index, "mask": jnp.ones(16, bool)}
   single, m1 = step(jax.device_put(state, jax.devices()[0]), batch, jax.random.key(3))
-  np.testing.assert_array_equal(single.bank[:16], state.bank[:16])  # rows not in the batch are kept
-  assert not np.allclose(single.bank[16:], state.bank[16:])
-  np.testing.assert_allclose(np.linalg.norm(single.bank, axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(single.bank[:, :16], state.bank[:, :16])  # rows not in the batch are kept
+  assert not np.allclose(single.bank[:, 16:], state.bank[:, 16:])
+  np.testing.assert_allclose(np.linalg.norm(single.bank, axis=-1), 1.0, rtol=1e-5)
   mesh = parallel.make_mesh()
   sharded_batch = jax.tree.map(lambda a: jax.device_put(a, NamedSharding(mesh, P("data"))), batch)
   sharded, m2 = step(parallel.put(state, mesh), sharded_batch, jax.random.key(3))
@@ -73,7 +86,7 @@ def test_train_step_refreshes_the_bank_and_shards():
 def test_every_crop_is_trained_against_the_assignment_of_every_set():
   """The loss is the mean cross-entropy over all crops and prototype sets, each crop size group in its
   own train-mode pass."""
-  model, tx, images, state = _setup(sets=2)
+  model, tx, images, state = _setup(sets=2, banks=2)
   state = deepcluster.recluster(state, jax.random.key(2))
   assert not np.array_equal(state.assignments[0], state.assignments[1])  # the sets' targets differ
   x = images[:8]
@@ -93,4 +106,6 @@ def test_every_crop_is_trained_against_the_assignment_of_every_set():
     log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     per_set.append(-np.mean(log_p[np.arange(24), np.tile(assignments[:8], 3)]))
   np.testing.assert_allclose(m["loss"], np.mean(per_set), rtol=1e-5)
-  np.testing.assert_allclose(new.bank[:8], z[:8], rtol=1e-4, atol=1e-5)  # the first crop fills the bank
+  np.testing.assert_allclose(new.bank[0, :8], z[:8], rtol=1e-4, atol=1e-5)  # crop 0 fills bank 0,
+  np.testing.assert_allclose(new.bank[1, :8], z[8:16], rtol=1e-4, atol=1e-5)  # crop 1 bank 1
+  np.testing.assert_array_equal(new.bank[:, 8:], state.bank[:, 8:])

@@ -55,6 +55,12 @@ def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):
   c.epochs, c.prototypes, c.n_clusters = 2, 30, 10
   summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
   assert (summary["k"], summary["prototypes"], summary["prototype_sets"]) == (10, 30, c.prototype_sets)
+  # The first targets are the k-means clusters of the initial network's embeddings (the bank is filled
+  # with them, as in the paper's code), far from chance (random unit vectors: NMI about 0.03 here);
+  # later epochs log how much the targets moved since the previous epoch.
+  lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert "targets_nmi_previous" not in lines[0] and lines[0]["targets_nmi_labels"] > 0.25
+  assert 0.0 <= lines[1]["targets_nmi_previous"] <= 1.0
   labels = np.load(tmp_path / "run" / "labels.npy")
   centroids = np.load(tmp_path / "run" / "centroids.npy")
   assert centroids.shape == (10, c.head_out) and set(np.unique(labels)) <= set(range(10))
@@ -91,5 +97,9 @@ def test_bad_settings_are_refused_before_the_workdir_is_claimed(tmp_path):
   c = tiny_config("deepcluster")
   c.prototype_sets = 0
   with pytest.raises(ValueError, match="prototype_sets=0 must be >= 1"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c = tiny_config("deepcluster")
+  c.bank_crops = 3
+  with pytest.raises(ValueError, match=r"bank_crops=3 must be <= crops\[0\]\[0\], the large crops=2"):
     online_train.fit(c, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()

@@ -5,10 +5,14 @@ epoch, are clustered with spherical k-means (``jaxclust.kmeans``, on device, row
 bank is). The centroids become the (fixed) prototypes, and the network is trained with a
 cross-entropy between ``softmax(z . prototypes / temperature)`` and each image's k-means
 assignment. As in the paper's recipe there can be several prototype sets (3 x 3000 on ImageNet),
-each from its own k-means run (another initialization); the loss is the mean over the sets. The
-embeddings computed during training refresh the bank. Empty clusters cannot occur: the k-means
-kernel re-seeds them. The bank, prototypes and assignments are part of the state, so
-they are checkpointed with it.
+each from its own k-means run (another initialization); the loss is the mean over the sets.
+
+The bank, as in the paper's code, holds one embedding per image for each of the first ``banks``
+crops (the two large crops): prototype set ``i`` clusters bank ``i % banks``. Before the first
+epoch it is filled with the embeddings of the initial network (:func:`fill_bank`), so the first
+targets are the k-means clusters of a random network's features, not of noise. The embeddings
+computed during training refresh it. Empty clusters cannot occur: the k-means kernel re-seeds them.
+The bank, prototypes and assignments are part of the state, so they are checkpointed with it.
 """
 
 from __future__ import annotations
@@ -31,29 +35,38 @@ class DeepClusterState(struct.PyTreeNode):
   params: Any
   batch_stats: Any
   opt_state: Any
-  bank: jax.Array  # [n, e] normalized embeddings, refreshed as batches go by
+  bank: jax.Array  # [banks, n, e] normalized embeddings of the first `banks` crops, refreshed as batches go by
   prototypes: jax.Array  # [sets, k, e] centroids of the last clustering, one k-means run per set (unit norm)
   assignments: jax.Array  # [sets, n] int32 k-means cluster of every image in each set
 
 
 # One compiled program, which the persistent compilation cache can keep, not one per op as eagerly.
-@functools.partial(jax.jit, static_argnames=("model", "tx", "n", "k", "dim", "sets"))
-def init(model: nn.Module, rng, example_images, tx, *, n: int, k: int, dim: int, sets: int = 1) -> DeepClusterState:
-  """The bank starts with random unit vectors; run :func:`recluster` before the first epoch."""
+@functools.partial(jax.jit, static_argnames=("model", "tx", "n", "k", "dim", "sets", "banks"))
+def init(model: nn.Module, rng, example_images, tx, *, n: int, k: int, dim: int, sets: int = 1,
+         banks: int = 1) -> DeepClusterState:
+  """The bank starts with random unit vectors: :func:`fill_bank` with the network's embeddings, then
+  :func:`recluster`, before the first epoch."""
   variables = model.init(rng, example_images, train=False)
-  bank = normalize(jax.random.normal(jax.random.fold_in(rng, 1), (n, dim)))
+  bank = normalize(jax.random.normal(jax.random.fold_in(rng, 1), (banks, n, dim)))
   return DeepClusterState(step=jnp.int32(0), params=variables["params"],
                           batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
-                          bank=bank, prototypes=jnp.stack([bank[:k]] * sets),
+                          bank=bank, prototypes=jnp.stack([bank[0, :k]] * sets),
                           assignments=jnp.zeros((sets, n), jnp.int32))
 
 
+def fill_bank(state: DeepClusterState, z) -> DeepClusterState:
+  """Every bank set to the normalized embeddings ``z`` ([n, e]), as the paper's code starts its banks
+  with the initial network's embeddings of every image."""
+  return state.replace(bank=jnp.broadcast_to(normalize(z), state.bank.shape).astype(state.bank.dtype))
+
+
 def recluster(state: DeepClusterState, rng, *, max_iter: int = 10, mask=None) -> DeepClusterState:
-  """Spherical k-means of the bank, one run per prototype set (key ``fold_in(rng, set)``): new prototypes
-  (centroids) and assignments; ``mask`` drops padding rows."""
+  """Spherical k-means of the bank, one run per prototype set (set ``i`` clusters bank ``i % banks`` with
+  the key ``fold_in(rng, i)``): new prototypes (centroids) and assignments; ``mask`` drops padding rows."""
   sets, k = state.prototypes.shape[:2]
+  banks = state.bank.shape[0]
   weights = None if mask is None else mask.astype(jnp.float32)
-  runs = [kmeans(state.bank, k, rng=jax.random.fold_in(rng, i), spherical=True, max_iter=max_iter,
+  runs = [kmeans(state.bank[i % banks], k, rng=jax.random.fold_in(rng, i), spherical=True, max_iter=max_iter,
                  sample_weight=weights) for i in range(sets)]
   return state.replace(prototypes=jnp.stack([normalize(out.centers) for out in runs]),
                        assignments=jnp.stack([out.labels.astype(jnp.int32) for out in runs]))
@@ -75,8 +88,8 @@ def train_step(state: DeepClusterState, batch, rng, *, model: nn.Module, tx, aug
   ``augment(rng, images)`` returns the list of crops (SwAV's multi-crop, large crops first), and
   ``model(images, train)`` returns embeddings ``[B, e]``. As in the SwAV paper's DeepCluster-v2,
   every crop is trained against its image's assignment (the loss is the mean over crops and over the
-  prototype sets); crops of one size go through the network together. The first crop's normalized
-  embedding goes into the bank.
+  prototype sets); crops of one size go through the network together. The normalized embeddings of
+  the first ``banks`` crops go into their banks.
   """
   rng = jax.random.fold_in(rng, state.step)
   images, index = batch["image"], batch["index"]
@@ -98,12 +111,15 @@ def train_step(state: DeepClusterState, batch, rng, *, model: nn.Module, tx, aug
         z[i] = part
     z_all = jnp.concatenate(z)
     losses = [cluster_loss(z_all, prototypes, t, temperature, every) for prototypes, t in zip(state.prototypes, targets)]
-    return jnp.mean(jnp.stack(losses)), (z[0], batch_stats)
+    return jnp.mean(jnp.stack(losses)), (jnp.stack(z[:banks]), batch_stats)
 
-  (loss, (z0, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  banks = state.bank.shape[0]
+  if banks > len(views):
+    raise ValueError(f"the bank keeps {banks} crops per image but augment made {len(views)}")
+  (loss, (z_banked, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  fresh = normalize(jax.lax.stop_gradient(z0))
+  fresh = normalize(jax.lax.stop_gradient(z_banked))  # [banks, B, e]
   keep = jnp.ones_like(index, bool) if mask is None else mask
-  bank = state.bank.at[index].set(jnp.where(keep[:, None], fresh, state.bank[index]))
+  bank = state.bank.at[:, index].set(jnp.where(keep[None, :, None], fresh, state.bank[:, index]))
   return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                        batch_stats=batch_stats, opt_state=opt_state, bank=bank), {"loss": loss}
