@@ -97,6 +97,9 @@ def train_step(state: DeepClusterState, batch, rng, *, model: nn.Module, tx, aug
   targets = jnp.concatenate([state.assignments[:, index]] * len(views), axis=1)  # [sets, crops x B]
   mask = batch.get("mask")
   every = None if mask is None else jnp.concatenate([mask] * len(views))
+  banks = state.bank.shape[0]
+  if banks > len(views):
+    raise ValueError(f"the bank keeps {banks} crops per image but augment made {len(views)}")
 
   def loss_fn(params):
     groups = {}
@@ -113,9 +116,6 @@ def train_step(state: DeepClusterState, batch, rng, *, model: nn.Module, tx, aug
     losses = [cluster_loss(z_all, prototypes, t, temperature, every) for prototypes, t in zip(state.prototypes, targets)]
     return jnp.mean(jnp.stack(losses)), (jnp.stack(z[:banks]), batch_stats)
 
-  banks = state.bank.shape[0]
-  if banks > len(views):
-    raise ValueError(f"the bank keeps {banks} crops per image but augment made {len(views)}")
   (loss, (z_banked, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   fresh = normalize(jax.lax.stop_gradient(z_banked))  # [banks, B, e]
