@@ -164,6 +164,11 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
     # The memory bank keeps the embeddings of the first two (large) crops of every image, one bank
     # each; prototype set i clusters bank i % 2 (the paper's code, crops_for_assign = [0, 1]).
     c.bank_crops = 2
+    # "training": the bank holds the embeddings computed while training (the paper's code), written
+    # by a network that changes during the epoch. "epoch_end" (not in the paper): after each epoch
+    # the bank is refilled with the trained network's embeddings of the un-augmented images (eval
+    # mode), one extra forward pass of the dataset.
+    c.bank_source = "training"
   if dataset in ("mnist", "fashion_mnist", "usps", "digits"):
     c.backbone = "small_cnn"
     c.flip_p = 0.0  # a mirrored digit is another symbol or none

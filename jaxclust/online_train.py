@@ -79,6 +79,8 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     check_count(config.prototype_sets, "prototype_sets", low=1)
     check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.crops[0][0]),
                 high_name="crops[0][0], the large crops")
+    if config.get("bank_source", "training") not in ("training", "epoch_end"):
+      raise ValueError(f"bank_source={config.bank_source!r} must be 'training' or 'epoch_end'")
   clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
   mesh = mesh or parallel.make_mesh()
   if config.batch_size % mesh.size:
@@ -106,9 +108,7 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     restored = _restore(manager, saves, state)
     state, done = restored["state"], restored["meta"]["progress"]
   elif config.method == "deepcluster":  # the first targets: k-means of the initial network's embeddings
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # as parallel.put placed it
-    z = _embed_jit(config.method, model, state, x, rows)
-    state = jax.jit(deepcluster.fill_bank, out_shardings=replicated)(state, z)
+    state = _fill_bank(state, _embed_jit(config.method, model, state, x, rows), mesh)
   logger.stage(config.method, config.epochs, done)
   for epoch in range(done, config.epochs):
     tick = time.perf_counter()
@@ -127,6 +127,8 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
                              mesh if mesh.size > 1 else None)
     if not streaming:
       state, m = epoch_fn(state, x, rng)
+    if config.method == "deepcluster" and config.get("bank_source", "training") == "epoch_end":
+      state = _fill_bank(state, _embed_jit(config.method, model, state, x, rows), mesh)
     record = {"stage": config.method, "epoch": epoch + 1, "of": config.epochs, "loss": float(m["loss"]),
               "seconds": time.perf_counter() - tick}
     if config.method == "deepcluster":
@@ -208,6 +210,12 @@ def _init(config, model, rng, example, tx, rows, k):
   sets = config.get("prototype_sets", 1)  # workdirs written before prototype sets had one
   return deepcluster.init(model, rng, example, tx, n=rows, k=k, dim=config.head_out, sets=sets,
                           banks=config.get("bank_crops", 1))
+
+
+def _fill_bank(state, z, mesh):
+  """:func:`deepcluster.fill_bank`, the state kept replicated as :func:`parallel.put` placed it."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.jit(deepcluster.fill_bank, out_shardings=replicated)(state, z)
 
 
 def _crops(config):
