@@ -12,6 +12,7 @@ epoch gathers and augments its batches on device (one compiled ``lax.scan`` on a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -75,14 +76,23 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   key = jax.random.key(config.seed)
   log(f"scan on {config.dataset}: n={n} images {data.x.shape[1:]} k={k} on {mesh.size} device(s), workdir {workdir}")
   logger = _Logger(workdir, log, start, enabled=lead)
-  manager = ocp.CheckpointManager(workdir / "checkpoints",
-                                  options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
+  # The latest keep_checkpoints saves, and the last of every finished stage whatever their number (so
+  # the pretext's is not rotated out by the SCAN epochs: a later stage can be run again from it).
+  stage_ends = _StageEnds(set())
+  manager = ocp.CheckpointManager(workdir / "checkpoints", options=ocp.CheckpointManagerOptions(
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+          [ocp.checkpoint_managers.LatestN(config.keep_checkpoints), stage_ends])))
+  for step in manager.all_steps():
+    if _ends_a_stage(_restore(manager, step, meta_only=True)["meta"]):
+      stage_ends.steps.add(step)
   saves = manager.latest_step() or 0
   meta = _restore(manager, saves, meta_only=True)["meta"] if saves else {"stage": "pretext", "progress": 0}
 
   def save(state, stage_name, progress, **extra):
     nonlocal saves
     saves += 1
+    if _ends_a_stage({"stage": stage_name, "progress": progress}):
+      stage_ends.steps.add(saves)
     manager.save(saves, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(
         {"stage": stage_name, "progress": progress, **extra})))
     meta.update({"stage": stage_name, "progress": progress, **extra})
@@ -275,6 +285,20 @@ def finished_run(workdir, images):
   if not np.all(np.isfinite(images)):
     raise ValueError("images have NaN or Inf values")
   return workdir, summary, config, images
+
+
+@dataclasses.dataclass
+class _StageEnds(ocp.checkpoint_managers.PreservationPolicy):
+  """Keeps the checkpoints whose steps are in ``steps`` (the driver adds each stage's last save)."""
+  steps: set
+
+  def should_preserve(self, checkpoints, *, context):
+    return [c.step in self.steps for c in checkpoints]
+
+
+def _ends_a_stage(meta) -> bool:
+  """A save that ends a stage: the pretext's last ("mine" next) or the first of the next stage."""
+  return meta["stage"] == "mine" or meta["progress"] == 0
 
 
 def predict(workdir, images) -> np.ndarray:

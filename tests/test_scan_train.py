@@ -30,7 +30,9 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path):
   # One device, as the frozen-features test's run (they share compiled programs); the driver runs on
   # the 8 test devices in the no-confident-sample test.
   from sklearn.datasets import load_digits
-  assert scan_train.fit(tiny_config(), tmp_path, log=lambda _: None, mesh=ONE_DEVICE, stage="mine") == {"stage": "mine"}
+  c = tiny_config()
+  c.keep_checkpoints = 1
+  assert scan_train.fit(c, tmp_path, log=lambda _: None, mesh=ONE_DEVICE, stage="mine") == {"stage": "mine"}
   assert not (tmp_path / "summary.json").exists()
   assert [r["stage"] for r in records(tmp_path)] == ["pretext", "pretext", "mine"]
   mine = records(tmp_path)[-1]
@@ -38,7 +40,10 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path):
   neighbors = np.load(tmp_path / "neighbors.npy")
   assert neighbors.shape == (1797, 6)
   assert np.mean(neighbors[:, 0] == np.arange(1797)) > 0.99  # column 0: the image itself (ties aside)
-  summary = scan_train.fit(tiny_config(), tmp_path, log=lambda _: None, mesh=ONE_DEVICE)
+  summary = scan_train.fit(c, tmp_path, log=lambda _: None, mesh=ONE_DEVICE)
+  # With keep_checkpoints=1 the last save of each stage is still there: 2 pretext epochs (the second
+  # saved as "mine"), mining (3), 3 SCAN epochs (the third saved as "selflabel" 0), 2 self-label (8).
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [2, 3, 6, 8]
   stages = [r["stage"] for r in records(tmp_path)]
   assert stages.count("pretext") == 2 and stages.count("scan") == 3 and stages.count("selflabel") == 2
   assert 0.0 < summary["acc"] <= 1.0 and summary["best_head"] in (0, 1)
