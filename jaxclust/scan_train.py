@@ -59,6 +59,8 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
   k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
   check_count(config.mine.neighbors, "mine.neighbors", low=1, high=n - 1, high_name="n_samples - 1")
+  if config.mine.features not in ("projection", "backbone"):
+    raise ValueError(f"mine.features={config.mine.features!r} must be 'projection' or 'backbone'")
   if config.input not in ("device", "tf.data"):
     raise ValueError(f"input={config.input!r} must be 'device' or 'tf.data'")
   host = config.input == "tf.data"  # views made by tf.data on the host instead of on the devices
@@ -144,12 +146,13 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   if meta["stage"] == "mine":
     pretext_state = _restore(manager, saves, backbone_template)["state"]
     variables = {"params": pretext_state.params, "batch_stats": pretext_state.batch_stats}
-    features = _features(models["pretext"], variables, x, n, config.mine.chunk_size)
+    mined_on = _projections if config.mine.features == "projection" else _features
+    features = mined_on(models["pretext"], variables, x, n, config.mine.chunk_size)
     out = knn(features, config.mine.neighbors + 1, metric="cosine")  # column 0 is the image itself
     neighbors = parallel.fetch(out.indices).astype(np.int32)
     if lead:
       np.save(workdir / "neighbors.npy", neighbors)
-    record = {"stage": "mine", "neighbors": config.mine.neighbors}
+    record = {"stage": "mine", "neighbors": config.mine.neighbors, "features": config.mine.features}
     if data.y is not None:  # SCAN's diagnostic: how often a neighbour shares the image's class
       record["neighbor_accuracy"] = float(np.mean(data.y[neighbors[:, 1:]] == data.y[:, None]))
       kmeans_labels = _kmeans_baseline(features, k, key)
@@ -563,6 +566,12 @@ def _features_jit(model, variables, x, n, chunk):
 
 def _features(model, variables, x, n, chunk):
   return _features_jit(model, variables, x, n, chunk)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _projections(model, variables, x, n, chunk):
+  """The pretext network's projection output (un-normalized: the cosine kNN normalizes it)."""
+  return _chunked(lambda b: model.apply(variables, b), x, n, chunk)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))

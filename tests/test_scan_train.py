@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from conftest import kill_cli_run, run_cli
@@ -40,6 +41,20 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path):
   neighbors = np.load(tmp_path / "neighbors.npy")
   assert neighbors.shape == (1797, 6)
   assert np.mean(neighbors[:, 0] == np.arange(1797)) > 0.99  # column 0: the image itself (ties aside)
+  # Mined on the pretext network's projection output, as the official code: brute-force cosine top-5
+  # of the saved pretext network's outputs in numpy.
+  assert mine["features"] == "projection"
+  images = (load_digits().images / 16.0).astype(np.float32)[..., None]
+  model = scan_train._models(c, 10)["pretext"]
+  manager = ocp.CheckpointManager(tmp_path / "checkpoints")
+  template = scan_train._pretext_template(model, images[:2], ONE_DEVICE, c, len(images))
+  pretext = scan_train._restore(manager, 2, template)["state"]
+  out = np.asarray(model.apply({"params": pretext.params, "batch_stats": pretext.batch_stats}, images))
+  unit = out / np.linalg.norm(out, axis=1, keepdims=True)
+  similarity = unit @ unit.T  # compared by similarity, so that near-ties may come in either order
+  mined = np.take_along_axis(similarity, neighbors, axis=1)
+  np.testing.assert_allclose(mined, -np.sort(-similarity, axis=1)[:, :6], atol=1e-5)
+  manager.close()
   summary = scan_train.fit(c, tmp_path, log=lambda _: None, mesh=ONE_DEVICE)
   # With keep_checkpoints=1 the last save of each stage is still there: 2 pretext epochs (the second
   # saved as "mine"), mining (3), 3 SCAN epochs (the third saved as "selflabel" 0), 2 self-label (8).
@@ -48,18 +63,18 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path):
   assert stages.count("pretext") == 2 and stages.count("scan") == 3 and stages.count("selflabel") == 2
   assert 0.0 < summary["acc"] <= 1.0 and summary["best_head"] in (0, 1)
   assert (tmp_path / "exemplars.png").stat().st_size > 1000
-  images = (load_digits().images[:64] / 16.0).astype(np.float32)[..., None]
-  np.testing.assert_array_equal(scan_train.predict(tmp_path, images), np.load(tmp_path / "labels.npy")[:64])
+  np.testing.assert_array_equal(scan_train.predict(tmp_path, images[:64]), np.load(tmp_path / "labels.npy")[:64])
   with pytest.raises(ValueError, match=r"images have shape \(8, 8\)"):
-    scan_train.predict(tmp_path, images[..., 0])
+    scan_train.predict(tmp_path, images[:64, ..., 0])
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("cutout", 1.5, r"selflabel.cutout=1.5 must be a fraction"),
-    ("strong_ops", -1, r"selflabel.strong_ops=-1 must be a whole number")])
-def test_bad_strong_view_settings_fail_before_any_work(tmp_path, setting, value, message):
+@pytest.mark.parametrize("section, setting, value, message", [
+    ("selflabel", "cutout", 1.5, r"selflabel.cutout=1.5 must be a fraction"),
+    ("selflabel", "strong_ops", -1, r"selflabel.strong_ops=-1 must be a whole number"),
+    ("mine", "features", "head", r"mine.features='head' must be 'projection' or 'backbone'")])
+def test_bad_settings_fail_before_any_work(tmp_path, section, setting, value, message):
   config = tiny_config()
-  config.selflabel[setting] = value
+  config[section][setting] = value
   with pytest.raises(ValueError, match=message):
     scan_train.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()

@@ -27,7 +27,7 @@ class Pretext(nn.Module):
     return self.head(self.backbone(x, train))
 
   def features(self, x, train: bool = False):
-    """The backbone's pooled features (what neighbours are mined on)."""
+    """The backbone's pooled features (what neighbours are mined on with ``mine.features="backbone"``)."""
     return self.backbone(x, train)
 
 
