@@ -127,8 +127,10 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
                              mesh if mesh.size > 1 else None)
     if not streaming:
       state, m = epoch_fn(state, x, rng)
+    z = None  # the trained network's embeddings of the clean images, when this epoch computes them
     if config.method == "deepcluster" and config.get("bank_source", "training") == "epoch_end":
-      state = _fill_bank(state, _embed_jit(config.method, model, state, x, rows), mesh)
+      z = _embed_jit(config.method, model, state, x, rows)
+      state = _fill_bank(state, z, mesh)
     record = {"stage": config.method, "epoch": epoch + 1, "of": config.epochs, "loss": float(m["loss"]),
               "seconds": time.perf_counter() - tick}
     if config.method == "deepcluster":
@@ -136,7 +138,7 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     if streaming:  # a pass over a streamed dataset per epoch would cost as much as the epoch: loss only
       record.update(_monitor(None, clusters, k, float(m["loss"]), config.method))
     else:
-      labels, _ = _labels(config, model, state, x, n, clusters)
+      labels, _ = _labels(config, model, state, x, n, clusters, None if z is None else z[:n])
       record.update(_monitor(labels, clusters, k, float(m["loss"]), config.method))
       if data.y is not None:
         record.update(cluster_metrics.evaluate(data.y, labels))
@@ -308,16 +310,18 @@ def _embed_jit(method, model, state, x, n):
   return _chunked(lambda b: swav.normalize(model.apply(variables, b)), x, n, 1024)
 
 
-def _labels(config, model, state, x, n, clusters):
+def _labels(config, model, state, x, n, clusters, z=None):
   """Cluster labels of the first ``n`` rows, and the centroids when there are more prototypes than clusters.
 
   With ``clusters`` equal to the number of prototypes, a row's cluster is its prototype (SwAV: highest
   score; DeepCluster-v2: nearest centroid). With fewer (over-clustering, as the DeepCluster papers
-  train), the normalized embeddings are grouped into ``clusters`` by spherical k-means.
+  train), the normalized embeddings are grouped into ``clusters`` by spherical k-means; ``z``, when
+  given, holds them already (``_embed_jit`` of the same state).
   """
   if clusters == config.prototypes:
     return parallel.fetch(_labels_jit(config.method, model, state, x, n)), None
-  z = _embed_jit(config.method, model, state, x, n)
+  if z is None:
+    z = _embed_jit(config.method, model, state, x, n)
   out = kmeans(z, clusters, rng=jax.random.key(config.seed), n_init=10, spherical=True)
   return parallel.fetch(out.labels), np.asarray(parallel.fetch(swav.normalize(out.centers)))
 
