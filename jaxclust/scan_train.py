@@ -59,6 +59,8 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
   k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
   check_count(config.mine.neighbors, "mine.neighbors", low=1, high=n - 1, high_name="n_samples - 1")
+  check_count(config.pretext.get("warmup_epochs", 0), "pretext.warmup_epochs", low=0, high=config.pretext.epochs,
+              high_name="pretext.epochs")
   if config.mine.features not in ("projection", "backbone"):
     raise ValueError(f"mine.features={config.mine.features!r} must be 'projection' or 'backbone'")
   if config.input not in ("device", "tf.data"):
@@ -344,8 +346,13 @@ def _shard(mesh):
 
 def _pretext_tx(config, n):
   c = config.pretext
-  steps = max(1, c.epochs * -(-n // c.batch_size))
-  schedule = optax.cosine_decay_schedule(c.learning_rate, steps)
+  per_epoch = -(-n // c.batch_size)
+  steps = max(1, c.epochs * per_epoch)
+  warmup = c.get("warmup_epochs", 0)
+  if warmup:  # SimCLR (Chen et al. 2020): a linear warm-up, then the cosine decay
+    schedule = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, warmup * per_epoch, steps)
+  else:
+    schedule = optax.cosine_decay_schedule(c.learning_rate, steps)
   if c.optimizer == "lars":  # SimCLR's optimizer (You et al. 2017), from optax
     return optax.lars(schedule, weight_decay=c.weight_decay, momentum=0.9)
   if c.optimizer != "sgd":

@@ -71,13 +71,26 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path):
 @pytest.mark.parametrize("section, setting, value, message", [
     ("selflabel", "cutout", 1.5, r"selflabel.cutout=1.5 must be a fraction"),
     ("selflabel", "strong_ops", -1, r"selflabel.strong_ops=-1 must be a whole number"),
-    ("mine", "features", "head", r"mine.features='head' must be 'projection' or 'backbone'")])
+    ("mine", "features", "head", r"mine.features='head' must be 'projection' or 'backbone'"),
+    ("pretext", "warmup_epochs", 3, r"pretext.warmup_epochs=3 must be <= pretext.epochs=2")])
 def test_bad_settings_fail_before_any_work(tmp_path, section, setting, value, message):
   config = tiny_config()
   config[section][setting] = value
   with pytest.raises(ValueError, match=message):
     scan_train.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()
+
+
+def test_pretext_warmup_starts_the_rate_at_zero():
+  import jax.numpy as jnp
+  config = tiny_config()
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.ones(3)}
+  for warmup, first_step_moves in ((0, True), (1, False)):
+    config.pretext.warmup_epochs = warmup
+    tx = scan_train._pretext_tx(config, 1797)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert bool(jnp.any(updates["w"] != 0)) == first_step_moves
 
 
 def test_scan_on_frozen_features_trains_as_the_heads_on_unaugmented_images(tmp_path):
