@@ -81,12 +81,14 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
   c.input = "device"
   # SimCLR pretext as in SCAN's configs: batch 512, temperature 0.1, SGD 0.4 momentum 0.9, weight
   # decay 1e-4, cosine schedule, 500 epochs, 128-d projection. warmup_epochs > 0: a linear warm-up first
-  # (the SimCLR paper's 10 epochs; SCAN's configs have none).
+  # (the SimCLR paper's 10 epochs; SCAN's configs have none). init_from: another SCAN workdir whose finished
+  # pretext this run starts from instead of training its own (its network settings must match).
   # pretext.method="moco": MoCo v2 (temperature 0.2, momentum 0.999, queue of 65,536 keys in the paper).
   c.pretext = ml_collections.ConfigDict({"method": "simclr", "epochs": 500, "batch_size": 512, "temperature": 0.1,
                                          "optimizer": "sgd", "learning_rate": 0.4, "weight_decay": 1e-4,
                                          "head_hidden": 512, "head_out": 128, "momentum": 0.999,
-                                         "queue_size": 65536, "warmup_epochs": 0})
+                                         "queue_size": 65536, "warmup_epochs": 0,
+                                         "init_from": ""})
   # Neighbours are mined on the pretext network's projection output ("projection", as the official code,
   # whose memory bank holds the normalized projections) or on the backbone's pooled features ("backbone").
   c.mine = ml_collections.ConfigDict({"neighbors": 20, "chunk_size": 1024, "features": "projection"})

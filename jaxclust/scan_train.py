@@ -73,6 +73,8 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   _pretext_options(config)  # an unknown pretext or a queue that batches do not fill fails here
   _view_options(config)  # so do bad strong-view settings
   _models(config, k)
+  if config.pretext.get("init_from") and not (workdir / "checkpoints").exists():
+    _pretext_source(config)[0].close()  # a source without a finished pretext fails before the workdir exists
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
   _check_same_config(workdir, config, write=lead)
@@ -113,8 +115,15 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
       return True
     return False
 
-  # 1. Pretext (SimCLR).
-  if meta["stage"] == "pretext":
+  # 1. Pretext (SimCLR), or another run's finished pretext (pretext.init_from): one pretext, many SCAN runs.
+  if meta["stage"] == "pretext" and config.pretext.get("init_from"):
+    source, end = _pretext_source(config)
+    restored = _restore(source, end, _pretext_template(models["pretext"], example, mesh, config, n))
+    source.close()
+    epochs = restored["meta"]["progress"]
+    log(f"pretext from {config.pretext.init_from} ({epochs} epochs); pretext skipped")
+    save(restored["state"], "mine", epochs, pretext_from=str(Path(config.pretext.init_from).absolute()))
+  elif meta["stage"] == "pretext":
     tx = _pretext_tx(config, n)
     state = parallel.put(_pretext_init(config, models["pretext"], jax.random.fold_in(key, 0), example, tx), mesh)
     if saves:
@@ -140,8 +149,8 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
         save(state, "pretext" if epoch + 1 < config.pretext.epochs else "mine", epoch + 1)
     if config.pretext.epochs == 0:
       save(state, "mine", 0)
-    if stop_here("pretext"):
-      return {"stage": "pretext"}
+  if stop_here("pretext"):
+    return {"stage": "pretext"}
   backbone_template = _pretext_template(models["pretext"], example, mesh, config, n)
 
   # 2. Neighbour mining on the pretext features.
@@ -618,6 +627,35 @@ def _usage(model, state, x, n, k, head, y, config, log, features=None):
   if y is not None:
     out.update(cluster_metrics.evaluate(y, labels))
   return out
+
+
+# The settings that shape the pretext network and its checkpointed state: a run may start from another
+# run's pretext (pretext.init_from) only if they agree.
+_PRETEXT_SHAPE = ("backbone", "stem", "cnn_channels", "pretext.method", "pretext.optimizer", "pretext.head_hidden",
+                  "pretext.head_out", "pretext.queue_size")
+
+
+def _pretext_source(config):
+  """``(manager, step)``: the read-only checkpoints of the run in ``pretext.init_from`` and the step that
+  ends its pretext."""
+  source = Path(config.pretext.init_from).absolute()
+  name = f"pretext.init_from={config.pretext.init_from!r}"
+  if not (source / "config.json").exists() or not (source / "checkpoints").is_dir():
+    raise ValueError(f"{name}: {source} is not a SCAN workdir (no config.json and checkpoints)")
+  theirs = json.loads((source / "config.json").read_text())
+  get = lambda c, key: functools.reduce(lambda d, part: d.get(part) if isinstance(d, dict) else None,
+                                        key.split("."), c)
+  ours = json.loads(config.to_json())
+  differ = [key for key in _PRETEXT_SHAPE if get(theirs, key) != get(ours, key)]
+  if theirs.get("method") != "scan" or differ:
+    raise ValueError(f"{name}: that run's pretext network differs from this one's in {differ or ['method']}")
+  manager = ocp.CheckpointManager(source / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
+  # The pretext's last save is the only one that names mining as the next stage.
+  ends = [step for step in manager.all_steps() if _restore(manager, step, meta_only=True)["meta"]["stage"] == "mine"]
+  if not ends:
+    raise ValueError(f"{name}: {source} has no finished pretext; run it to the end of its pretext first "
+                     "(`jaxclust fit scan --stage pretext`)")
+  return manager, ends[0]
 
 
 def _pretext_template(model, example, mesh, config, n):

@@ -27,12 +27,14 @@ def records(workdir):
   return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_stages_run_in_order_and_stop_where_asked(tmp_path):
+def test_stages_run_in_order_and_stop_where_asked(tmp_path_factory):
+  import chex
   # One device, as the frozen-features test's run (they share compiled programs); the driver runs on
   # the 8 test devices in the no-confident-sample test.
   from sklearn.datasets import load_digits
   c = tiny_config()
   c.keep_checkpoints = 1
+  tmp_path = tmp_path_factory.mktemp("run")
   assert scan_train.fit(c, tmp_path, log=lambda _: None, mesh=ONE_DEVICE, stage="mine") == {"stage": "mine"}
   assert not (tmp_path / "summary.json").exists()
   assert [r["stage"] for r in records(tmp_path)] == ["pretext", "pretext", "mine"]
@@ -55,6 +57,23 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path):
   mined = np.take_along_axis(similarity, neighbors, axis=1)
   np.testing.assert_allclose(mined, -np.sort(-similarity, axis=1)[:, :6], atol=1e-5)
   manager.close()
+  # Another run starts from this run's pretext (pretext.init_from) with its own seed: the same pretext
+  # network, so the same neighbours; fresh heads from its seed.
+  branch_config = tiny_config()
+  branch_config.seed, branch_config.pretext.init_from = 1, str(tmp_path)
+  branch = tmp_path_factory.mktemp("branch")
+  assert scan_train.fit(branch_config, branch, log=lambda _: None, mesh=ONE_DEVICE, stage="mine") == {"stage": "mine"}
+  assert [r["stage"] for r in records(branch)] == ["mine"], "the pretext was trained again"
+  np.testing.assert_array_equal(np.load(branch / "neighbors.npy"), neighbors)
+  assert records(branch)[0]["neighbor_accuracy"] == mine["neighbor_accuracy"]
+  cluster = scan_train._models(c, 10)["cluster"]
+  cluster_template = scan_train._cluster_template(cluster, images[:2], c, len(images), ONE_DEVICE)["scan"]
+  restore = lambda workdir, step: scan_train._restore(ocp.CheckpointManager(workdir / "checkpoints"), step,
+                                                      cluster_template)["state"]
+  ours, theirs = restore(tmp_path, 3), restore(branch, 2)
+  chex.assert_trees_all_equal(ours.params["backbone"], theirs.params["backbone"])
+  chex.assert_trees_all_equal(ours.batch_stats["backbone"], theirs.batch_stats["backbone"])
+  assert not np.allclose(ours.params["head_0"]["kernel"], theirs.params["head_0"]["kernel"])
   summary = scan_train.fit(c, tmp_path, log=lambda _: None, mesh=ONE_DEVICE)
   # With keep_checkpoints=1 the last save of each stage is still there: 2 pretext epochs (the second
   # saved as "mine"), mining (3), 3 SCAN epochs (the third saved as "selflabel" 0), 2 self-label (8).
@@ -77,6 +96,25 @@ def test_bad_settings_fail_before_any_work(tmp_path, section, setting, value, me
   config = tiny_config()
   config[section][setting] = value
   with pytest.raises(ValueError, match=message):
+    scan_train.fit(config, tmp_path / "run", log=lambda _: None)
+  assert not (tmp_path / "run").exists()
+
+
+def test_pretext_init_from_is_checked_before_any_work(tmp_path):
+  config = tiny_config()
+  config.pretext.init_from = str(tmp_path / "nothing")
+  with pytest.raises(ValueError, match=r"pretext.init_from=.*nothing.*is not a SCAN workdir"):
+    scan_train.fit(config, tmp_path / "run", log=lambda _: None)
+  source = tmp_path / "source"
+  (source / "checkpoints").mkdir(parents=True)
+  other = tiny_config()
+  other.cnn_channels = (8, 32)
+  (source / "config.json").write_text(other.to_json())
+  config.pretext.init_from = str(source)
+  with pytest.raises(ValueError, match=r"pretext network differs from this one's in \['cnn_channels'\]"):
+    scan_train.fit(config, tmp_path / "run", log=lambda _: None)
+  (source / "config.json").write_text(tiny_config().to_json())
+  with pytest.raises(ValueError, match=r"has no finished pretext"):
     scan_train.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()
 
