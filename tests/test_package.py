@@ -74,6 +74,7 @@ def test_cli_settings_keep_their_types():
   assert cli.make_config("scan", "mnist", settings=["scan.update_backbone=False"]).scan.update_backbone is False
   recipe = cli.make_config("scan", "mnist")  # the digit recipe (RESULTS.md): heads on frozen features
   assert recipe.scan.update_backbone is False and recipe.scan.augment is False and recipe.mine.neighbors == 10
+  assert recipe.pretext.warmup_epochs == 5 and cli.make_config("scan", "digits").pretext.warmup_epochs == 0
   assert cli.make_config("scan", "mnist", settings=["scan.augment=true"]).scan.augment is True
 
 
