@@ -126,9 +126,10 @@ def _scan_config(dataset: str) -> ml_collections.ConfigDict:
     # Measured on MNIST on the 2-core CPU (experiments/RESULTS.md): the 16/32/64 CNN, 50 SimCLR
     # epochs after a 5-epoch warm-up, then the clustering heads alone on the frozen features of the
     # un-augmented images (computed once), Adam 3e-2, 10 neighbours, 150 epochs. Whole runs with seeds
-    # 0-2 (2026-11-30): ACC 0.9614 / 0.9637 / 0.9542. Without the warm-up two of three pretext runs sat at a loss of
-    # 5.6 for their first epochs, and the SCAN stage gave 0.9637 / 0.9605 / 0.9547 (SCAN-stage seeds
-    # 0-2) on one pretext run but 0.9450 / 0.9449 / 0.9545 on a second (pretext seed 1, 2026-11-23).
+    # 0-2 (2026-11-30): ACC 0.9614 / 0.9637 / 0.9542. Without the warm-up two of three pretext runs sat
+    # at a loss of 5.6 for their first epochs, and the SCAN stage gave 0.9637 / 0.9605 / 0.9547
+    # (SCAN-stage seeds 0-2) on one pretext run but 0.9450 / 0.9449 / 0.9545 on a second (pretext seed
+    # 1, 2026-11-23).
     # After 25 SimCLR epochs the stage gave 0.9514 / 0.9401 / 0.9458 on one pretext run, and below
     # 0.95 for every seed on another (with 50 heads and 5 neighbours).
     # The whole network at 1e-3 gave 0.6361 after 25 epochs. Self-labeling lowered ACC in every
