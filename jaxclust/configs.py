@@ -181,6 +181,9 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
     # the bank is refilled with the trained network's embeddings of the un-augmented images (eval
     # mode), one extra forward pass of the dataset.
     c.bank_source = "training"
+    # False: each epoch's k-means starts afresh with k-means++ (the paper). True (not in the paper): it
+    # starts from the previous epoch's centroids, so the targets move less between epochs.
+    c.kmeans_warm_start = False
   if dataset in ("mnist", "fashion_mnist", "usps", "digits"):
     c.backbone = "small_cnn"
     c.flip_p = 0.0  # a mirrored digit is another symbol or none

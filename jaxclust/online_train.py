@@ -81,6 +81,8 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
                 high_name="crops[0][0], the large crops")
     if config.get("bank_source", "training") not in ("training", "epoch_end"):
       raise ValueError(f"bank_source={config.bank_source!r} must be 'training' or 'epoch_end'")
+    if not isinstance(config.get("kmeans_warm_start", False), bool):
+      raise ValueError(f"kmeans_warm_start={config.kmeans_warm_start!r} must be True or False")
   clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
   mesh = mesh or parallel.make_mesh()
   if config.batch_size % mesh.size:
@@ -117,7 +119,9 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
       state, m = _swav_stream_epoch(config, model, tx, state, source, epoch, rng, mesh)
     elif config.method == "deepcluster":  # k-means of last epoch's bank gives this epoch's targets
       previous = parallel.fetch(state.assignments[0])[:n] if epoch else None  # epoch 0: no targets yet
-      state = _recluster(state, jax.random.fold_in(rng, 7), mask)
+      # Epoch 0's prototypes are placeholders: its k-means always starts with k-means++.
+      warm = config.get("kmeans_warm_start", False) and epoch > 0
+      state = _recluster(state, jax.random.fold_in(rng, 7), mask, warm)
       targets = _target_stability(parallel.fetch(state.assignments[0])[:n], previous, data.y)
       epoch_fn = _deepcluster_epoch(model, tx, config.batch_size, n, _crops(config), config.temperature,
                                     config.flip_p, _shard(mesh))
@@ -224,9 +228,9 @@ def _crops(config):
   return tuple((int(c), int(s), tuple(scale)) for c, s, scale in config.crops)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def _recluster(state, rng, mask):
-  return deepcluster.recluster(state, rng, mask=mask)
+@functools.partial(jax.jit, donate_argnums=0, static_argnums=3)
+def _recluster(state, rng, mask, warm_start):
+  return deepcluster.recluster(state, rng, mask=mask, warm_start=warm_start)
 
 
 @functools.lru_cache(maxsize=None)

@@ -54,6 +54,36 @@ def test_recluster_assigns_each_row_to_its_nearest_prototype_in_every_set():
     np.testing.assert_array_equal(state.assignments[i], alone.labels)
 
 
+def _spherical_lloyd(x, centers, iterations):
+  """Spherical k-means in numpy from given centers (the reference for the warm start)."""
+  for _ in range(iterations):
+    labels = (x @ centers.T).argmax(1)
+    centers = np.stack([x[labels == j].sum(0) for j in range(len(centers))])
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+  return labels, centers
+
+
+def test_recluster_warm_start_continues_from_the_current_prototypes():
+  """Started from the current prototypes, each set's clusters keep their prototypes' numbering and
+  match numpy's Lloyd iterations from them (k-means++ would number 8 clusters in any of 8! orders)."""
+  _, _, _, state = _setup(sets=2, banks=2)
+  rng = np.random.default_rng(0)
+  directions = rng.normal(size=(8, 16))
+  truth = np.tile(np.arange(8), 4)  # 32 rows, 8 groups of 4
+  bank = directions[truth] + 0.3 * rng.normal(size=(2, 32, 16))
+  bank /= np.linalg.norm(bank, axis=-1, keepdims=True)
+  orders = np.stack([rng.permutation(8) for _ in range(2)])  # set i's prototype j sits near group orders[i, j]
+  start = directions[orders] + 0.3 * rng.normal(size=(2, 8, 16))
+  start /= np.linalg.norm(start, axis=-1, keepdims=True)
+  state = state.replace(bank=jnp.asarray(bank, jnp.float32), prototypes=jnp.asarray(start, jnp.float32))
+  warm = deepcluster.recluster(state, jax.random.key(2), warm_start=True)
+  for i in range(2):
+    labels, centers = _spherical_lloyd(bank[i], start[i], 10)
+    np.testing.assert_array_equal(warm.assignments[i], labels)
+    np.testing.assert_allclose(warm.prototypes[i], centers, atol=1e-5)
+    np.testing.assert_array_equal(orders[i][np.asarray(warm.assignments[i])], truth)
+
+
 def test_fill_bank_puts_the_normalized_embeddings_in_every_bank():
   _, _, _, state = _setup(banks=2)
   z = np.random.default_rng(0).normal(size=(32, 16)).astype(np.float32) * 3.0

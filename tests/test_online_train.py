@@ -76,12 +76,23 @@ def test_epoch_end_bank_keeps_the_targets_on_the_content(tmp_path):
   0.05-0.07 to the labels here, three seeds)."""
   c = tiny_config("deepcluster")
   c.epochs, c.prototypes, c.n_clusters, c.bank_source = 2, 30, 10, "epoch_end"
+  c.kmeans_warm_start, c.keep_checkpoints = True, 2
   summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
   lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert lines[1]["targets_nmi_labels"] > 0.25 and lines[1]["targets_nmi_previous"] > 0.25
   # The last epoch's clusters come from the embeddings that refilled the bank, the summary's from a
   # fresh pass of the same network: the same partition.
   assert lines[1]["acc"] == summary["acc"] and lines[1]["nmi"] == summary["nmi"]
+  # kmeans_warm_start: epoch 2's k-means started from epoch 1's centroids (checkpoint 1 holds them and
+  # the bank refilled after epoch 1); a warm start does not draw from the key.
+  import jax
+  import orbax.checkpoint as ocp
+  from jaxclust.methods import deepcluster
+  first, second = (ocp.StandardCheckpointer().restore(tmp_path / "run" / "checkpoints" / str(i) / "state")
+                   for i in (1, 2))
+  again = deepcluster.recluster(deepcluster.DeepClusterState(**first), jax.random.key(123), warm_start=True)
+  np.testing.assert_array_equal(again.assignments, second["assignments"])
+  np.testing.assert_allclose(again.prototypes, second["prototypes"], atol=1e-6)
 
 
 def test_imagenet_recipe():
@@ -115,6 +126,11 @@ def test_bad_settings_are_refused_before_the_workdir_is_claimed(tmp_path):
   c = tiny_config("deepcluster")
   c.bank_source = "queue"
   with pytest.raises(ValueError, match="bank_source='queue' must be 'training' or 'epoch_end'"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c = tiny_config("deepcluster")
+  del c["kmeans_warm_start"]
+  c.kmeans_warm_start = "false"  # a config file's string: refused, not read as True
+  with pytest.raises(ValueError, match="kmeans_warm_start='false' must be True or False"):
     online_train.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("deepcluster")
   c.bank_crops = 3

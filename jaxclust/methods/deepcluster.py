@@ -60,14 +60,21 @@ def fill_bank(state: DeepClusterState, z) -> DeepClusterState:
   return state.replace(bank=jnp.broadcast_to(normalize(z), state.bank.shape).astype(state.bank.dtype))
 
 
-def recluster(state: DeepClusterState, rng, *, max_iter: int = 10, mask=None) -> DeepClusterState:
+def recluster(state: DeepClusterState, rng, *, max_iter: int = 10, mask=None,
+              warm_start: bool = False) -> DeepClusterState:
   """Spherical k-means of the bank, one run per prototype set (set ``i`` clusters bank ``i % banks`` with
-  the key ``fold_in(rng, i)``): new prototypes (centroids) and assignments; ``mask`` drops padding rows."""
+  the key ``fold_in(rng, i)``): new prototypes (centroids) and assignments; ``mask`` drops padding rows.
+
+  ``warm_start`` (not in the paper, whose k-means starts afresh each epoch): each set's k-means starts
+  from that set's current prototypes, the previous clustering's centroids, instead of k-means++, so the
+  targets move only as far as the embeddings have.
+  """
   sets, k = state.prototypes.shape[:2]
   banks = state.bank.shape[0]
   weights = None if mask is None else mask.astype(jnp.float32)
   runs = [kmeans(state.bank[i % banks], k, rng=jax.random.fold_in(rng, i), spherical=True, max_iter=max_iter,
-                 sample_weight=weights) for i in range(sets)]
+                 init=state.prototypes[i] if warm_start else "k-means++", sample_weight=weights)
+          for i in range(sets)]
   return state.replace(prototypes=jnp.stack([normalize(out.centers) for out in runs]),
                        assignments=jnp.stack([out.labels.astype(jnp.int32) for out in runs]))
 
