@@ -5,7 +5,8 @@ run killed at any point (even with SIGKILL) continues from its last checkpoint w
 called again on the same workdir. All randomness comes from ``config.seed`` folded with the stage
 and the epoch or step, so a resumed run ends exactly where an uninterrupted one would. A finished
 workdir (``summary.json``) is never trained over; a workdir made with another configuration, or
-whose checkpoint cannot be restored, is refused with an error instead of being overwritten.
+whose checkpoint cannot be restored, is refused with an error instead of being overwritten (a
+setting that jaxclust gained after the run started counts as unchanged while it is at its default).
 """
 
 from __future__ import annotations
@@ -487,17 +488,42 @@ def _restore(manager, step, template=None, meta_only=False):
                      "move the workdir away or choose another --workdir") from e
 
 
+def _flat(tree: dict, prefix: str = "") -> dict:
+  """``{"cluster": {"tol": 0.1}}`` -> ``{"cluster.tol": 0.1}``: the ``--set`` names of a JSON config."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
 def _check_same_config(workdir: Path, config, write: bool = True):
   path = workdir / "config.json"
   current = json.loads(config.to_json())
-  if path.exists():
-    saved = json.loads(path.read_text())
-    # data_dir says where the files are, not what is trained: moved data may resume.
-    differ = sorted(k for k in set(saved) | set(current) if k != "data_dir" and saved.get(k) != current.get(k))
-    if differ:
-      raise ValueError(f"{workdir} holds a run with another configuration (differs in {differ}); "
-                       "resume it with the same settings or choose another --workdir")
-  elif write:
+  if not path.exists():
+    if write:
+      _write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
+    return
+  saved, now = _flat(json.loads(path.read_text())), _flat(current)
+  # A setting that jaxclust gained after the run started is missing from its config.json. The run
+  # trained as that setting's default does (new settings default to the old behaviour), so it may
+  # resume with the setting at its default: upgrading the library does not cost a run.
+  added = {}
+  if set(now) - set(saved):
+    from jaxclust import configs
+    defaults = _flat(json.loads(configs.get_config(config.method, config.dataset).to_json()))
+    added = {k: now[k] for k in set(now) - set(saved) if k in defaults and now[k] == defaults[k]}
+  # data_dir says where the files are, not what is trained: moved data may resume.
+  absent = "(absent)"
+  differ = sorted(k for k in set(saved) | set(now)
+                  if k != "data_dir" and k not in added and (k in saved, saved.get(k)) != (k in now, now.get(k)))
+  if differ:
+    shown = ", ".join(f"{k}: {saved.get(k, absent)!r} -> {now.get(k, absent)!r}" for k in differ)
+    raise ValueError(f"{workdir} holds a run with another configuration (differs in {shown}); "
+                     "resume it with the same settings or choose another --workdir")
+  if added and write:  # record the settings the run now resumes with
     _write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
 
 

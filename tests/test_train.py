@@ -63,8 +63,41 @@ def test_other_configuration_is_refused(tmp_path):
   train.fit(config, tmp_path, log=lambda _: None)
   (tmp_path / "summary.json").unlink()  # an unfinished run
   other = fast_config()
-  with pytest.raises(ValueError, match=r"another configuration \(differs in \['cluster', 'pretrain'\]\)"):
+  with pytest.raises(ValueError, match=r"another configuration \(differs in cluster.max_steps: 10 -> 80, "
+                                       r"pretrain.epochs: 1 -> 4\)"):
     train.fit(other, tmp_path, log=lambda _: None)
+
+
+def test_setting_added_since_the_run_started_resumes_at_its_default(tmp_path):
+  """A config.json written before jaxclust had a setting lacks it: the run resumes while the setting
+  keeps its default (the old behaviour), and is refused when the setting is changed."""
+  config = fast_config()
+  config.pretrain.epochs, config.cluster.max_steps = 1, 10
+  summary = train.fit(config, tmp_path, log=lambda _: None)
+  path = tmp_path / "config.json"
+
+  def as_an_older_version_wrote_it(**extra):
+    (tmp_path / "summary.json").unlink(missing_ok=True)
+    saved = json.loads(path.read_text())
+    saved.pop("latent", None), saved["pretrain"].pop("init_from", None)
+    path.write_text(json.dumps({**saved, **extra}))
+
+  as_an_older_version_wrote_it()
+  resumed = train.fit(config, tmp_path, log=lambda _: None)
+  assert {k: v for k, v in resumed.items() if k != "wall_seconds"} == {
+      k: v for k, v in summary.items() if k != "wall_seconds"}
+  saved = json.loads(path.read_text())
+  assert (saved["latent"], saved["pretrain"]["init_from"]) == (10, ""), "the resumed settings are not recorded"
+
+  as_an_older_version_wrote_it()
+  changed = fast_config()
+  changed.pretrain.epochs, changed.cluster.max_steps, changed.latent = 1, 10, 5
+  with pytest.raises(ValueError, match=r"differs in latent: '\(absent\)' -> 5\)"):
+    train.fit(changed, tmp_path, log=lambda _: None)
+
+  as_an_older_version_wrote_it(retired=1)  # a setting this version no longer has is not guessed at
+  with pytest.raises(ValueError, match=r"differs in retired: 1 -> '\(absent\)'\)"):
+    train.fit(config, tmp_path, log=lambda _: None)
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path):
