@@ -82,6 +82,12 @@ def test_recluster_warm_start_continues_from_the_current_prototypes():
     np.testing.assert_array_equal(warm.assignments[i], labels)
     np.testing.assert_allclose(warm.prototypes[i], centers, atol=1e-5)
     np.testing.assert_array_equal(orders[i][np.asarray(warm.assignments[i])], truth)
+  # The same on the 8-device mesh the drivers place the state on.
+  on_mesh = jax.jit(functools.partial(deepcluster.recluster, warm_start=True))(
+      parallel.put(state, parallel.make_mesh()), jax.random.key(2))
+  assert len(on_mesh.assignments.sharding.device_set) == 8
+  np.testing.assert_array_equal(on_mesh.assignments, warm.assignments)
+  np.testing.assert_allclose(on_mesh.prototypes, warm.prototypes, atol=1e-6)
 
 
 def test_fill_bank_puts_the_normalized_embeddings_in_every_bank():
