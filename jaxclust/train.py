@@ -510,11 +510,11 @@ def _check_same_config(workdir: Path, config, write: bool = True):
   # A setting that jaxclust gained after the run started is missing from its config.json. The run
   # trained as that setting's default does (new settings default to the old behaviour), so it may
   # resume with the setting at its default: upgrading the library does not cost a run.
-  added = {}
+  added = set()
   if set(now) - set(saved):
     from jaxclust import configs
     defaults = _flat(json.loads(configs.get_config(config.method, config.dataset).to_json()))
-    added = {k: now[k] for k in set(now) - set(saved) if k in defaults and now[k] == defaults[k]}
+    added = {k for k in set(now) - set(saved) if k in defaults and now[k] == defaults[k]}
   # data_dir says where the files are, not what is trained: moved data may resume.
   absent = "(absent)"
   differ = sorted(k for k in set(saved) | set(now)
