@@ -160,8 +160,12 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   c.crops = ((2, 224, (0.14, 1.0)), (6, 96, (0.05, 0.14)))
   c.prototypes, c.temperature, c.batch_size, c.epochs = 3000, 0.1, 4096, 800
   # Clusters reported: 0 = one per prototype; fewer than the prototypes = over-clustering, the
-  # clusters then come from spherical k-means of the final embeddings.
+  # clusters then read out as `readout` says.
   c.n_clusters = 0
+  # How fewer clusters than prototypes are read out: "kmeans" (spherical k-means of the embeddings) or
+  # "views" (the prototypes grouped by where the training augmentations of each image land; not in the
+  # papers; jaxclust/readout.py). Both only read the trained network: changing it never changes training.
+  c.readout = "kmeans"
   c.optimizer, c.learning_rate, c.final_lr_fraction, c.weight_decay, c.warmup_epochs = "lars", 4.8, 0.001, 1e-6, 10
   c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 313, 3840, 15
   c.head_hidden, c.head_out = 2048, 128

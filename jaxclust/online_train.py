@@ -33,7 +33,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from jaxclust import metrics as cluster_metrics
-from jaxclust import parallel
+from jaxclust import parallel, readout
 from jaxclust.data import augment, sources, stream
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.methods import deepcluster, swav
@@ -84,6 +84,10 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     if not isinstance(config.get("kmeans_warm_start", False), bool):
       raise ValueError(f"kmeans_warm_start={config.kmeans_warm_start!r} must be True or False")
   clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
+  if config.get("readout", "kmeans") not in ("kmeans", "views"):
+    raise ValueError(f"readout={config.readout!r} must be 'kmeans' or 'views'")
+  if config.get("readout", "kmeans") == "views" and streaming:
+    raise ValueError("readout='views' augments the images on the devices: it needs input='device', not 'tf.data'")
   mesh = mesh or parallel.make_mesh()
   if config.batch_size % mesh.size:
     raise ValueError(f"batch_size={config.batch_size} is not divisible by the {mesh.size} devices")
@@ -154,8 +158,9 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   logger.close()
   if streaming:
     labels, centroids, y, images = _stream_labels(config, model, state, source, clusters, mesh)
+    grouping = {} if centroids is None else {"centroids": centroids}
   else:
-    (labels, centroids), y, images = _labels(config, model, state, x, n, clusters), data.y, np.asarray(data.x)
+    (labels, grouping), y, images = _labels(config, model, state, x, n, clusters), data.y, np.asarray(data.x)
   summary = {"method": config.method, "dataset": config.dataset, "n": n, "shape": list(image_shape), "k": clusters,
              "prototypes": k, "seed": config.seed, "devices": mesh.size, "wall_seconds": time.perf_counter() - start}
   if config.method == "deepcluster":
@@ -166,8 +171,11 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   summary["size_entropy"] = float(balance["normalized_entropy"])
   if lead:
     np.save(workdir / "labels.npy", labels)
-    if centroids is not None:  # over-clustering: predict assigns new images to these
-      np.save(workdir / "centroids.npy", centroids)
+    for name in ("centroids", "groups"):  # over-clustering: predict assigns new images with these
+      if name in grouping:
+        np.save(workdir / f"{name}.npy", grouping[name])
+      else:  # a file of another readout, left by a run finished again with this one
+        (workdir / f"{name}.npy").unlink(missing_ok=True)
     confidence = np.ones(len(labels), np.float32)  # exemplars: any members (the scores are not probabilities)
     write_exemplars(workdir / "exemplars.png", images, labels[:len(images)], confidence, min(clusters, 20))
     _write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
@@ -185,6 +193,9 @@ def predict(workdir, images) -> np.ndarray:
   template = _init(config, model, jax.random.key(0), jnp.zeros((2, *images.shape[1:])), _tx(config, n), rows, k)
   manager = ocp.CheckpointManager(workdir / "checkpoints")
   state = _restore(manager, manager.latest_step(), template)["state"]
+  if (workdir / "groups.npy").exists():  # readout="views": the group of each image's prototype
+    codes = _labels_jit(config.method, model, state, jnp.asarray(images), len(images))
+    return np.load(workdir / "groups.npy")[np.asarray(codes)]
   if (workdir / "centroids.npy").exists():
     z = _embed_jit(config.method, model, state, jnp.asarray(images), len(images))
     return np.asarray(jnp.argmax(z @ jnp.asarray(np.load(workdir / "centroids.npy")).T, -1))
@@ -296,13 +307,43 @@ def _stream_labels(config, model, state, source, clusters, mesh):
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))
 def _labels_jit(method, model, state, x, n):
+  return _chunked(_coder(method, model, state), x, n, 1024)
+
+
+def _coder(method, model, state):
+  """``images -> prototype`` of each image: highest score (SwAV), nearest centroid of the first prototype
+  set (DeepCluster-v2)."""
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   if method == "swav":
     params = dict(state.params)
     params["prototypes"] = {"kernel": swav.normalize(params["prototypes"]["kernel"], axis=0)}
-    return _chunked(lambda b: jnp.argmax(model.apply({**variables, "params": params}, b)[1], -1), x, n, 1024)
-  first = state.prototypes[0]  # DeepCluster-v2: the nearest centroid of the first prototype set
-  return _chunked(lambda b: jnp.argmax(swav.normalize(model.apply(variables, b)) @ first.T, -1), x, n, 1024)
+    return lambda b: jnp.argmax(model.apply({**variables, "params": params}, b)[1], -1)
+  first = state.prototypes[0]
+  return lambda b: jnp.argmax(swav.normalize(model.apply(variables, b)) @ first.T, -1)
+
+
+def _unit_prototypes(method, state):
+  """``[K, e]`` unit prototypes (SwAV's are the columns of its last layer)."""
+  if method == "swav":
+    return swav.normalize(state.params["prototypes"]["kernel"], axis=0).T
+  return state.prototypes[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5, 6))
+def _view_transitions_jit(method, model, state, x, n, crops, flip_p, rng):
+  """Each of the first ``n`` images' prototype and :func:`readout.view_transitions` of its training views."""
+  code = _coder(method, model, state)
+  chunk = 1024
+  chunks = -(-n // chunk)
+  index = jnp.minimum(jnp.arange(chunks * chunk), n - 1).reshape(chunks, chunk)
+
+  def one_chunk(c, i):
+    images = x[i]
+    views = augment.multi_crop(jax.random.fold_in(rng, c), images, crops=crops, flip_p=flip_p)
+    return code(images), jnp.stack([code(v) for v in views], 1)
+  clean, views = jax.lax.map(lambda args: one_chunk(*args), (jnp.arange(chunks), index))
+  clean, views = clean.reshape(-1)[:n], views.reshape(chunks * chunk, -1)[:n]
+  return clean, readout.view_transitions(clean, views, _unit_prototypes(method, state).shape[0])
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))
@@ -315,19 +356,29 @@ def _embed_jit(method, model, state, x, n):
 
 
 def _labels(config, model, state, x, n, clusters, z=None):
-  """Cluster labels of the first ``n`` rows, and the centroids when there are more prototypes than clusters.
+  """Cluster labels of the first ``n`` rows, and what assigns new images to them (``{}``, ``{"centroids"}``
+  or ``{"groups"}``).
 
   With ``clusters`` equal to the number of prototypes, a row's cluster is its prototype (SwAV: highest
   score; DeepCluster-v2: nearest centroid). With fewer (over-clustering, as the DeepCluster papers
-  train), the normalized embeddings are grouped into ``clusters`` by spherical k-means; ``z``, when
-  given, holds them already (``_embed_jit`` of the same state).
+  train), ``config.readout`` says how: "kmeans" groups the normalized embeddings into ``clusters`` by
+  spherical k-means (``z``, when given, holds them already: ``_embed_jit`` of the same state); "views"
+  groups the prototypes by where the training augmentations of each image land (:mod:`jaxclust.readout`),
+  and a row's cluster is its prototype's group.
   """
   if clusters == config.prototypes:
-    return parallel.fetch(_labels_jit(config.method, model, state, x, n)), None
+    return parallel.fetch(_labels_jit(config.method, model, state, x, n)), {}
+  if config.get("readout", "kmeans") == "views":
+    rng = jax.random.fold_in(jax.random.key(config.seed), 2)  # the same views at every epoch and on resume
+    codes, transitions = _view_transitions_jit(config.method, model, state, x, n, _crops(config), config.flip_p,
+                                               rng)
+    groups = readout.group_clusters(parallel.fetch(transitions), clusters,
+                                    parallel.fetch(_unit_prototypes(config.method, state)))
+    return groups[parallel.fetch(codes)], {"groups": groups}
   if z is None:
     z = _embed_jit(config.method, model, state, x, n)
   out = kmeans(z, clusters, rng=jax.random.key(config.seed), n_init=10, spherical=True)
-  return parallel.fetch(out.labels), np.asarray(parallel.fetch(swav.normalize(out.centers)))
+  return parallel.fetch(out.labels), {"centroids": np.asarray(parallel.fetch(swav.normalize(out.centers)))}
 
 
 def _target_stability(targets, previous, y):

@@ -1,0 +1,59 @@
+"""The two over-clustering readouts of a SwAV/DeepCluster-v2 checkpoint, side by side, against the labels.
+
+  python experiments/readout_compare.py WORKDIR [--step N ...]
+
+For each checkpoint (default: the latest) of a `jaxclust fit swav|deepcluster` workdir on a labelled
+dataset held on the devices, prints ACC/NMI/ARI of readout="kmeans" (spherical k-means of the
+embeddings into n_clusters) and readout="views" (the prototypes grouped by their view transitions,
+jaxclust/readout.py), both computed by the driver's own code, and the purity of the prototype clusters
+(each counted as its majority label): the best ACC any grouping of them could reach.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxclust import metrics, online_train, parallel
+from jaxclust.data import sources
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("workdir", type=Path)
+  parser.add_argument("--step", type=int, nargs="*", default=None, help="checkpoint steps (default: the latest)")
+  args = parser.parse_args()
+  workdir = args.workdir.absolute()
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  if config.method not in online_train.METHODS:
+    raise SystemExit(f"{str(workdir)!r} is a {config.method!r} workdir, not swav or deepcluster")
+  data = sources.load(config.dataset, data_dir=config.data_dir or None)
+  if data.y is None:
+    raise SystemExit(f"{config.dataset!r} has no labels to compare against")
+  y, n = np.asarray(data.y), len(data.y)
+  clusters = config.n_clusters or int(y.max()) + 1
+  manager = ocp.CheckpointManager(workdir / "checkpoints")
+  steps = args.step or [manager.latest_step()]
+  model = online_train._model(config, config.prototypes)
+  template = online_train._init(config, model, jax.random.key(0), jnp.zeros((2, *data.x.shape[1:])),
+                                online_train._tx(config, n), n, config.prototypes)
+  x = jnp.asarray(np.asarray(data.x, np.float32))
+  for step in steps:
+    state = online_train._restore(manager, step, template)["state"]
+    codes = parallel.fetch(online_train._labels_jit(config.method, model, state, x, n))
+    purity = sum(np.bincount(y[codes == c]).max() for c in np.unique(codes)) / n
+    line = f"{workdir.name} checkpoint {step}: prototype purity {purity:.4f}"
+    for readout in ("kmeans", "views"):
+      config.readout = readout
+      labels, _ = online_train._labels(config, model, state, x, n, clusters)
+      scores = metrics.evaluate(y, labels)
+      line += f" | {readout}: " + " ".join(f"{name}={float(value):.4f}" for name, value in scores.items())
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,90 @@
+"""Over-clustering read out as fewer clusters: grouping K prototypes by where augmented views land.
+
+SwAV and DeepCluster-v2 train with more prototypes than there are classes (100 for MNIST's 10 in
+jaxclust's MNIST recipe, 3000 for ImageNet's 1000 in the papers). Reporting ``n`` clusters then needs
+a grouping of the K prototype clusters into ``n``. Spherical k-means of the embeddings into ``n``
+(``readout="kmeans"``) optimizes a criterion that can prefer the wrong grouping: on MNIST it merges
+part of the 9s with the 7s while the 100 clusters are 96% pure (experiments/RESULTS.md).
+
+``readout="views"`` (not in the papers) uses what the methods were trained to be invariant to instead:
+each image is assigned to its cluster, each of its training augmentations to theirs, and
+``transitions[a, b]`` counts the views of images of cluster ``a`` that land in cluster ``b``
+(:func:`view_transitions`). Clusters between which the augmentations of one image move hold the same
+kind of image. :func:`group_clusters` groups them by average linkage (UPGMA, scipy) on the symmetric,
+degree-normalized transitions ``S[a, b] = (T + T^T)[a, b] / sqrt(d_a d_b)``: every pair of groups is
+merged by the mean affinity of their members, so a large cluster does not absorb its neighbours by size,
+and no group-size prior is imposed.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.cluster.hierarchy import cut_tree, linkage
+from scipy.spatial.distance import squareform
+
+from jaxclust import validation
+
+
+def view_transitions(clusters, view_clusters, k: int, mask=None):
+  """``[k, k]`` counts: ``out[a, b]`` = number of views whose image is in cluster ``a`` and which land in ``b``.
+
+  Args:
+    clusters: ``[b]`` int cluster of every image (its un-augmented view).
+    view_clusters: ``[b, v]`` int cluster of each of ``v`` augmented views of every image.
+    k: number of clusters.
+    mask: optional ``[b]``, False on padding rows.
+
+  Returns:
+    ``[k, k]`` float32 counts (a sum over rows, so under ``jit`` a row-sharded batch gives the global counts).
+  """
+  k = validation.check_count(k, "k", low=1)
+  if clusters.ndim != 1 or view_clusters.ndim != 2 or view_clusters.shape[0] != clusters.shape[0]:
+    raise ValueError(f"clusters [b] and view_clusters [b, v] must have the same b; got shapes {clusters.shape} "
+                     f"and {view_clusters.shape}")
+  source = jax.nn.one_hot(clusters, k, dtype=jnp.float32)
+  if mask is not None:
+    source = source * mask[:, None].astype(jnp.float32)
+  target = jnp.sum(jax.nn.one_hot(view_clusters, k, dtype=jnp.float32), axis=1)  # [b, k] views per cluster
+  return source.T @ target
+
+
+def group_clusters(transitions, n_groups: int, prototypes) -> np.ndarray:
+  """The group (``0 .. n_groups - 1``) of each of K clusters, by average linkage on their view transitions.
+
+  Args:
+    transitions: ``[K, K]`` non-negative counts (:func:`view_transitions`); the diagonal is ignored.
+    n_groups: number of groups, at most K.
+    prototypes: ``[K, e]`` unit prototypes. A cluster that no view left or reached has no transitions
+      to group it by; it joins the group of the visited cluster with the most similar prototype.
+
+  Returns:
+    ``[K]`` int32 groups. With fewer than ``n_groups`` visited clusters (a collapsed run) only that many
+    groups are used.
+  """
+  transitions = np.asarray(transitions, np.float64)
+  prototypes = np.asarray(prototypes, np.float64)
+  k = transitions.shape[0]
+  if transitions.ndim != 2 or transitions.shape != (k, k):
+    raise ValueError(f"transitions must be a square [K, K] matrix; got shape {transitions.shape}")
+  if not np.all(np.isfinite(transitions)) or np.any(transitions < 0):
+    raise ValueError("transitions must be finite and non-negative counts")
+  if prototypes.shape[0] != k:
+    raise ValueError(f"prototypes has {prototypes.shape[0]} rows but transitions is [{k}, {k}]")
+  n_groups = validation.check_count(n_groups, "n_groups", low=1, high=k, high_name="K (the clusters)")
+  affinity = transitions + transitions.T
+  np.fill_diagonal(affinity, 0.0)
+  degree = affinity.sum(1)
+  visited = np.flatnonzero(degree > 0)
+  groups = np.zeros(k, np.int32)
+  if len(visited) >= 2:
+    s = affinity[np.ix_(visited, visited)] / np.sqrt(np.outer(degree[visited], degree[visited]))
+    # Average linkage is unchanged by an affine map of the distances: max(S) - S is S's order reversed.
+    tree = linkage(squareform(s.max() - s, checks=False), method="average")
+    groups[visited] = cut_tree(tree, n_clusters=min(n_groups, len(visited)))[:, 0]
+  if 0 < len(visited) < k:
+    unvisited = np.flatnonzero(degree == 0)
+    nearest = visited[np.argmax(prototypes[unvisited] @ prototypes[visited].T, axis=1)]
+    groups[unvisited] = groups[nearest]
+  return groups

@@ -1,0 +1,141 @@
+"""readout="views": view transitions against a loop, the grouping against scikit-learn, the driver end to end."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.cluster import AgglomerativeClustering
+from sklearn.metrics import adjusted_rand_score
+
+from jaxclust import readout
+
+
+def test_view_transitions_count_each_view_from_its_images_cluster():
+  rng = np.random.default_rng(0)
+  clusters, views = rng.integers(0, 7, 50), rng.integers(0, 7, (50, 4))
+  mask = rng.random(50) < 0.8
+  expected = np.zeros((7, 7))
+  for i, v in itertools.product(range(50), range(4)):
+    if mask[i]:
+      expected[clusters[i], views[i, v]] += 1
+  out = jax.jit(readout.view_transitions, static_argnums=2)(jnp.asarray(clusters), jnp.asarray(views), 7,
+                                                            jnp.asarray(mask))
+  np.testing.assert_array_equal(out, expected)
+  np.testing.assert_array_equal(readout.view_transitions(clusters, views, 7).sum(), 200)
+  with pytest.raises(ValueError, match=r"same b; got shapes \(50,\) and \(40, 4\)"):
+    readout.view_transitions(jnp.asarray(clusters), jnp.asarray(views[:40]), 7)
+
+
+def _prototypes(k, rng):
+  p = rng.normal(size=(k, 5))
+  return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+
+def test_grouping_is_average_linkage_on_the_normalized_symmetric_transitions():
+  """The same partition as scikit-learn's average-linkage agglomerative clustering of 1 - S."""
+  rng = np.random.default_rng(1)
+  for trial in range(5):
+    counts = rng.poisson(3.0, (12, 12)).astype(float) * (rng.random((12, 12)) < 0.6)
+    np.fill_diagonal(counts, 0.0)
+    counts[0, 1] += 1.0  # every cluster has a transition (no isolated row by chance)
+    counts += np.diag(rng.poisson(50.0, 12))  # staying in its own cluster: ignored
+    a = counts + counts.T - 2 * np.diag(np.diag(counts))
+    assert np.all(a.sum(1) > 0)
+    s = a / np.sqrt(np.outer(a.sum(1), a.sum(1)))
+    reference = AgglomerativeClustering(4, metric="precomputed", linkage="average").fit(1.0 - s).labels_
+    groups = readout.group_clusters(counts, 4, _prototypes(12, rng))
+    assert groups.shape == (12,) and set(groups) == set(range(4))
+    assert adjusted_rand_score(reference, groups) == 1.0, trial
+
+
+def test_grouping_recovers_planted_groups_of_unequal_size():
+  """Views move mostly within planted groups (sizes 2, 5, 9), with uniform noise across all clusters."""
+  rng = np.random.default_rng(2)
+  truth = np.repeat([0, 1, 2], [2, 5, 9])
+  counts = rng.poisson(2.0, (16, 16)).astype(float)
+  counts += 30.0 * (truth[:, None] == truth[None, :])
+  groups = readout.group_clusters(counts, 3, _prototypes(16, rng))
+  assert adjusted_rand_score(truth, groups) == 1.0
+
+
+def test_clusters_without_transitions_join_their_nearest_prototypes_group():
+  rng = np.random.default_rng(3)
+  prototypes = _prototypes(6, rng)
+  prototypes[5] = prototypes[1] + 0.01 * rng.normal(size=5)  # cluster 5 never visited, next to 1
+  counts = np.zeros((6, 6))
+  counts[0, 1] = counts[2, 3] = counts[3, 4] = 10.0
+  counts[1, 2] = 1.0
+  counts[5, 5] = 4.0  # its images stay put: no transition to group it by
+  groups = readout.group_clusters(counts, 2, prototypes)
+  assert groups[0] == groups[1] == groups[5] and groups[2] == groups[3] == groups[4] and groups[0] != groups[2]
+  # A collapsed run: two clusters with transitions give at most two groups; nothing fails.
+  counts = np.zeros((6, 6))
+  counts[0, 1] = 3.0
+  groups = readout.group_clusters(counts, 4, prototypes)
+  assert set(groups) == {0, 1} and groups[0] != groups[1]
+  assert set(readout.group_clusters(np.zeros((6, 6)), 4, prototypes)) == {0}
+
+
+def test_bad_input_is_refused_with_its_value():
+  p = _prototypes(4, np.random.default_rng(4))
+  with pytest.raises(ValueError, match=r"n_groups=5 must be <= K \(the clusters\)=4"):
+    readout.group_clusters(np.ones((4, 4)), 5, p)
+  with pytest.raises(ValueError, match=r"square \[K, K\] matrix; got shape \(4, 3\)"):
+    readout.group_clusters(np.ones((4, 3)), 2, p)
+  with pytest.raises(ValueError, match="non-negative"):
+    readout.group_clusters(-np.ones((4, 4)), 2, p)
+  with pytest.raises(ValueError, match=r"prototypes has 3 rows but transitions is \[4, 4\]"):
+    readout.group_clusters(np.ones((4, 4)), 2, p[:3])
+
+
+def test_driver_reads_out_the_view_groups_and_predict_uses_them(tmp_path):
+  """DeepCluster-v2 on digits with 30 prototypes read out as 10 clusters by their view transitions."""
+  import json
+
+  from jaxclust import online_train, parallel
+  from jaxclust.data import sources
+  from test_online_train import tiny_config
+  c = tiny_config("deepcluster")
+  c.epochs, c.prototypes, c.n_clusters, c.readout = 2, 30, 10, "views"
+  (tmp_path / "run").mkdir()
+  np.save(tmp_path / "run" / "centroids.npy", np.zeros((10, c.head_out)))  # another readout's file: removed
+  summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=parallel.make_mesh(1))
+  groups, labels = np.load(tmp_path / "run" / "groups.npy"), np.load(tmp_path / "run" / "labels.npy")
+  assert not (tmp_path / "run" / "centroids.npy").exists()
+  assert groups.shape == (30,) and set(groups) <= set(range(10))
+  images = sources.load("digits").x
+  np.testing.assert_array_equal(online_train.predict(tmp_path / "run", images), labels)
+  # Each image's cluster is its prototype's group: the prototypes group as the transitions say.
+  codes = np.asarray(online_train._labels_jit("deepcluster", online_train._model(c, 30), _final_state(tmp_path, c),
+                                              np.asarray(images, np.float32), len(images)))
+  np.testing.assert_array_equal(labels, groups[codes])
+  last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+  assert last["acc"] == summary["acc"]  # the same readout (the same views) each epoch and at the end
+
+
+def _final_state(tmp_path, c):
+  import jax
+  import orbax.checkpoint as ocp
+  from jaxclust import online_train
+  n = 1797
+  model = online_train._model(c, c.prototypes)
+  template = online_train._init(c, model, jax.random.key(0), jnp.zeros((2, 8, 8, 1)), online_train._tx(c, n), n,
+                                c.prototypes)
+  manager = ocp.CheckpointManager(tmp_path / "run" / "checkpoints")
+  return online_train._restore(manager, manager.latest_step(), template)["state"]
+
+
+def test_driver_refuses_an_unknown_readout_and_views_of_streamed_input(tmp_path):
+  from jaxclust import online_train
+  from test_online_train import tiny_config
+  c = tiny_config("deepcluster")
+  c.readout = "spectral"
+  with pytest.raises(ValueError, match="readout='spectral' must be 'kmeans' or 'views'"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c = tiny_config("swav")
+  c.readout, c.input = "views", "tf.data"
+  with pytest.raises(ValueError, match="readout='views' augments the images on the devices"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  assert not (tmp_path / "run").exists()
