@@ -90,14 +90,15 @@ def test_bad_input_is_refused_with_its_value():
     readout.group_clusters(np.ones((4, 4)), 2, p[:3])
 
 
-def test_driver_reads_out_the_view_groups_and_predict_uses_them(tmp_path):
-  """DeepCluster-v2 on digits with 30 prototypes read out as 10 clusters by their view transitions."""
+@pytest.mark.parametrize("method", ["swav", "deepcluster"])
+def test_driver_reads_out_the_view_groups_and_predict_uses_them(tmp_path, method):
+  """30 prototypes on digits read out as 10 clusters by their view transitions."""
   import json
 
   from jaxclust import online_train, parallel
   from jaxclust.data import sources
   from test_online_train import tiny_config
-  c = tiny_config("deepcluster")
+  c = tiny_config(method)
   c.epochs, c.prototypes, c.n_clusters, c.readout = 2, 30, 10, "views"
   (tmp_path / "run").mkdir()
   np.save(tmp_path / "run" / "centroids.npy", np.zeros((10, c.head_out)))  # another readout's file: removed
@@ -108,9 +109,23 @@ def test_driver_reads_out_the_view_groups_and_predict_uses_them(tmp_path):
   images = sources.load("digits").x
   np.testing.assert_array_equal(online_train.predict(tmp_path / "run", images), labels)
   # Each image's cluster is its prototype's group: the prototypes group as the transitions say.
-  codes = np.asarray(online_train._labels_jit("deepcluster", online_train._model(c, 30), _final_state(tmp_path, c),
+  codes = np.asarray(online_train._labels_jit(method, online_train._model(c, 30), _final_state(tmp_path, c),
                                               np.asarray(images, np.float32), len(images)))
   np.testing.assert_array_equal(labels, groups[codes])
+  # The transitions count each of the 4 views (2 crops of 8 and 2 of 6 pixels) of every image once,
+  # from its own cluster, and the 8-device mesh (rows sharded, padded to 1800) counts the same.
+  import jax
+  state, model, n = _final_state(tmp_path, c), online_train._model(c, 30), len(images)
+  rng = jax.random.key(5)
+  clean, transitions = online_train._view_transitions_jit(method, model, state, np.asarray(images, np.float32), n,
+                                                          online_train._crops(c), c.flip_p, rng)
+  np.testing.assert_array_equal(clean, codes)
+  np.testing.assert_array_equal(np.asarray(transitions).sum(1), 4 * np.bincount(codes, minlength=30))
+  mesh = parallel.make_mesh(8)
+  x, _ = parallel.global_rows(np.asarray(images, np.float32), mesh)
+  sharded = online_train._view_transitions_jit(method, model, parallel.put(state, mesh), x, n,
+                                               online_train._crops(c), c.flip_p, rng)[1]
+  assert np.abs(np.asarray(sharded) - np.asarray(transitions)).sum() <= 4  # a near-tie may flip a view or two
   last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
   assert last["acc"] == summary["acc"]  # the same readout (the same views) each epoch and at the end
 
