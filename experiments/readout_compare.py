@@ -5,11 +5,13 @@
 For each checkpoint (default: the latest) of a `jaxclust fit swav|deepcluster` workdir on a labelled
 dataset held on the devices, prints ACC/NMI/ARI of readout="kmeans" (spherical k-means of the
 embeddings into n_clusters) and readout="views" (the prototypes grouped by their view transitions,
-jaxclust/readout.py), both computed by the driver's own code, and the purity of the prototype clusters
-(each counted as its majority label): the best ACC any grouping of them could reach.
+jaxclust/readout.py), both computed by the driver's own code, with the seconds each took (the first
+checkpoint's include compiling), and the purity of the prototype clusters (each image counted in its
+nearest prototype's, each cluster as its majority label): the best ACC any grouping of them could reach.
 """
 import argparse
 import json
+import time
 from pathlib import Path
 
 import jax
@@ -49,9 +51,12 @@ def main():
     line = f"{workdir.name} checkpoint {step}: prototype purity {purity:.4f}"
     for readout in ("kmeans", "views"):
       config.readout = readout
+      tick = time.perf_counter()
       labels, _ = online_train._labels(config, model, state, x, n, clusters)
+      seconds = time.perf_counter() - tick  # the first call of each readout includes compiling it
       scores = metrics.evaluate(y, labels)
       line += f" | {readout}: " + " ".join(f"{name}={float(value):.4f}" for name, value in scores.items())
+      line += f" ({seconds:.0f} s)"
     print(line, flush=True)
 
 
