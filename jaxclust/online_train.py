@@ -5,7 +5,9 @@ queue, the DeepCluster memory bank, prototypes and assignments included), so a k
 to the same result. The dataset lives on the devices as a row-sharded global array; each epoch
 gathers and augments its batches on device (one compiled ``lax.scan`` on accelerators:
 :func:`jaxclust.scan_train.epoch_runner`). Clusters are the
-prototype of highest score (SwAV) or the nearest centroid (DeepCluster-v2).
+prototype of highest score (SwAV) or the nearest centroid (DeepCluster-v2); with fewer clusters than
+prototypes, ``readout`` says how they are grouped (k-means of the embeddings, or
+:mod:`jaxclust.readout`'s view transitions).
 
 With ``input="tf.data"`` (SwAV), images are instead streamed: read (a prepared tfds dataset such as
 ImageNet is never loaded whole), multi-cropped on the host and batched by
