@@ -176,7 +176,7 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     for name in ("centroids", "groups"):  # over-clustering: predict assigns new images with these
       if name in grouping:
         np.save(workdir / f"{name}.npy", grouping[name])
-      else:  # a file of another readout, left by a run finished again with this one
+      else:  # another readout's file, from an earlier run in this workdir: predict must not use it
         (workdir / f"{name}.npy").unlink(missing_ok=True)
     confidence = np.ones(len(labels), np.float32)  # exemplars: any members (the scores are not probabilities)
     write_exemplars(workdir / "exemplars.png", images, labels[:len(images)], confidence, min(clusters, 20))
