@@ -4,8 +4,8 @@
 
 For each checkpoint (default: the latest) of a `jaxclust fit swav|deepcluster` workdir on a labelled
 dataset held on the devices, prints ACC/NMI/ARI of readout="kmeans" (spherical k-means of the
-embeddings into n_clusters) and readout="views" (the prototypes grouped by their view transitions,
-jaxclust/readout.py), both computed by the driver's own code, with the seconds each took (the first
+embeddings into n_clusters) and readout="knn" (the prototypes grouped by the nearest neighbours of
+their members, jaxclust/readout.py; `--neighbors` of them), both computed by the driver's own code, with the seconds each took (the first
 checkpoint's include compiling), and the purity of the prototype clusters (each image counted in its
 nearest prototype's, each cluster as its majority label): the best ACC any grouping of them could reach.
 """
@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxclust import metrics, online_train, parallel
+from jaxclust import configs, metrics, online_train, parallel
 from jaxclust.data import sources
 
 
@@ -28,11 +28,16 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("workdir", type=Path)
   parser.add_argument("--step", type=int, nargs="*", default=None, help="checkpoint steps (default: the latest)")
+  parser.add_argument("--neighbors", type=int, default=None, help="readout_neighbors (default: the config's)")
   args = parser.parse_args()
   workdir = args.workdir.absolute()
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  if config.method not in online_train.METHODS:
-    raise SystemExit(f"{str(workdir)!r} is a {config.method!r} workdir, not swav or deepcluster")
+  saved = json.loads((workdir / "config.json").read_text())
+  if saved.get("method") not in online_train.METHODS:
+    raise SystemExit(f"{str(workdir)!r} is a {saved.get('method')!r} workdir, not swav or deepcluster")
+  defaults = json.loads(configs.get_config(saved["method"], saved["dataset"]).to_json())
+  config = ml_collections.ConfigDict({**defaults, **saved})  # settings newer than the run: their defaults
+  if args.neighbors is not None:
+    config.readout_neighbors = args.neighbors
   data = sources.load(config.dataset, data_dir=config.data_dir or None)
   if data.y is None:
     raise SystemExit(f"{config.dataset!r} has no labels to compare against")
@@ -49,13 +54,13 @@ def main():
     codes = parallel.fetch(online_train._labels_jit(config.method, model, state, x, n))
     purity = sum(np.bincount(y[codes == c]).max() for c in np.unique(codes)) / n
     line = f"{workdir.name} checkpoint {step}: prototype purity {purity:.4f}"
-    for readout in ("kmeans", "views"):
+    for readout in ("kmeans", "knn"):
       config.readout = readout
       tick = time.perf_counter()
       labels, _ = online_train._labels(config, model, state, x, n, clusters)
       seconds = time.perf_counter() - tick  # the first call of each readout includes compiling it
       scores = metrics.evaluate(y, labels)
-      line += f" | {readout}: " + " ".join(f"{name}={float(value):.4f}" for name, value in scores.items())
+      line += f" | {readout}{f' {config.readout_neighbors}' if readout == 'knn' else ''}: " + " ".join(f"{name}={float(value):.4f}" for name, value in scores.items())
       line += f" ({seconds:.0f} s)"
     print(line, flush=True)
 

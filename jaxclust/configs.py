@@ -163,9 +163,10 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   # clusters then read out as `readout` says.
   c.n_clusters = 0
   # How fewer clusters than prototypes are read out: "kmeans" (spherical k-means of the embeddings) or
-  # "views" (the prototypes grouped by where the training augmentations of each image land; not in the
-  # papers; jaxclust/readout.py). Both only read the trained network: changing it never changes training.
-  c.readout = "kmeans"
+  # "knn" (the prototypes grouped by the `readout_neighbors` nearest neighbours of their members in the
+  # embedding, 20 as SCAN mines; not in the papers; jaxclust/readout.py). Both only read the trained
+  # network: changing them never changes training.
+  c.readout, c.readout_neighbors = "kmeans", 20
   c.optimizer, c.learning_rate, c.final_lr_fraction, c.weight_decay, c.warmup_epochs = "lars", 4.8, 0.001, 1e-6, 10
   c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 313, 3840, 15
   c.head_hidden, c.head_out = 2048, 128

@@ -6,8 +6,8 @@ to the same result. The dataset lives on the devices as a row-sharded global arr
 gathers and augments its batches on device (one compiled ``lax.scan`` on accelerators:
 :func:`jaxclust.scan_train.epoch_runner`). Clusters are the
 prototype of highest score (SwAV) or the nearest centroid (DeepCluster-v2); with fewer clusters than
-prototypes, ``readout`` says how they are grouped (k-means of the embeddings, or
-:mod:`jaxclust.readout`'s view transitions).
+prototypes, ``readout`` says how they are grouped (k-means of the embeddings, or by the nearest
+neighbours of each cluster's members: :mod:`jaxclust.readout`).
 
 With ``input="tf.data"`` (SwAV), images are instead streamed: read (a prepared tfds dataset such as
 ImageNet is never loaded whole), multi-cropped on the host and batched by
@@ -38,6 +38,7 @@ from jaxclust import metrics as cluster_metrics
 from jaxclust import parallel, readout
 from jaxclust.data import augment, sources, stream
 from jaxclust.kernels.kmeans import kmeans
+from jaxclust.kernels.knn import knn
 from jaxclust.methods import deepcluster, swav
 from jaxclust.models import heads
 from jaxclust.scan_train import _backbone, _chunked, _shard, batch_epoch, finished_run, write_exemplars
@@ -86,10 +87,10 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     if not isinstance(config.get("kmeans_warm_start", False), bool):
       raise ValueError(f"kmeans_warm_start={config.kmeans_warm_start!r} must be True or False")
   clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
-  if config.get("readout", "kmeans") not in ("kmeans", "views"):
-    raise ValueError(f"readout={config.readout!r} must be 'kmeans' or 'views'")
-  if config.get("readout", "kmeans") == "views" and streaming:
-    raise ValueError("readout='views' augments the images on the devices: it needs input='device', not 'tf.data'")
+  if config.get("readout", "kmeans") not in ("kmeans", "knn"):
+    raise ValueError(f"readout={config.readout!r} must be 'kmeans' or 'knn'")
+  if config.get("readout", "kmeans") == "knn":
+    check_count(config.readout_neighbors, "readout_neighbors", low=1, high=n - 1, high_name="n_samples - 1")
   mesh = mesh or parallel.make_mesh()
   if config.batch_size % mesh.size:
     raise ValueError(f"batch_size={config.batch_size} is not divisible by the {mesh.size} devices")
@@ -159,8 +160,7 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   manager.wait_until_finished()
   logger.close()
   if streaming:
-    labels, centroids, y, images = _stream_labels(config, model, state, source, clusters, mesh)
-    grouping = {} if centroids is None else {"centroids": centroids}
+    labels, grouping, y, images = _stream_labels(config, model, state, source, clusters, mesh)
   else:
     (labels, grouping), y, images = _labels(config, model, state, x, n, clusters), data.y, np.asarray(data.x)
   summary = {"method": config.method, "dataset": config.dataset, "n": n, "shape": list(image_shape), "k": clusters,
@@ -195,7 +195,7 @@ def predict(workdir, images) -> np.ndarray:
   template = _init(config, model, jax.random.key(0), jnp.zeros((2, *images.shape[1:])), _tx(config, n), rows, k)
   manager = ocp.CheckpointManager(workdir / "checkpoints")
   state = _restore(manager, manager.latest_step(), template)["state"]
-  if (workdir / "groups.npy").exists():  # readout="views": the group of each image's prototype
+  if (workdir / "groups.npy").exists():  # readout="knn": the group of each image's prototype
     codes = _labels_jit(config.method, model, state, jnp.asarray(images), len(images))
     return np.load(workdir / "groups.npy")[np.asarray(codes)]
   if (workdir / "centroids.npy").exists():
@@ -296,15 +296,20 @@ def _swav_embed_and_score(model, state, images):
 
 
 def _stream_labels(config, model, state, source, clusters, mesh):
-  """Labels of every streamed image (evaluation transform) in dataset order, centroids when
-  over-clustering, the true labels (None without), and the first batch's images for the exemplar grid."""
-  (z, labels), y, images = stream.predict_in_order(lambda batch: _swav_embed_and_score(model, state, batch), source,
-                                                   size=int(config.crops[0][1]), batch_size=config.batch_size,
-                                                   mesh=mesh)
+  """Labels of every streamed image (evaluation transform) in dataset order, what assigns new images
+  to them (as :func:`_labels`), the true labels (None without), and the first batch's images for the
+  exemplar grid."""
+  (z, codes), y, images = stream.predict_in_order(lambda batch: _swav_embed_and_score(model, state, batch), source,
+                                                  size=int(config.crops[0][1]), batch_size=config.batch_size,
+                                                  mesh=mesh)
   if clusters == config.prototypes:
-    return labels, None, y, images
+    return codes, {}, y, images
+  if config.get("readout", "kmeans") == "knn":
+    groups = _neighbor_groups(jnp.asarray(z), jnp.asarray(codes), config.readout_neighbors, clusters,
+                              _unit_prototypes(config.method, state))
+    return groups[np.asarray(codes)], {"groups": groups}, y, images
   out = kmeans(jnp.asarray(z), clusters, rng=jax.random.key(config.seed), n_init=10, spherical=True)
-  return np.asarray(out.labels), np.asarray(swav.normalize(out.centers)), y, images
+  return np.asarray(out.labels), {"centroids": np.asarray(swav.normalize(out.centers))}, y, images
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))
@@ -331,21 +336,22 @@ def _unit_prototypes(method, state):
   return state.prototypes[0]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5, 6))
-def _view_transitions_jit(method, model, state, x, n, crops, flip_p, rng):
-  """Each of the first ``n`` images' prototype and :func:`readout.view_transitions` of its training views."""
-  code = _coder(method, model, state)
-  chunk = 1024
-  chunks = -(-n // chunk)
-  index = jnp.minimum(jnp.arange(chunks * chunk), n - 1).reshape(chunks, chunk)
+def _neighbor_groups(z, codes, neighbors, clusters, prototypes):
+  """:func:`readout.group_clusters` of the prototype clusters ``codes`` by :func:`_neighbor_transitions`."""
+  transitions = _neighbor_transitions(z, codes, neighbors, prototypes.shape[0])
+  return readout.group_clusters(parallel.fetch(transitions), clusters, parallel.fetch(prototypes))
 
-  def one_chunk(c, i):
-    images = x[i]
-    views = augment.multi_crop(jax.random.fold_in(rng, c), images, crops=crops, flip_p=flip_p)
-    return code(images), jnp.stack([code(v) for v in views], 1)
-  clean, views = jax.lax.map(lambda args: one_chunk(*args), (jnp.arange(chunks), index))
-  clean, views = clean.reshape(-1)[:n], views.reshape(chunks * chunk, -1)[:n]
-  return clean, readout.view_transitions(clean, views, _unit_prototypes(method, state).shape[0])
+
+def _neighbor_transitions(z, codes, neighbors, k):
+  """:func:`readout.cluster_transitions` from each row's cluster to those of its ``neighbors`` nearest
+  neighbours in ``z`` (cosine, the row itself left out)."""
+  nearest = knn(z, neighbors + 1).indices[:, 1:]  # column 0: the row itself (or an exact duplicate of it)
+  return _transitions_jit(codes, nearest, k)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _transitions_jit(codes, nearest, k):
+  return readout.cluster_transitions(codes, codes[nearest], k)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))
@@ -364,21 +370,18 @@ def _labels(config, model, state, x, n, clusters, z=None):
   With ``clusters`` equal to the number of prototypes, a row's cluster is its prototype (SwAV: highest
   score; DeepCluster-v2: nearest centroid). With fewer (over-clustering, as the DeepCluster papers
   train), ``config.readout`` says how: "kmeans" groups the normalized embeddings into ``clusters`` by
-  spherical k-means (``z``, when given, holds them already: ``_embed_jit`` of the same state); "views"
-  groups the prototypes by where the training augmentations of each image land (:mod:`jaxclust.readout`),
-  and a row's cluster is its prototype's group.
+  spherical k-means; "knn" groups the prototypes by the ``readout_neighbors`` nearest neighbours of their
+  members in the embedding (:mod:`jaxclust.readout`), and a row's cluster is its prototype's group.
+  ``z``, when given, holds the embeddings already (``_embed_jit`` of the same state).
   """
   if clusters == config.prototypes:
     return parallel.fetch(_labels_jit(config.method, model, state, x, n)), {}
-  if config.get("readout", "kmeans") == "views":
-    rng = jax.random.fold_in(jax.random.key(config.seed), 2)  # the same views at every epoch and on resume
-    codes, transitions = _view_transitions_jit(config.method, model, state, x, n, _crops(config), config.flip_p,
-                                               rng)
-    groups = readout.group_clusters(parallel.fetch(transitions), clusters,
-                                    parallel.fetch(_unit_prototypes(config.method, state)))
-    return groups[parallel.fetch(codes)], {"groups": groups}
   if z is None:
     z = _embed_jit(config.method, model, state, x, n)
+  if config.get("readout", "kmeans") == "knn":
+    codes = _labels_jit(config.method, model, state, x, n)
+    groups = _neighbor_groups(z, codes, config.readout_neighbors, clusters, _unit_prototypes(config.method, state))
+    return groups[parallel.fetch(codes)], {"groups": groups}
   out = kmeans(z, clusters, rng=jax.random.key(config.seed), n_init=10, spherical=True)
   return parallel.fetch(out.labels), {"centroids": np.asarray(parallel.fetch(swav.normalize(out.centers)))}
 

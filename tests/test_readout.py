@@ -1,4 +1,5 @@
-"""readout="views": view transitions against a loop, the grouping against scikit-learn, the driver end to end."""
+"""readout="knn": cluster transitions against a loop, the grouping against scikit-learn, the driver end to end
+(neighbour counts against scikit-learn's exact neighbours)."""
 
 import itertools
 
@@ -12,7 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 from jaxclust import readout
 
 
-def test_view_transitions_count_each_view_from_its_images_cluster():
+def test_transitions_count_each_pair_from_its_rows_cluster():
   rng = np.random.default_rng(0)
   clusters, views = rng.integers(0, 7, 50), rng.integers(0, 7, (50, 4))
   mask = rng.random(50) < 0.8
@@ -20,12 +21,12 @@ def test_view_transitions_count_each_view_from_its_images_cluster():
   for i, v in itertools.product(range(50), range(4)):
     if mask[i]:
       expected[clusters[i], views[i, v]] += 1
-  out = jax.jit(readout.view_transitions, static_argnums=2)(jnp.asarray(clusters), jnp.asarray(views), 7,
-                                                            jnp.asarray(mask))
+  out = jax.jit(readout.cluster_transitions, static_argnums=2)(jnp.asarray(clusters), jnp.asarray(views), 7,
+                                                               jnp.asarray(mask))
   np.testing.assert_array_equal(out, expected)
-  np.testing.assert_array_equal(readout.view_transitions(clusters, views, 7).sum(), 200)
+  np.testing.assert_array_equal(readout.cluster_transitions(clusters, views, 7).sum(), 200)
   with pytest.raises(ValueError, match=r"same b; got shapes \(50,\) and \(40, 4\)"):
-    readout.view_transitions(jnp.asarray(clusters), jnp.asarray(views[:40]), 7)
+    readout.cluster_transitions(jnp.asarray(clusters), jnp.asarray(views[:40]), 7)
 
 
 def _prototypes(k, rng):
@@ -51,7 +52,7 @@ def test_grouping_is_average_linkage_on_the_normalized_symmetric_transitions():
 
 
 def test_grouping_recovers_planted_groups_of_unequal_size():
-  """Views move mostly within planted groups (sizes 2, 5, 9), with uniform noise across all clusters."""
+  """Pairs fall mostly within planted groups (sizes 2, 5, 9), with uniform noise across all clusters."""
   rng = np.random.default_rng(2)
   truth = np.repeat([0, 1, 2], [2, 5, 9])
   counts = rng.poisson(2.0, (16, 16)).astype(float)
@@ -67,7 +68,7 @@ def test_clusters_without_transitions_join_their_nearest_prototypes_group():
   counts = np.zeros((6, 6))
   counts[0, 1] = counts[2, 3] = counts[3, 4] = 10.0
   counts[1, 2] = 1.0
-  counts[5, 5] = 4.0  # its images stay put: no transition to group it by
+  counts[5, 5] = 4.0  # its images pair only among themselves: no transition to group it by
   groups = readout.group_clusters(counts, 2, prototypes)
   assert groups[0] == groups[1] == groups[5] and groups[2] == groups[3] == groups[4] and groups[0] != groups[2]
   # A collapsed run: two clusters with transitions give at most two groups; nothing fails.
@@ -91,43 +92,50 @@ def test_bad_input_is_refused_with_its_value():
 
 
 @pytest.mark.parametrize("method", ["swav", "deepcluster"])
-def test_driver_reads_out_the_view_groups_and_predict_uses_them(tmp_path, method):
-  """30 prototypes on digits read out as 10 clusters by their view transitions."""
+def test_driver_reads_out_the_neighbour_groups_and_predict_uses_them(tmp_path, method):
+  """30 prototypes on digits read out as 10 clusters by their members' nearest neighbours."""
   import json
+
+  from sklearn.neighbors import NearestNeighbors
 
   from jaxclust import online_train, parallel
   from jaxclust.data import sources
   from test_online_train import tiny_config
   c = tiny_config(method)
-  c.epochs, c.prototypes, c.n_clusters, c.readout = 2, 30, 10, "views"
+  c.epochs, c.prototypes, c.n_clusters, c.readout, c.readout_neighbors = 2, 30, 10, "knn", 5
   (tmp_path / "run").mkdir()
   np.save(tmp_path / "run" / "centroids.npy", np.zeros((10, c.head_out)))  # another readout's file: removed
   summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=parallel.make_mesh(1))
   groups, labels = np.load(tmp_path / "run" / "groups.npy"), np.load(tmp_path / "run" / "labels.npy")
   assert not (tmp_path / "run" / "centroids.npy").exists()
   assert groups.shape == (30,) and set(groups) <= set(range(10))
-  images = sources.load("digits").x
+  images = np.asarray(sources.load("digits").x, np.float32)
   np.testing.assert_array_equal(online_train.predict(tmp_path / "run", images), labels)
-  # Each image's cluster is its prototype's group: the prototypes group as the transitions say.
-  codes = np.asarray(online_train._labels_jit(method, online_train._model(c, 30), _final_state(tmp_path, c),
-                                              np.asarray(images, np.float32), len(images)))
-  np.testing.assert_array_equal(labels, groups[codes])
-  # The transitions count each of the 4 views (2 crops of 8 and 2 of 6 pixels) of every image once,
-  # from its own cluster, and the 8-device mesh (rows sharded, padded to 1800) counts the same.
-  import jax
   state, model, n = _final_state(tmp_path, c), online_train._model(c, 30), len(images)
-  rng = jax.random.key(5)
-  clean, transitions = online_train._view_transitions_jit(method, model, state, np.asarray(images, np.float32), n,
-                                                          online_train._crops(c), c.flip_p, rng)
-  np.testing.assert_array_equal(clean, codes)
-  np.testing.assert_array_equal(np.asarray(transitions).sum(1), 4 * np.bincount(codes, minlength=30))
-  mesh = parallel.make_mesh(8)
-  x, _ = parallel.global_rows(np.asarray(images, np.float32), mesh)
-  sharded = online_train._view_transitions_jit(method, model, parallel.put(state, mesh), x, n,
-                                               online_train._crops(c), c.flip_p, rng)[1]
-  assert np.abs(np.asarray(sharded) - np.asarray(transitions)).sum() <= 4  # a near-tie may flip a view or two
+  # Each image's cluster is its prototype's group.
+  codes = np.asarray(online_train._labels_jit(method, model, state, images, n))
+  np.testing.assert_array_equal(labels, groups[codes])
   last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-  assert last["acc"] == summary["acc"]  # the same readout (the same views) each epoch and at the end
+  assert last["acc"] == summary["acc"]  # the same readout each epoch and at the end
+  # The groups are those of the counts of scikit-learn's exact 5 nearest neighbours (cosine, self left out).
+  z = np.asarray(online_train._embed_jit(method, model, state, images, n), np.float64)
+  nearest = NearestNeighbors(n_neighbors=6, metric="cosine", algorithm="brute").fit(z).kneighbors(z)[1]
+  nearest = np.array([[j for j in row if j != i][:5] for i, row in enumerate(nearest)])
+  counts = np.zeros((30, 30))
+  np.add.at(counts, (np.repeat(codes, 5), codes[nearest].reshape(-1)), 1.0)
+  transitions = online_train._neighbor_transitions(jnp.asarray(z, jnp.float32), jnp.asarray(codes), 5, 30)
+  np.testing.assert_array_equal(transitions, counts)
+  prototypes = np.asarray(online_train._unit_prototypes(method, state))
+  grouped = online_train._neighbor_groups(jnp.asarray(z, jnp.float32), jnp.asarray(codes), 5, 10,
+                                          jnp.asarray(prototypes))
+  np.testing.assert_array_equal(grouped, groups)
+  assert adjusted_rand_score(readout.group_clusters(counts, 10, prototypes), groups) == 1.0
+  # The 8-device mesh (rows sharded, padded to 1800) groups the same.
+  mesh = parallel.make_mesh(8)
+  labels8, grouping8 = online_train._labels(c, model, parallel.put(state, mesh),
+                                            parallel.global_rows(images, mesh)[0], n, 10)
+  assert adjusted_rand_score(grouping8["groups"], groups) == 1.0
+  np.testing.assert_array_equal(labels8, labels)
 
 
 def _final_state(tmp_path, c):
@@ -142,15 +150,17 @@ def _final_state(tmp_path, c):
   return online_train._restore(manager, manager.latest_step(), template)["state"]
 
 
-def test_driver_refuses_an_unknown_readout_and_views_of_streamed_input(tmp_path):
+def test_driver_refuses_an_unknown_readout_and_a_bad_neighbour_count(tmp_path):
   from jaxclust import online_train
   from test_online_train import tiny_config
   c = tiny_config("deepcluster")
   c.readout = "spectral"
-  with pytest.raises(ValueError, match="readout='spectral' must be 'kmeans' or 'views'"):
+  with pytest.raises(ValueError, match="readout='spectral' must be 'kmeans' or 'knn'"):
     online_train.fit(c, tmp_path / "run", log=lambda _: None)
-  c = tiny_config("swav")
-  c.readout, c.input = "views", "tf.data"
-  with pytest.raises(ValueError, match="readout='views' augments the images on the devices"):
+  c.readout, c.readout_neighbors = "knn", 1797
+  with pytest.raises(ValueError, match=r"readout_neighbors=1797 must be <= n_samples - 1=1796"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c.readout_neighbors = 0
+  with pytest.raises(ValueError, match="readout_neighbors=0 must be >= 1"):
     online_train.fit(c, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()

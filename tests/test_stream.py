@@ -2,7 +2,10 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from conftest import kill_cli_run, run_cli
@@ -105,6 +108,28 @@ def test_streamed_swav_trains_predicts_and_resumes_to_the_same_result(tmp_path):
   run_cli("swav", workdir, TINY_STREAM)
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), labels)
   assert json.loads((workdir / "summary.json").read_text())["acc"] == reference["acc"]
+
+
+def test_streamed_swav_reads_out_neighbour_groups_as_the_device_path_does(tmp_path):
+  """readout="knn" after a streamed run: the final streamed pass groups the prototypes as the on-device
+  readout of the same checkpoint does, and predict uses the groups."""
+  from sklearn.metrics import adjusted_rand_score
+  c = configs.get_config("swav", "digits")
+  c.epochs, c.cnn_channels, c.queue_length, c.input = 1, (8, 16), 0, "tf.data"
+  c.prototypes, c.n_clusters, c.readout, c.readout_neighbors = 30, 10, "knn", 5
+  online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+  groups, labels = np.load(tmp_path / "run" / "groups.npy"), np.load(tmp_path / "run" / "labels.npy")
+  assert not (tmp_path / "run" / "centroids.npy").exists()
+  images = np.asarray(sources.load("digits").x, np.float32)
+  assert np.mean(online_train.predict(tmp_path / "run", images) == labels) >= 0.999
+  model = online_train._model(c, 30)
+  template = online_train._init(c, model, jax.random.key(0), jnp.zeros((2, 8, 8, 1)), online_train._tx(c, 1797),
+                                1797, 30)
+  manager = ocp.CheckpointManager(tmp_path / "run" / "checkpoints")
+  state = online_train._restore(manager, manager.latest_step(), template)["state"]
+  device_labels, device = online_train._labels(c, model, state, jnp.asarray(images), 1797, 10)
+  assert adjusted_rand_score(device["groups"], groups) == 1.0
+  assert np.mean(device_labels == labels) >= 0.999
 
 
 def test_imagenet_recipe_streams_mock_imagenet_end_to_end(tmp_path):
