@@ -147,10 +147,14 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     if config.method == "deepcluster":
       record.update(targets)
     if streaming:  # a pass over a streamed dataset per epoch would cost as much as the epoch: loss only
-      record.update(_monitor(None, clusters, k, float(m["loss"]), config.method))
+      record.update(_monitor(None, None, clusters, k, float(m["loss"]), config.method))
     else:
+      if z is None and clusters != k:  # over-clustering: the readout and the prototype usage both need them
+        z = _embed_jit(config.method, model, state, x, rows)
       labels, _ = _labels(config, model, state, x, n, clusters, None if z is None else z[:n])
-      record.update(_monitor(labels, clusters, k, float(m["loss"]), config.method))
+      codes = labels if clusters == k else parallel.fetch(
+          _nearest_prototype(z, _unit_prototypes(config.method, state)))[:n]
+      record.update(_monitor(labels, codes, clusters, k, float(m["loss"]), config.method))
       if data.y is not None:
         record.update(cluster_metrics.evaluate(data.y, labels))
     logger.record(1, **record)
@@ -349,6 +353,12 @@ def _neighbor_transitions(z, codes, neighbors, k):
   return _transitions_jit(codes, nearest, k)
 
 
+@jax.jit
+def _nearest_prototype(z, prototypes):
+  """Each unit row of ``z``'s most similar unit prototype (what :func:`_coder` gives from the images)."""
+  return jnp.argmax(z @ prototypes.T, -1)
+
+
 @functools.partial(jax.jit, static_argnums=2)
 def _transitions_jit(codes, nearest, k):
   return readout.cluster_transitions(codes, codes[nearest], k)
@@ -398,21 +408,32 @@ def _target_stability(targets, previous, y):
   return out
 
 
-def _monitor(labels, clusters, k, loss, method):
-  """Cluster-usage entropy, empty clusters (when ``labels`` are given) and (SwAV) how far the loss is from
-  ln K (K prototypes)."""
+def _monitor(labels, codes, clusters, k, loss, method):
+  """What shows a collapse: the usage of the ``k`` prototypes (``codes``: each image's nearest prototype)
+  and, for SwAV, how far the loss is from ln K. Also the size entropy and empty clusters of the reported
+  ``clusters`` (``labels``), recorded only: when over-clustering, the readout of a barely trained network
+  may group almost every image together while training is healthy (the kNN readout on epoch 1 did, on
+  MNIST), so the warning looks at the prototypes."""
   out = {}
   if labels is not None:
-    counts = np.bincount(labels, minlength=clusters)
-    p = counts[counts > 0] / counts.sum()
-    out = {"size_entropy": float(-np.sum(p * np.log(p)) / math.log(clusters)),
-           "empty_clusters": int(np.sum(counts == 0))}
+    out.update(_usage(labels, clusters, "size_entropy", "empty_clusters"))
+  if codes is not None and k != clusters:
+    out.update(_usage(codes, k, "prototype_entropy", "unused_prototypes"))
   if method == "swav":
     out["loss_minus_ln_k"] = loss - math.log(k)
     if abs(out["loss_minus_ln_k"]) < 0.01 * math.log(k):
       warnings.warn(f"SwAV loss {loss:.4f} sits at ln K = {math.log(k):.4f}, the value of uniform predictions: "
                     "training may have collapsed (try a lower learning rate or more prototype-freeze steps)")
-  if out.get("size_entropy", 1.0) < 0.5:
-    warnings.warn(f"clusters are collapsing: normalized size entropy {out['size_entropy']:.3f}, "
-                  f"{out['empty_clusters']} of {clusters} clusters empty")
+  entropy, unused = ("prototype_entropy", "unused_prototypes") if "prototype_entropy" in out else (
+      "size_entropy", "empty_clusters")
+  if out.get(entropy, 1.0) < 0.5:
+    warnings.warn(f"prototypes are collapsing: the normalized entropy of their usage is {out[entropy]:.3f}, "
+                  f"{out[unused]} of {k} prototypes unused")
   return out
+
+
+def _usage(labels, count, entropy, empty):
+  """Normalized entropy of the sizes of ``count`` clusters and how many are empty, named as given."""
+  sizes = np.bincount(labels, minlength=count)
+  p = sizes[sizes > 0] / sizes.sum()
+  return {entropy: float(-np.sum(p * np.log(p)) / math.log(count)), empty: int(np.sum(sizes == 0))}

@@ -61,6 +61,8 @@ def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):
   lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert "targets_nmi_previous" not in lines[0] and lines[0]["targets_nmi_labels"] > 0.25
   assert 0.0 <= lines[1]["targets_nmi_previous"] <= 1.0
+  # Over-clustering: the epochs also log the usage of the 30 prototypes (each image's nearest one).
+  assert all(0.0 <= r["prototype_entropy"] <= 1.0 and 0 <= r["unused_prototypes"] < 30 for r in lines)
   labels = np.load(tmp_path / "run" / "labels.npy")
   centroids = np.load(tmp_path / "run" / "centroids.npy")
   assert centroids.shape == (10, c.head_out) and set(np.unique(labels)) <= set(range(10))
@@ -68,6 +70,31 @@ def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):
   from jaxclust.data import sources
   images = sources.load("digits").x
   np.testing.assert_array_equal(online_train.predict(tmp_path / "run", images), labels)
+
+
+def test_collapse_warning_looks_at_the_prototypes_not_the_readout():
+  """The warning fires when the prototypes' usage collapses, not when an over-clustering readout groups
+  almost every image together (the kNN readout of an MNIST run after one epoch did: size entropy 0.02,
+  its prototypes' 0.61); the entropies are scipy's."""
+  import warnings
+  from scipy import stats
+  rng = np.random.default_rng(0)
+  codes = rng.integers(0, 30, 3000)
+  one_group = np.where(codes < 29, 0, 1)  # a readout of 10 clusters that put all but ~1/30 in one
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    out = online_train._monitor(one_group, codes, 10, 30, 1.0, "deepcluster")
+  np.testing.assert_allclose(out["size_entropy"], stats.entropy(np.bincount(one_group)) / np.log(10), rtol=1e-6)
+  np.testing.assert_allclose(out["prototype_entropy"], stats.entropy(np.bincount(codes)) / np.log(30), rtol=1e-6)
+  assert (out["empty_clusters"], out["unused_prototypes"]) == (8, 0)
+  collapsed = np.where(codes < 28, 3, codes)  # only 3, 28 and 29 used
+  with pytest.warns(UserWarning, match=r"prototypes are collapsing: .* 0\.\d+, 27 of 30 prototypes unused"):
+    online_train._monitor(codes % 10, collapsed, 10, 30, 1.0, "deepcluster")
+  # One prototype per cluster: the labels are the codes.
+  with pytest.warns(UserWarning, match="8 of 10 prototypes unused"):
+    assert "prototype_entropy" not in online_train._monitor(one_group, one_group, 10, 10, 1.0, "swav")
+  with pytest.warns(UserWarning, match="sits at ln K"):
+    online_train._monitor(codes % 10, codes % 10, 10, 10, float(np.log(10)), "swav")
 
 
 def test_epoch_end_bank_keeps_the_targets_on_the_content(tmp_path):
@@ -93,6 +120,16 @@ def test_epoch_end_bank_keeps_the_targets_on_the_content(tmp_path):
   again = deepcluster.recluster(deepcluster.DeepClusterState(**first), jax.random.key(123), warm_start=True)
   np.testing.assert_array_equal(again.assignments, second["assignments"])
   np.testing.assert_allclose(again.prototypes, second["prototypes"], atol=1e-6)
+  # The logged prototype usage is that of the last checkpoint's nearest prototypes, computed from the
+  # images (the path predict takes) rather than from the embeddings the driver reused.
+  from scipy import stats
+  from jaxclust.data import sources
+  images = jax.numpy.asarray(sources.load("digits").x, np.float32)
+  codes = np.asarray(online_train._labels_jit("deepcluster", online_train._model(c, 30),
+                                              deepcluster.DeepClusterState(**second), images, len(images)))
+  np.testing.assert_allclose(lines[1]["prototype_entropy"], stats.entropy(np.bincount(codes)) / np.log(30),
+                             rtol=1e-5)
+  assert lines[1]["unused_prototypes"] == 30 - len(np.unique(codes))
 
 
 def test_imagenet_recipe():
