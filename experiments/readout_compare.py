@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxclust import configs, metrics, online_train, parallel
+from jaxclust import configs, metrics, online_train, parallel, runs
 from jaxclust.data import sources
 
 
@@ -50,7 +50,7 @@ def main():
                                 online_train._tx(config, n), n, config.prototypes)
   x = jnp.asarray(np.asarray(data.x, np.float32))
   for step in steps:
-    state = online_train._restore(manager, step, template)["state"]
+    state = runs.restore(manager, step, template)["state"]
     codes = parallel.fetch(online_train._labels_jit(config.method, model, state, x, n))
     purity = sum(np.bincount(y[codes == c]).max() for c in np.unique(codes)) / n
     line = f"{workdir.name} checkpoint {step}: prototype purity {purity:.4f}"

@@ -4,7 +4,7 @@ One stage of epochs, checkpointed every ``checkpoint_every`` epochs with the who
 queue, the DeepCluster memory bank, prototypes and assignments included), so a killed run resumes
 to the same result. The dataset lives on the devices as a row-sharded global array; each epoch
 gathers and augments its batches on device (one compiled ``lax.scan`` on accelerators:
-:func:`jaxclust.scan_train.epoch_runner`). Clusters are the
+:func:`jaxclust.runs.epoch_runner`). Clusters are the
 prototype of highest score (SwAV) or the nearest centroid (DeepCluster-v2); with fewer clusters than
 prototypes, ``readout`` says how they are grouped (k-means of the embeddings, or by the nearest
 neighbours of each cluster's members: :mod:`jaxclust.readout`).
@@ -35,14 +35,12 @@ import optax
 import orbax.checkpoint as ocp
 
 from jaxclust import metrics as cluster_metrics
-from jaxclust import parallel, readout
+from jaxclust import parallel, readout, runs
 from jaxclust.data import augment, sources, stream
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.kernels.knn import knn
 from jaxclust.methods import deepcluster, swav
 from jaxclust.models import heads
-from jaxclust.scan_train import _backbone, _chunked, _shard, batch_epoch, finished_run, write_exemplars
-from jaxclust.train import _check_same_config, _Logger, _restore, _write_atomic
 from jaxclust.validation import check_count
 
 METHODS = ("swav", "deepcluster")
@@ -99,12 +97,12 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   model = _model(config, k)
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
-  _check_same_config(workdir, config, write=lead)
+  runs.check_same_config(workdir, config, write=lead)
   x, mask = (None, None) if streaming else parallel.global_rows(np.asarray(data.x, np.float32), mesh)
   key = jax.random.key(config.seed)
   log(f"{config.method} on {config.dataset}: n={n} images {image_shape} K={k} on {mesh.size} device(s), "
       f"input {config.input}, workdir {workdir}")
-  logger = _Logger(workdir, log, start, enabled=lead)
+  logger = runs.Logger(workdir, log, start, enabled=lead)
   manager = ocp.CheckpointManager(workdir / "checkpoints",
                                   options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
   saves = manager.latest_step() or 0
@@ -114,7 +112,7 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   state = parallel.put(_init(config, model, jax.random.fold_in(key, 0), example, tx, rows, k), mesh)
   done = 0
   if saves:
-    restored = _restore(manager, saves, state)
+    restored = runs.restore(manager, saves, state)
     state, done = restored["state"], restored["meta"]["progress"]
   elif config.method == "deepcluster":  # the first targets: k-means of the initial network's embeddings
     state = _fill_bank(state, _embed_jit(config.method, model, state, x, rows), mesh)
@@ -131,10 +129,10 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
       state = _recluster(state, jax.random.fold_in(rng, 7), mask, warm)
       targets = _target_stability(parallel.fetch(state.assignments[0])[:n], previous, data.y)
       epoch_fn = _deepcluster_epoch(model, tx, config.batch_size, n, _crops(config), config.temperature,
-                                    config.flip_p, _shard(mesh))
+                                    config.flip_p, runs.shard(mesh))
     else:
       epoch_fn = _swav_epoch(model, tx, config.batch_size, n, _crops(config), config.flip_p, config.temperature,
-                             config.freeze_prototypes_steps, epoch >= config.queue_start_epoch, _shard(mesh),
+                             config.freeze_prototypes_steps, epoch >= config.queue_start_epoch, runs.shard(mesh),
                              mesh if mesh.size > 1 else None)
     if not streaming:
       state, m = epoch_fn(state, x, rng)
@@ -183,8 +181,8 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
       else:  # another readout's file, from an earlier run in this workdir: predict must not use it
         (workdir / f"{name}.npy").unlink(missing_ok=True)
     confidence = np.ones(len(labels), np.float32)  # exemplars: any members (the scores are not probabilities)
-    write_exemplars(workdir / "exemplars.png", images, labels[:len(images)], confidence, min(clusters, 20))
-    _write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
+    runs.write_exemplars(workdir / "exemplars.png", images, labels[:len(images)], confidence, min(clusters, 20))
+    runs.write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
   log("final: " + " ".join(f"{name}={value:.4f}" if isinstance(value, float) else f"{name}={value}"
                            for name, value in summary.items()))
   return summary
@@ -192,13 +190,13 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
 
 def predict(workdir, images) -> np.ndarray:
   """Clusters of new images ``[m, H, W, C]`` (scaled as the training data) under a finished run."""
-  workdir, summary, config, images = finished_run(workdir, images)
+  workdir, summary, config, images = runs.finished_run(workdir, images)
   k, n = summary.get("prototypes", summary["k"]), summary["n"]
   model = _model(config, k)
   rows = -(-n // summary["devices"]) * summary["devices"]  # the training run's padded row count
   template = _init(config, model, jax.random.key(0), jnp.zeros((2, *images.shape[1:])), _tx(config, n), rows, k)
   manager = ocp.CheckpointManager(workdir / "checkpoints")
-  state = _restore(manager, manager.latest_step(), template)["state"]
+  state = runs.restore(manager, manager.latest_step(), template)["state"]
   if (workdir / "groups.npy").exists():  # readout="knn": the group of each image's prototype
     codes = _labels_jit(config.method, model, state, jnp.asarray(images), len(images))
     return np.load(workdir / "groups.npy")[np.asarray(codes)]
@@ -209,7 +207,7 @@ def predict(workdir, images) -> np.ndarray:
 
 
 def _model(config, k):
-  backbone = _backbone(config)
+  backbone = runs.backbone(config)
   if config.method == "swav":
     return swav.SwAVModel(backbone, hidden=config.head_hidden, out=config.head_out, prototypes=k)
   return heads.Pretext(backbone, heads.ProjectionHead(config.head_hidden, config.head_out))
@@ -255,14 +253,14 @@ def _swav_epoch(model, tx, batch_size, n, crops, flip_p, temperature, freeze, up
   augment_fn = functools.partial(augment.multi_crop, crops=crops, flip_p=flip_p)
   step = functools.partial(swav.train_step, model=model, tx=tx, augment=augment_fn, temperature=temperature,
                            freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
-  return batch_epoch(step, batch_size, n, sharding)
+  return runs.batch_epoch(step, batch_size, n, sharding)
 
 
 @functools.lru_cache(maxsize=None)
 def _deepcluster_epoch(model, tx, batch_size, n, crops, temperature, flip_p, sharding):
   augment_fn = functools.partial(augment.multi_crop, crops=crops, flip_p=flip_p)
   step = functools.partial(deepcluster.train_step, model=model, tx=tx, augment=augment_fn, temperature=temperature)
-  return batch_epoch(step, batch_size, n, sharding)
+  return runs.batch_epoch(step, batch_size, n, sharding)
 
 
 def _given_crops(rng, crops):
@@ -318,7 +316,7 @@ def _stream_labels(config, model, state, source, clusters, mesh):
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))
 def _labels_jit(method, model, state, x, n):
-  return _chunked(_coder(method, model, state), x, n, 1024)
+  return runs.chunked(_coder(method, model, state), x, n, 1024)
 
 
 def _coder(method, model, state):
@@ -369,8 +367,8 @@ def _embed_jit(method, model, state, x, n):
   """Normalized embeddings of the first ``n`` rows (SwAV's projection, DeepCluster's output)."""
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   if method == "swav":
-    return _chunked(lambda b: model.apply(variables, b)[0], x, n, 1024)
-  return _chunked(lambda b: swav.normalize(model.apply(variables, b)), x, n, 1024)
+    return runs.chunked(lambda b: model.apply(variables, b)[0], x, n, 1024)
+  return runs.chunked(lambda b: swav.normalize(model.apply(variables, b)), x, n, 1024)
 
 
 def _labels(config, model, state, x, n, clusters, z=None):

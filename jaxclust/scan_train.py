@@ -6,7 +6,7 @@ Like :mod:`jaxclust.train`: every save records the stage and its progress, so ``
 workdir resumes a killed run where it stopped, with the same result; finished, foreign-config and
 corrupt workdirs are refused. The dataset lives on the devices as a row-sharded global array, each
 epoch gathers and augments its batches on device (one compiled ``lax.scan`` on accelerators, see
-:func:`epoch_runner`). With ``input="tf.data"`` the views are made instead by a host tf.data pipeline
+:func:`jaxclust.runs.epoch_runner`). With ``input="tf.data"`` the views are made instead by a host tf.data pipeline
 (:func:`jaxclust.data.stream.view_batches`, same semantics) and fed to one compiled step per batch.
 """
 
@@ -24,15 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxclust import metrics as cluster_metrics
-from jaxclust import parallel
+from jaxclust import parallel, runs
 from jaxclust.data import augment, augment_tf, sources, stream
 from jaxclust.kernels.knn import knn
-from jaxclust.methods import moco, pretrain, scan, simclr
-from jaxclust.models import heads, resnet
-from jaxclust.train import _check_same_config, _Logger, _restore, _write_atomic
+from jaxclust.methods import moco, scan, simclr
+from jaxclust.models import heads
 from jaxclust.validation import check_count
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
@@ -77,11 +75,11 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     _pretext_source(config)[0].close()  # a source without a finished pretext fails before the workdir exists
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
-  _check_same_config(workdir, config, write=lead)
+  runs.check_same_config(workdir, config, write=lead)
   x, _ = parallel.global_rows(np.asarray(data.x, np.float32), mesh)
   key = jax.random.key(config.seed)
   log(f"scan on {config.dataset}: n={n} images {data.x.shape[1:]} k={k} on {mesh.size} device(s), workdir {workdir}")
-  logger = _Logger(workdir, log, start, enabled=lead)
+  logger = runs.Logger(workdir, log, start, enabled=lead)
   # The latest keep_checkpoints saves, and the last of every finished stage whatever their number (so
   # the pretext's is not rotated out by the SCAN epochs: a later stage can be run again from it).
   stage_ends = _StageEnds(set())
@@ -89,10 +87,10 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
           [ocp.checkpoint_managers.LatestN(config.keep_checkpoints), stage_ends])))
   for step in manager.all_steps():
-    if _ends_a_stage(_restore(manager, step, meta_only=True)["meta"]):
+    if _ends_a_stage(runs.restore(manager, step, meta_only=True)["meta"]):
       stage_ends.steps.add(step)
   saves = manager.latest_step() or 0
-  meta = _restore(manager, saves, meta_only=True)["meta"] if saves else {"stage": "pretext", "progress": 0}
+  meta = runs.restore(manager, saves, meta_only=True)["meta"] if saves else {"stage": "pretext", "progress": 0}
 
   def save(state, stage_name, progress, **extra):
     nonlocal saves
@@ -118,7 +116,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   # 1. Pretext (SimCLR), or another run's finished pretext (pretext.init_from): one pretext, many SCAN runs.
   if meta["stage"] == "pretext" and config.pretext.get("init_from"):
     source, end = _pretext_source(config)
-    restored = _restore(source, end, _pretext_template(models["pretext"], example, mesh, config, n))
+    restored = runs.restore(source, end, _pretext_template(models["pretext"], example, mesh, config, n))
     source.close()
     epochs = restored["meta"]["progress"]
     log(f"pretext from {config.pretext.init_from} ({epochs} epochs); pretext skipped")
@@ -127,9 +125,9 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     tx = _pretext_tx(config, n)
     state = parallel.put(_pretext_init(config, models["pretext"], jax.random.fold_in(key, 0), example, tx), mesh)
     if saves:
-      state = _restore(manager, saves, state)["state"]
+      state = runs.restore(manager, saves, state)["state"]
     epoch_fn = _pretext_epoch(models["pretext"], tx, config.pretext.batch_size, n, image_shape,
-                              _pretext_options(config), _view_options(config), _shard(mesh))
+                              _pretext_options(config), _view_options(config), runs.shard(mesh))
     logger.stage("pretext", config.pretext.epochs, meta["progress"])
     for epoch in range(meta["progress"], config.pretext.epochs):
       tick = time.perf_counter()
@@ -155,7 +153,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
 
   # 2. Neighbour mining on the pretext features.
   if meta["stage"] == "mine":
-    pretext_state = _restore(manager, saves, backbone_template)["state"]
+    pretext_state = runs.restore(manager, saves, backbone_template)["state"]
     variables = {"params": pretext_state.params, "batch_stats": pretext_state.batch_stats}
     mined_on = _projections if config.mine.features == "projection" else _features
     features = mined_on(models["pretext"], variables, x, n, config.mine.chunk_size)
@@ -179,18 +177,18 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
 
   # 3. SCAN.
   if meta["stage"] == "scan":
-    state = _restore(manager, saves, cluster_template["scan"])["state"]
+    state = runs.restore(manager, saves, cluster_template["scan"])["state"]
     tx = _scan_tx(config)
     features = None
     if _frozen_features(config):  # the frozen backbone's features, once: an epoch gathers rows of them
       features = _features(models["cluster"], {"params": state.params, "batch_stats": state.batch_stats}, x, n,
                            config.mine.chunk_size)
       epoch_fn = _scan_feature_epoch(models["cluster"], tx, config.scan.batch_size, n, config.scan.entropy_weight,
-                                     _shard(mesh))
+                                     runs.shard(mesh))
     else:
       epoch_fn = _scan_epoch(models["cluster"], tx, config.scan.batch_size, n, image_shape,
                              config.scan.entropy_weight, config.scan.update_backbone, config.scan.augment,
-                             _view_options(config), _shard(mesh))
+                             _view_options(config), runs.shard(mesh))
     logger.stage("scan", config.scan.epochs, meta["progress"])
     head_loss = np.asarray(meta.get("head_loss", [0.0] * config.scan.heads))
     for epoch in range(meta["progress"], config.scan.epochs):
@@ -226,14 +224,14 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   # 4. Self-labeling with the head of lowest SCAN loss.
   best = int(meta.get("best_head", 0))
   if meta["stage"] == "selflabel":
-    state = _restore(manager, saves, cluster_template["selflabel"] if meta["progress"] else
+    state = runs.restore(manager, saves, cluster_template["selflabel"] if meta["progress"] else
                      cluster_template["scan"])["state"]
     tx = _selflabel_tx(config)
     if meta["progress"] == 0:  # a fresh optimizer for the new stage
       state = parallel.put(jax.tree.map(np.asarray, state.replace(opt_state=tx.init(state.params))), mesh)
     epoch_fn = _selflabel_epoch(models["cluster"], tx, config.selflabel.batch_size, n, image_shape, best,
                                 config.selflabel.threshold, config.scan.update_backbone, _view_options(config),
-                                _shard(mesh))
+                                runs.shard(mesh))
     logger.stage("selflabel", config.selflabel.epochs, meta["progress"])
     for epoch in range(meta["progress"], config.selflabel.epochs):
       tick = time.perf_counter()
@@ -264,7 +262,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     if config.selflabel.epochs == 0:
       save(state, _DONE, 0, best_head=best)
 
-  state = _restore(manager, saves, cluster_template["selflabel"])["state"]  # the final state, also on resume
+  state = runs.restore(manager, saves, cluster_template["selflabel"])["state"]  # the final state, also on resume
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   labels, confidence = _predict(models["cluster"], variables, x, n, best, config.mine.chunk_size)
   manager.wait_until_finished()
@@ -277,28 +275,11 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   summary["size_entropy"] = float(cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)["normalized_entropy"])
   if lead:
     np.save(workdir / "labels.npy", labels)
-    write_exemplars(workdir / "exemplars.png", np.asarray(data.x), labels, confidence, k)
-    _write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
+    runs.write_exemplars(workdir / "exemplars.png", np.asarray(data.x), labels, confidence, k)
+    runs.write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
   log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
                            for key, value in summary.items()))
   return summary
-
-
-def finished_run(workdir, images):
-  """``(workdir, summary, config, images)`` of a finished image run, the images checked against it."""
-  workdir = Path(workdir).absolute()
-  if not (workdir / "summary.json").exists():
-    raise ValueError(f"{workdir} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
-  import ml_collections
-  summary = json.loads((workdir / "summary.json").read_text())
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  images = np.asarray(images, np.float32)
-  if images.shape[1:] != tuple(summary["shape"]):
-    raise ValueError(f"images have shape {images.shape[1:]} but the run {workdir} was trained on "
-                     f"{tuple(summary['shape'])}")
-  if not np.all(np.isfinite(images)):
-    raise ValueError("images have NaN or Inf values")
-  return workdir, summary, config, images
 
 
 @dataclasses.dataclass
@@ -317,40 +298,22 @@ def _ends_a_stage(meta) -> bool:
 
 def predict(workdir, images) -> np.ndarray:
   """Clusters of new images ``[m, H, W, C]`` (in [0, 1]) under a finished SCAN run."""
-  workdir, summary, config, images = finished_run(workdir, images)
+  workdir, summary, config, images = runs.finished_run(workdir, images)
   model = _models(config, summary["k"])["cluster"]
   mesh = parallel.make_mesh(1)
   template = _cluster_template(model, jnp.zeros((2, *images.shape[1:])), config, summary["n"], mesh)["selflabel"]
   manager = ocp.CheckpointManager(workdir / "checkpoints")
-  state = _restore(manager, manager.latest_step(), template)["state"]
+  state = runs.restore(manager, manager.latest_step(), template)["state"]
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   labels, _ = _predict(model, variables, jnp.asarray(images), len(images), summary["best_head"],
                        config.mine.chunk_size)
   return labels
 
 
-def _backbone(config):
-  """The configured backbone (``backbone``, ``stem``, ``dtype``, ``cnn_channels``)."""
-  kind = config.backbone
-  if kind not in resnet.BACKBONES:
-    raise ValueError(f"backbone={kind!r} must be one of {', '.join(resnet.BACKBONES)}")
-  if config.dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"dtype={config.dtype!r} must be 'float32' or 'bfloat16'")
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
-  make = resnet.BACKBONES[kind]
-  if kind == "small_cnn":
-    return make(channels=tuple(config.cnn_channels), dtype=dtype)
-  return make(stem=config.stem, dtype=dtype)
-
-
 def _models(config, k):
-  backbone = _backbone(config)
+  backbone = runs.backbone(config)
   return {"pretext": heads.Pretext(backbone, heads.ProjectionHead(config.pretext.head_hidden, config.pretext.head_out)),
           "cluster": heads.Clusterer(backbone, k=k, heads=config.scan.heads)}
-
-
-def _shard(mesh):
-  return NamedSharding(mesh, P("data")) if mesh.size > 1 else None
 
 
 def _pretext_tx(config, n):
@@ -440,13 +403,6 @@ def _host_epoch(step, state, rng, batches):
   return state, jax.tree.map(lambda *a: jnp.mean(jnp.stack(a), axis=0), *history)
 
 
-def _gather(x, index, mask, sharding):
-  images = x[index]
-  if sharding is not None:
-    images, index, mask = jax.lax.with_sharding_constraint((images, index, mask), sharding)
-  return images, index, mask
-
-
 def _pretext_init(config, model, rng, example, tx):
   if config.pretext.method == "moco":
     return moco.init(model, rng, example, tx, queue_size=config.pretext.queue_size)
@@ -471,63 +427,16 @@ def _pretext_options(config):
 def _pretext_epoch(model, tx, batch_size, n, image_shape, options, view, sharding):
   weak, _ = _views(image_shape, *view)
   train_step, settings = options
-  return batch_epoch(functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings)),
+  return runs.batch_epoch(functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings)),
                      batch_size, n, sharding)
-
-
-def batch_epoch(step, batch_size: int, n: int, sharding, loop: bool | None = None):
-  """One shuffled pass of ``step(state, {"image", "index", "mask"}, rng)`` over the first ``n`` rows of
-  the on-device images ``x``: ``epoch(state, x, rng) -> (state, metrics' means)``, state donated."""
-
-  def one(state, x, aux, index, mask, rng):
-    images, index, mask = _gather(x, index, mask, sharding)
-    return step(state, {"image": images, "index": index, "mask": mask}, rng)
-
-  run = epoch_runner(one, batch_size, n, loop)
-  return lambda state, x, rng: run(state, x, None, rng)
-
-
-def epoch_runner(one, batch_size: int, n: int, loop: bool | None = None):
-  """``epoch(state, x, aux, rng)``: ``one(state, x, aux, index, mask, rng)`` over shuffled batches of row
-  indices covering ``range(n)`` once (the last padded and masked); returns the metrics' means.
-
-  On accelerators the epoch is one compiled ``lax.scan`` (no per-step dispatch). On CPU
-  (``loop=None`` decides by the backend) it is a Python loop over one compiled step: XLA's CPU
-  backend runs convolution gradients inside a compiled loop 7-10x slower than the same step
-  compiled alone (jax 0.10.2, measured 2026-11-22: experiments/RESULTS.md), while the dispatch of
-  a step costs microseconds against its hundreds of milliseconds there.
-  """
-  loop = jax.default_backend() == "cpu" if loop is None else loop
-
-  def batches(rng):
-    index, mask = pretrain.epoch_batches(jax.random.fold_in(rng, 0), n, batch_size)
-    return index, mask, jax.random.split(jax.random.fold_in(rng, 1), index.shape[0])
-
-  @functools.partial(jax.jit, donate_argnums=0)
-  def scanned(state, x, aux, rng):
-    state, m = jax.lax.scan(lambda s, b: one(s, x, aux, *b), state, batches(rng))
-    return state, jax.tree.map(lambda a: jnp.mean(a, axis=0), m)
-
-  one_jit = jax.jit(one, donate_argnums=0)
-  batches_jit = jax.jit(batches)
-
-  def looped(state, x, aux, rng):
-    index, mask, keys = batches_jit(rng)
-    history = []
-    for i in range(index.shape[0]):
-      state, m = one_jit(state, x, aux, index[i], mask[i], keys[i])
-      history.append(m)
-    return state, jax.tree.map(lambda *a: jnp.mean(jnp.stack(a), axis=0), *history)
-
-  return looped if loop else scanned
 
 
 def _with_neighbors(x, neighbors, index, mask, rng, sharding):
   """Rows ``index`` of ``x``, the rows of one uniformly sampled mined neighbour each (never the image
   itself, column 0), and the mask."""
   column = jax.random.randint(jax.random.fold_in(rng, 0), index.shape, 1, neighbors.shape[1])
-  rows, _, mask = _gather(x, index, mask, sharding)
-  neighbor_rows, _, _ = _gather(x, neighbors[index, column], mask, sharding)
+  rows, _, mask = runs.gather(x, index, mask, sharding)
+  neighbor_rows, _, _ = runs.gather(x, neighbors[index, column], mask, sharding)
   return rows, neighbor_rows, mask
 
 
@@ -541,7 +450,7 @@ def _scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, update_ba
     images, neighbor_images, mask = _with_neighbors(x, neighbors, index, mask, rng, sharding)
     return step(state, {"image": images, "neighbor": neighbor_images, "mask": mask}, rng)
 
-  return epoch_runner(one, batch_size, n)
+  return runs.epoch_runner(one, batch_size, n)
 
 
 @functools.lru_cache(maxsize=None)
@@ -556,7 +465,7 @@ def _scan_feature_epoch(model, tx, batch_size, n, entropy_weight, sharding):
     rows, neighbor_rows, mask = _with_neighbors(features, neighbors, index, mask, rng, sharding)
     return step(state, {"features": jnp.concatenate([rows, neighbor_rows]), "mask": mask}, rng)
 
-  return epoch_runner(one, batch_size, n, loop=False)
+  return runs.epoch_runner(one, batch_size, n, loop=False)
 
 
 @functools.lru_cache(maxsize=None)
@@ -564,20 +473,12 @@ def _selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, bat
   _, strong = _views(image_shape, *view)
   step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=_unaugmented, strong=strong, head=head,
                            threshold=threshold, batchnorm_train=batchnorm_train)
-  return batch_epoch(step, batch_size, n, sharding)
-
-
-def _chunked(fn, x, n, chunk):
-  """``fn`` over the first ``n`` rows of ``x`` in chunks of ``chunk`` rows (bounded activation memory)."""
-  chunks = -(-n // chunk)
-  index = jnp.minimum(jnp.arange(chunks * chunk), n - 1).reshape(chunks, chunk)
-  out = jax.lax.map(lambda i: fn(x[i]), index)
-  return jax.tree.map(lambda a: a.reshape(chunks * chunk, *a.shape[2:])[:n], out)
+  return runs.batch_epoch(step, batch_size, n, sharding)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _features_jit(model, variables, x, n, chunk):
-  return _chunked(lambda b: model.apply(variables, b, method=model.features), x, n, chunk)
+  return runs.chunked(lambda b: model.apply(variables, b, method=model.features), x, n, chunk)
 
 
 def _features(model, variables, x, n, chunk):
@@ -587,12 +488,12 @@ def _features(model, variables, x, n, chunk):
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _projections(model, variables, x, n, chunk):
   """The pretext network's projection output (un-normalized: the cosine kNN normalizes it)."""
-  return _chunked(lambda b: model.apply(variables, b), x, n, chunk)
+  return runs.chunked(lambda b: model.apply(variables, b), x, n, chunk)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
 def _predict_jit(model, variables, x, n, head, chunk):
-  return _chunked(lambda b: scan.predict(model, variables, b, head), x, n, chunk)
+  return runs.chunked(lambda b: scan.predict(model, variables, b, head), x, n, chunk)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -651,7 +552,7 @@ def _pretext_source(config):
     raise ValueError(f"{name}: that run's pretext network differs from this one's in {differ or ['method']}")
   manager = ocp.CheckpointManager(source / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
   # The pretext's last save is the only one that names mining as the next stage.
-  ends = [step for step in manager.all_steps() if _restore(manager, step, meta_only=True)["meta"]["stage"] == "mine"]
+  ends = [step for step in manager.all_steps() if runs.restore(manager, step, meta_only=True)["meta"]["stage"] == "mine"]
   if not ends:
     raise ValueError(f"{name}: {source} has no finished pretext; run it to the end of its pretext first "
                      "(`jaxclust fit scan --stage pretext`)")
@@ -678,22 +579,3 @@ def _cluster_template(model, example, config, n, mesh):
           "selflabel": parallel.put(base.replace(opt_state=_selflabel_tx(config).init(base.params)), mesh)}
 
 
-def write_exemplars(path: Path, images, labels, confidence, k: int, per_cluster: int = 8):
-  """A PNG grid: one row per cluster, its ``per_cluster`` most confident images."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(k, per_cluster, figsize=(per_cluster, k), squeeze=False)
-  for c in range(k):
-    members = np.flatnonzero(labels == c)
-    top = members[np.argsort(-confidence[members])][:per_cluster]
-    for j in range(per_cluster):
-      ax = axes[c, j]
-      ax.axis("off")
-      if j < len(top):
-        image = images[top[j]]
-        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
-                  vmin=0, vmax=1)
-    axes[c, 0].set_title(f"cluster {c} ({len(members)})", fontsize=6, loc="left")
-  fig.savefig(path, dpi=80, bbox_inches="tight")
-  plt.close(fig)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -26,16 +24,14 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-import tqdm
 
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxclust import metrics as cluster_metrics
-from jaxclust import parallel
+from jaxclust import parallel, runs
 from jaxclust.data import sources
 from jaxclust.kernels.gmm import gmm_diag
 from jaxclust.kernels.kmeans import kmeans
-from jaxclust.metric_writer import ScalarWriter
 from jaxclust.methods import dec, pretrain, vade
 from jaxclust.models.autoencoder import ConvAutoencoder, MLPAutoencoder
 from jaxclust.validation import check_count
@@ -91,7 +87,7 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   # Only now, with data and k known to be valid, does the workdir get created and claimed.
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
-  _check_same_config(workdir, config, write=lead)
+  runs.check_same_config(workdir, config, write=lead)
   if stats is not None:
     host_x = (host_x - stats["mean"]) / stats["std"]
     if lead:
@@ -104,11 +100,11 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   key = jax.random.key(config.seed)
   log(f"{config.method} on {config.dataset}: n={n} d={d} k={k} on {mesh.size} device(s), workdir {workdir}")
 
-  logger = _Logger(workdir, log, start, enabled=lead)
+  logger = runs.Logger(workdir, log, start, enabled=lead)
   manager = ocp.CheckpointManager(workdir / "checkpoints",
                                   options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
   saves = manager.latest_step() or 0
-  meta = _restore(manager, saves, meta_only=True)["meta"] if saves else {"stage": _PRETRAIN, "progress": 0}
+  meta = runs.restore(manager, saves, meta_only=True)["meta"] if saves else {"stage": _PRETRAIN, "progress": 0}
   if meta.get("rows", ds.rows) != ds.rows:
     raise ValueError(f"{workdir} was trained with the data padded to {meta['rows']} rows, for another number of "
                      f"devices; this mesh has {mesh.size} devices ({ds.rows} rows): resume it on as many devices")
@@ -125,7 +121,7 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   state = parallel.put(pretrain.init(ae, jax.random.fold_in(key, 0), jnp.zeros((2, d)), tx), mesh)
   if meta["stage"] == _PRETRAIN:
     if saves:
-      state = _restore(manager, saves, state)["state"]
+      state = runs.restore(manager, saves, state)["state"]
     if config.pretrain.init_from:  # another run's pretrained autoencoder: skip pretraining
       state = state.replace(params=load_pretrained(config.pretrain.init_from, state.params))
       log(f"autoencoder from {config.pretrain.init_from}; pretraining skipped")
@@ -155,7 +151,7 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
     save(cluster_state, _CLUSTER, 0)  # the stage boundary is always saved
   else:
     template = _cluster_template(config, ae, jax.tree.map(np.asarray, state.params), ds.rows, k, d, n, mesh)
-    cluster_state = _restore(manager, saves, template)["state"]
+    cluster_state = runs.restore(manager, saves, template)["state"]
 
   if meta["stage"] == _DONE:  # killed after the final save, before the summary was written
     labels = _predict(config, ae, cluster_state.params, ds.x, n)[:n]
@@ -175,7 +171,7 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   summary["size_entropy"] = float(balance["normalized_entropy"])
   if lead:
     np.save(workdir / "labels.npy", labels)
-    _write_atomic(summary_path, json.dumps(summary, indent=2))
+    runs.write_atomic(summary_path, json.dumps(summary, indent=2))
   log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
                            for key, value in summary.items()))
   return summary
@@ -281,12 +277,12 @@ def predict(workdir, x) -> np.ndarray:
     x = (x - stats["mean"]) / stats["std"]
   manager = ocp.CheckpointManager(workdir / "checkpoints")
   step = manager.latest_step()
-  rows = _restore(manager, step, meta_only=True)["meta"].get("rows", summary["n"])
+  rows = runs.restore(manager, step, meta_only=True)["meta"].get("rows", summary["n"])
   mesh = parallel.make_mesh(1)
   ae = _autoencoder(config, summary.get("shape", [summary["d"]]))
   params = pretrain.init(ae, jax.random.key(0), jnp.zeros((1, summary["d"])), optax.adam(1.0)).params
   template = _cluster_template(config, ae, params, rows, summary["k"], summary["d"], summary["n"], mesh)
-  state = _restore(manager, step, template)["state"]
+  state = runs.restore(manager, step, template)["state"]
   return _predict(config, ae, state.params, jnp.asarray(x), len(x))
 
 
@@ -476,97 +472,3 @@ def _vade_epoch(model, tx, batch_size, n, batch_sharding):
   return epoch
 
 
-def _restore(manager, step, template=None, meta_only=False):
-  try:
-    if meta_only:
-      return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                         meta=ocp.args.JsonRestore()))
-  except Exception as e:  # orbax raises many types; a corrupt run must stop, never be overwritten
-    raise ValueError(f"checkpoint {step} in {manager.directory} cannot be restored ({type(e).__name__}: {e}); "
-                     "move the workdir away or choose another --workdir") from e
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-  """``{"cluster": {"tol": 0.1}}`` -> ``{"cluster.tol": 0.1}``: the ``--set`` names of a JSON config."""
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
-def _check_same_config(workdir: Path, config, write: bool = True):
-  path = workdir / "config.json"
-  current = json.loads(config.to_json())
-  if not path.exists():
-    if write:
-      _write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
-    return
-  saved, now = _flat(json.loads(path.read_text())), _flat(current)
-  # A setting that jaxclust gained after the run started is missing from its config.json. The run
-  # trained as that setting's default does (new settings default to the old behaviour), so it may
-  # resume with the setting at its default: upgrading the library does not cost a run.
-  added = set()
-  if set(now) - set(saved):
-    from jaxclust import configs
-    defaults = _flat(json.loads(configs.get_config(config.method, config.dataset).to_json()))
-    added = {k for k in set(now) - set(saved) if k in defaults and now[k] == defaults[k]}
-  # data_dir says where the files are, not what is trained: moved data may resume.
-  absent = "(absent)"
-  differ = sorted(k for k in set(saved) | set(now)
-                  if k != "data_dir" and k not in added and (k in saved, saved.get(k)) != (k in now, now.get(k)))
-  if differ:
-    shown = ", ".join(f"{k}: {saved.get(k, absent)!r} -> {now.get(k, absent)!r}" for k in differ)
-    raise ValueError(f"{workdir} holds a run with another configuration (differs in {shown}); "
-                     "resume it with the same settings or choose another --workdir")
-  if added and write:  # record the settings the run now resumes with
-    _write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
-
-
-class _Logger:
-  """One place for run output: console lines, metrics.jsonl, TensorBoard scalars, a progress bar."""
-
-  def __init__(self, workdir: Path, log, start: float, enabled: bool = True):
-    self.workdir, self.log, self.start, self.enabled = workdir, log, start, enabled
-    self.writer = ScalarWriter(workdir / "tensorboard") if enabled else None
-    self.bar = None
-
-  def stage(self, name: str, total: int, done: int):
-    """A progress bar with ETA on a terminal (tqdm hides it when stderr is not a TTY)."""
-    if self.bar is not None:
-      self.bar.close()
-    if not self.enabled:
-      return
-    self.bar = tqdm.tqdm(total=total, initial=done, desc=name, file=sys.stderr, disable=None, leave=False)
-
-  def record(self, advance: int = 0, **fields):
-    if not self.enabled:
-      return
-    fields["elapsed"] = time.perf_counter() - self.start  # seconds since this fit call started
-    with open(self.workdir / "metrics.jsonl", "a") as f:
-      f.write(json.dumps(fields) + "\n")
-    position = fields.get("epoch", fields.get("step", 0))
-    self.writer.write(position, {f"{fields['stage']}/{k}": v for k, v in fields.items()
-                                 if isinstance(v, (int, float)) and k not in ("epoch", "step", "of")})
-    line = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
-    if self.bar is not None and not self.bar.disable:
-      self.bar.write(line)
-      self.bar.update(advance)
-    else:
-      self.log(line)
-
-  def close(self):
-    if self.bar is not None:
-      self.bar.close()
-    if self.writer is not None:
-      self.writer.close()
-
-
-def _write_atomic(path: Path, text: str):
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)

@@ -10,7 +10,7 @@ import pytest
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import adjusted_rand_score
 
-from jaxclust import readout
+from jaxclust import readout, runs
 
 
 def test_transitions_count_each_pair_from_its_rows_cluster():
@@ -147,7 +147,7 @@ def _final_state(tmp_path, c):
   template = online_train._init(c, model, jax.random.key(0), jnp.zeros((2, 8, 8, 1)), online_train._tx(c, n), n,
                                 c.prototypes)
   manager = ocp.CheckpointManager(tmp_path / "run" / "checkpoints")
-  return online_train._restore(manager, manager.latest_step(), template)["state"]
+  return runs.restore(manager, manager.latest_step(), template)["state"]
 
 
 def test_driver_refuses_an_unknown_readout_and_a_bad_neighbour_count(tmp_path):

@@ -7,7 +7,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import kill_cli_run, run_cli
-from jaxclust import configs, parallel, scan_train
+from jaxclust import configs, parallel, runs, scan_train
 
 ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
@@ -50,7 +50,7 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path_factory):
   model = scan_train._models(c, 10)["pretext"]
   manager = ocp.CheckpointManager(tmp_path / "checkpoints")
   template = scan_train._pretext_template(model, images[:2], ONE_DEVICE, c, len(images))
-  pretext = scan_train._restore(manager, 2, template)["state"]
+  pretext = runs.restore(manager, 2, template)["state"]
   out = np.asarray(model.apply({"params": pretext.params, "batch_stats": pretext.batch_stats}, images))
   unit = out / np.linalg.norm(out, axis=1, keepdims=True)
   similarity = unit @ unit.T  # compared by similarity, so that near-ties may come in either order
@@ -72,7 +72,7 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path_factory):
   assert records(branch)[0]["neighbor_accuracy"] == mine["neighbor_accuracy"]
   cluster = scan_train._models(c, 10)["cluster"]
   cluster_template = scan_train._cluster_template(cluster, images[:2], c, len(images), ONE_DEVICE)["scan"]
-  restore = lambda workdir, step: scan_train._restore(ocp.CheckpointManager(workdir / "checkpoints"), step,
+  restore = lambda workdir, step: runs.restore(ocp.CheckpointManager(workdir / "checkpoints"), step,
                                                       cluster_template)["state"]
   ours, theirs = restore(tmp_path, 3), restore(branch, 2)
   chex.assert_trees_all_equal(ours.params["backbone"], theirs.params["backbone"])
@@ -244,7 +244,7 @@ def test_moco_pretext_is_checkpointed_with_its_queue(tmp_path):
   template = scan_train._pretext_template(scan_train._models(config, 10)["pretext"], jnp.zeros((2, 8, 8, 1)),
                                           parallel.make_mesh(1), config, 1797)
   manager = ocp.CheckpointManager(tmp_path / "checkpoints")
-  state = scan_train._restore(manager, manager.latest_step(), template)["state"]
+  state = runs.restore(manager, manager.latest_step(), template)["state"]
   # 2 epochs of ceil(1797 / 128) = 15 batches of 128 keys went through a 512-key queue.
   assert int(state.step) == 30 and int(state.queue_ptr) == (30 * 128) % 512
   assert not np.allclose(jax.tree.leaves(state.key_params)[0], jax.tree.leaves(state.params)[0])

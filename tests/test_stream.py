@@ -9,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import kill_cli_run, run_cli
-from jaxclust import configs, online_train, parallel
+from jaxclust import configs, online_train, parallel, runs
 from jaxclust.data import sources, stream
 
 ONE_DEVICE = parallel.make_mesh(1)
@@ -126,7 +126,7 @@ def test_streamed_swav_reads_out_neighbour_groups_as_the_device_path_does(tmp_pa
   template = online_train._init(c, model, jax.random.key(0), jnp.zeros((2, 8, 8, 1)), online_train._tx(c, 1797),
                                 1797, 30)
   manager = ocp.CheckpointManager(tmp_path / "run" / "checkpoints")
-  state = online_train._restore(manager, manager.latest_step(), template)["state"]
+  state = runs.restore(manager, manager.latest_step(), template)["state"]
   device_labels, device = online_train._labels(c, model, state, jnp.asarray(images), 1797, 10)
   assert adjusted_rand_score(device["groups"], groups) == 1.0
   assert np.mean(device_labels == labels) >= 0.999
