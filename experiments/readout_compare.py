@@ -5,9 +5,12 @@
 For each checkpoint (default: the latest) of a `jaxclust fit swav|deepcluster` workdir on a labelled
 dataset held on the devices, prints ACC/NMI/ARI of readout="kmeans" (spherical k-means of the
 embeddings into n_clusters) and readout="knn" (the prototypes grouped by the nearest neighbours of
-their members, jaxclust/readout.py; `--neighbors` of them), both computed by the driver's own code, with the seconds each took (the first
-checkpoint's include compiling), and the purity of the prototype clusters (each image counted in its
-nearest prototype's, each cluster as its majority label): the best ACC any grouping of them could reach.
+their members, jaxclust/readout.py; `--neighbors` of them), both computed by the driver's own code,
+with the seconds each took (the first checkpoint's include compiling) and the size entropy of its
+clusters; and, of the prototype clusters
+(each image counted in its nearest prototype's), their purity (each cluster as its majority label: the
+best ACC any grouping of them could reach) and the normalized entropy of their usage with the number
+unused (what the driver's collapse warning looks at).
 """
 import argparse
 import json
@@ -53,14 +56,18 @@ def main():
     state = runs.restore(manager, step, template)["state"]
     codes = parallel.fetch(online_train._labels_jit(config.method, model, state, x, n))
     purity = sum(np.bincount(y[codes == c]).max() for c in np.unique(codes)) / n
-    line = f"{workdir.name} checkpoint {step}: prototype purity {purity:.4f}"
+    usage = online_train._usage(codes, config.prototypes, "entropy", "unused")  # what the collapse monitor warns on
+    line = (f"{workdir.name} checkpoint {step}: prototype purity {purity:.4f}, usage entropy "
+            f"{usage['entropy']:.4f} ({usage['unused']} unused)")
     for readout in ("kmeans", "knn"):
       config.readout = readout
       tick = time.perf_counter()
       labels, _ = online_train._labels(config, model, state, x, n, clusters)
       seconds = time.perf_counter() - tick  # the first call of each readout includes compiling it
       scores = metrics.evaluate(y, labels)
-      line += f" | {readout}{f' {config.readout_neighbors}' if readout == 'knn' else ''}: " + " ".join(f"{name}={float(value):.4f}" for name, value in scores.items())
+      scores["size_entropy"] = online_train._usage(labels, clusters, "entropy", "empty")["entropy"]
+      name = f"knn {config.readout_neighbors}" if readout == "knn" else readout
+      line += f" | {name}: " + " ".join(f"{key}={float(value):.4f}" for key, value in scores.items())
       line += f" ({seconds:.0f} s)"
     print(line, flush=True)
 
