@@ -27,6 +27,9 @@ from jaxclust.models import resnet
 
 
 def restore(manager, step, template=None, meta_only=False):
+  """``{"state", "meta"}`` of checkpoint ``step`` (``{"meta"}`` with ``meta_only``), the state restored
+  with the shapes, dtypes and shardings of ``template``; a checkpoint that cannot be restored raises a
+  ValueError naming it."""
   try:
     if meta_only:
       return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
@@ -50,6 +53,8 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def check_same_config(workdir: Path, config, write: bool = True):
+  """Refuses a ``workdir`` whose ``config.json`` differs from ``config`` (ValueError naming the settings);
+  writes it when absent (``write``: only the lead process writes)."""
   path = workdir / "config.json"
   current = json.loads(config.to_json())
   if not path.exists():
@@ -117,6 +122,7 @@ class Logger:
 
 
 def write_atomic(path: Path, text: str):
+  """Writes ``text`` to ``path`` through a temporary file, so a killed process never leaves half a file."""
   tmp = path.with_suffix(path.suffix + ".tmp")
   tmp.write_text(text)
   os.replace(tmp, path)
@@ -154,10 +160,12 @@ def backbone(config):
 
 
 def shard(mesh):
+  """Row sharding over the mesh's "data" axis, or None on one device."""
   return NamedSharding(mesh, P("data")) if mesh.size > 1 else None
 
 
 def gather(x, index, mask, sharding):
+  """Rows ``index`` of the on-device ``x``, with ``index`` and ``mask``, sharded by rows when ``sharding``."""
   images = x[index]
   if sharding is not None:
     images, index, mask = jax.lax.with_sharding_constraint((images, index, mask), sharding)
