@@ -89,6 +89,7 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     raise ValueError(f"readout={config.readout!r} must be 'kmeans' or 'knn'")
   if config.get("readout", "kmeans") == "knn":
     check_count(config.readout_neighbors, "readout_neighbors", low=1, high=n - 1, high_name="n_samples - 1")
+  eval_every = check_count(config.get("eval_every", 1), "eval_every", low=1)
   mesh = mesh or parallel.make_mesh()
   if config.batch_size % mesh.size:
     raise ValueError(f"batch_size={config.batch_size} is not divisible by the {mesh.size} devices")
@@ -149,11 +150,15 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     else:
       if z is None and clusters != k:  # over-clustering: the readout and the prototype usage both need them
         z = _embed_jit(config.method, model, state, x, rows)
-      labels, _ = _labels(config, model, state, x, n, clusters, None if z is None else z[:n])
+      # With one cluster per prototype the readout is the prototypes, as cheap as their usage: every
+      # epoch. Over-clustering reads out (k-means or kNN of the embeddings) every `eval_every` epochs.
+      labels = None
+      if clusters == k or (epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs:
+        labels, _ = _labels(config, model, state, x, n, clusters, None if z is None else z[:n])
       codes = labels if clusters == k else parallel.fetch(
           _nearest_prototype(z, _unit_prototypes(config.method, state)))[:n]
       record.update(_monitor(labels, codes, clusters, k, float(m["loss"]), config.method))
-      if data.y is not None:
+      if data.y is not None and labels is not None:
         record.update(cluster_metrics.evaluate(data.y, labels))
     logger.record(1, **record)
     if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:

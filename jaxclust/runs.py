@@ -52,6 +52,9 @@ def _flat(tree: dict, prefix: str = "") -> dict:
   return out
 
 
+RESUMABLE_CHANGES = ("data_dir", "eval_every")  # see check_same_config
+
+
 def check_same_config(workdir: Path, config, write: bool = True):
   """Refuses a ``workdir`` whose ``config.json`` differs from ``config`` (ValueError naming the settings);
   writes it when absent (``write``: only the lead process writes)."""
@@ -70,15 +73,16 @@ def check_same_config(workdir: Path, config, write: bool = True):
     from jaxclust import configs
     defaults = _flat(json.loads(configs.get_config(config.method, config.dataset).to_json()))
     added = {k for k in set(now) - set(saved) if k in defaults and now[k] == defaults[k]}
-  # data_dir says where the files are, not what is trained: moved data may resume.
+  # Settings that change neither training nor its result may differ: data_dir says where the files
+  # are (moved data may resume), eval_every how often the readout is logged.
   absent = "(absent)"
-  differ = sorted(k for k in set(saved) | set(now)
-                  if k != "data_dir" and k not in added and (k in saved, saved.get(k)) != (k in now, now.get(k)))
+  changed = {k for k in set(saved) | set(now) if (k in saved, saved.get(k)) != (k in now, now.get(k))}
+  differ = sorted(changed - added - set(RESUMABLE_CHANGES))
   if differ:
     shown = ", ".join(f"{k}: {saved.get(k, absent)!r} -> {now.get(k, absent)!r}" for k in differ)
     raise ValueError(f"{workdir} holds a run with another configuration (differs in {shown}); "
                      "resume it with the same settings or choose another --workdir")
-  if added and write:  # record the settings the run now resumes with
+  if changed and write:  # record the settings the run now resumes with
     write_atomic(path, json.dumps(current, indent=2, sort_keys=True))
 
 

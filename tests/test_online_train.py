@@ -52,7 +52,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
 def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):
   """DeepCluster-v2 trained on 30 prototypes, reported as 10 clusters; predict uses the saved centroids."""
   c = tiny_config("deepcluster")
-  c.epochs, c.prototypes, c.n_clusters = 2, 30, 10
+  c.epochs, c.prototypes, c.n_clusters, c.eval_every = 2, 30, 10, 2
   summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
   assert (summary["k"], summary["prototypes"], summary["prototype_sets"]) == (10, 30, c.prototype_sets)
   # The first targets are the k-means clusters of the initial network's embeddings (the bank is filled
@@ -63,6 +63,9 @@ def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):
   assert 0.0 <= lines[1]["targets_nmi_previous"] <= 1.0
   # Over-clustering: the epochs also log the usage of the 30 prototypes (each image's nearest one).
   assert all(0.0 <= r["prototype_entropy"] <= 1.0 and 0 <= r["unused_prototypes"] < 30 for r in lines)
+  # eval_every=2: the 10 clusters are read out (and scored) on epoch 2 only.
+  assert "acc" not in lines[0] and "size_entropy" not in lines[0]
+  assert 0.0 < lines[1]["acc"] <= 1.0 and 0.0 <= lines[1]["size_entropy"] <= 1.0
   labels = np.load(tmp_path / "run" / "labels.npy")
   centroids = np.load(tmp_path / "run" / "centroids.npy")
   assert centroids.shape == (10, c.head_out) and set(np.unique(labels)) <= set(range(10))
@@ -70,6 +73,19 @@ def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):
   from jaxclust.data import sources
   images = sources.load("digits").x
   np.testing.assert_array_equal(online_train.predict(tmp_path / "run", images), labels)
+
+
+def test_resume_may_change_only_what_changes_neither_training_nor_result(tmp_path):
+  from jaxclust import runs
+  c = configs.get_config("deepcluster", "mnist")
+  runs.check_same_config(tmp_path, c)
+  c.eval_every, c.data_dir = 1, "/elsewhere"
+  runs.check_same_config(tmp_path, c)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert (saved["eval_every"], saved["data_dir"]) == (1, "/elsewhere"), "the resumed settings are not recorded"
+  c.readout = "kmeans"  # changes the reported clusters
+  with pytest.raises(ValueError, match=r"differs in readout: 'knn' -> 'kmeans'\)"):
+    runs.check_same_config(tmp_path, c)
 
 
 def test_collapse_warning_looks_at_the_prototypes_not_the_readout():
@@ -168,6 +184,10 @@ def test_bad_settings_are_refused_before_the_workdir_is_claimed(tmp_path):
   del c["kmeans_warm_start"]
   c.kmeans_warm_start = "false"  # a config file's string: refused, not read as True
   with pytest.raises(ValueError, match="kmeans_warm_start='false' must be True or False"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c = tiny_config("deepcluster")
+  c.eval_every = 0
+  with pytest.raises(ValueError, match="eval_every=0 must be >= 1"):
     online_train.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("deepcluster")
   c.bank_crops = 3
