@@ -14,9 +14,9 @@ ImageNet is never loaded whole), multi-cropped on the host and batched by
 :mod:`jaxclust.data.stream`, one compiled step per batch; the clusters are predicted in a final pass
 with the evaluation transform.
 
-Collapse monitor: the usage entropy of the clusters is logged every epoch, and for SwAV the
-distance of the loss from ln K (the loss of uniform predictions); a warning fires when the run
-sits at that plateau or clusters empty.
+Collapse monitor: the usage entropy of the prototypes is logged every epoch with the distance of
+the loss from ln K (the loss of uniform predictions, for both methods); a warning fires when the
+run sits at that plateau or prototypes go unused.
 """
 
 from __future__ import annotations
@@ -413,7 +413,7 @@ def _target_stability(targets, previous, y):
 
 def _monitor(labels, codes, clusters, k, loss, method):
   """What shows a collapse: the usage of the ``k`` prototypes (``codes``: each image's nearest prototype)
-  and, for SwAV, how far the loss is from ln K. Also the size entropy and empty clusters of the reported
+  and how far the loss is from ln K (both methods' loss is a cross-entropy over the K prototypes). Also the size entropy and empty clusters of the reported
   ``clusters`` (``labels``), recorded only: when over-clustering, the readout of a barely trained network
   may group almost every image together while training is healthy (the kNN readout on epoch 1 did, on
   MNIST), so the warning looks at the prototypes."""
@@ -422,10 +422,10 @@ def _monitor(labels, codes, clusters, k, loss, method):
     out.update(_usage(labels, clusters, "size_entropy", "empty_clusters"))
   if codes is not None and k != clusters:
     out.update(_usage(codes, k, "prototype_entropy", "unused_prototypes"))
-  if method == "swav":
-    out["loss_minus_ln_k"] = loss - math.log(k)
-    if abs(out["loss_minus_ln_k"]) < 0.01 * math.log(k):
-      warnings.warn(f"SwAV loss {loss:.4f} sits at ln K = {math.log(k):.4f}, the value of uniform predictions: "
+  out["loss_minus_ln_k"] = loss - math.log(k)
+  if abs(out["loss_minus_ln_k"]) < 0.01 * math.log(k):
+    name = {"swav": "SwAV", "deepcluster": "DeepCluster-v2"}[method]
+    warnings.warn(f"{name} loss {loss:.4f} sits at ln K = {math.log(k):.4f}, the value of uniform predictions: "
                     "training may have collapsed (try a lower learning rate or more prototype-freeze steps)")
   entropy, unused = ("prototype_entropy", "unused_prototypes") if "prototype_entropy" in out else (
       "size_entropy", "empty_clusters")

@@ -29,8 +29,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method):
   reference = json.loads((tmp_path / "reference" / "summary.json").read_text())
   lines = [json.loads(l) for l in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in lines] == [1, 2, 3] and all("size_entropy" in r for r in lines)
-  if method == "swav":
-    assert all("loss_minus_ln_k" in r for r in lines)
+  assert all(r["loss"] - r["loss_minus_ln_k"] == pytest.approx(np.log(10)) for r in lines)  # 10 prototypes
   assert (tmp_path / "reference" / "exemplars.png").exists() and 0.0 < reference["acc"] <= 1.0
   # predict on the training images from the last checkpoint gives the run's labels. The run was made
   # in another process (XLA's client with 1 device), so the last float bits may differ: a label whose
@@ -109,8 +108,9 @@ def test_collapse_warning_looks_at_the_prototypes_not_the_readout():
   # One prototype per cluster: the labels are the codes.
   with pytest.warns(UserWarning, match="8 of 10 prototypes unused"):
     assert "prototype_entropy" not in online_train._monitor(one_group, one_group, 10, 10, 1.0, "swav")
-  with pytest.warns(UserWarning, match="sits at ln K"):
-    online_train._monitor(codes % 10, codes % 10, 10, 10, float(np.log(10)), "swav")
+  for method, name in (("swav", "SwAV"), ("deepcluster", "DeepCluster-v2")):
+    with pytest.warns(UserWarning, match=f"{name} loss 2.3026 sits at ln K"):
+      online_train._monitor(codes % 10, codes % 10, 10, 10, float(np.log(10)), method)
 
 
 def test_epoch_end_bank_keeps_the_targets_on_the_content(tmp_path):
