@@ -17,10 +17,12 @@ import functools
 import json
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -63,7 +65,6 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
     raise ValueError(f"mine.features={config.mine.features!r} must be 'projection' or 'backbone'")
   if config.input not in ("device", "tf.data"):
     raise ValueError(f"input={config.input!r} must be 'device' or 'tf.data'")
-  host = config.input == "tf.data"  # views made by tf.data on the host instead of on the devices
   mesh = mesh or parallel.make_mesh()
   for name in ("pretext", "scan", "selflabel"):
     if config[name].batch_size % mesh.size:
@@ -76,209 +77,268 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
   runs.check_same_config(workdir, config, write=lead)
-  x, _ = parallel.global_rows(np.asarray(data.x, np.float32), mesh)
-  key = jax.random.key(config.seed)
   log(f"scan on {config.dataset}: n={n} images {data.x.shape[1:]} k={k} on {mesh.size} device(s), workdir {workdir}")
-  logger = runs.Logger(workdir, log, start, enabled=lead)
-  # The latest keep_checkpoints saves, and the last of every finished stage whatever their number (so
-  # the pretext's is not rotated out by the SCAN epochs: a later stage can be run again from it).
-  stage_ends = _StageEnds(set())
-  manager = ocp.CheckpointManager(workdir / "checkpoints", options=ocp.CheckpointManagerOptions(
-      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
-          [ocp.checkpoint_managers.LatestN(config.keep_checkpoints), stage_ends])))
-  for step in manager.all_steps():
-    if _ends_a_stage(runs.restore(manager, step, meta_only=True)["meta"]):
-      stage_ends.steps.add(step)
-  saves = manager.latest_step() or 0
-  meta = runs.restore(manager, saves, meta_only=True)["meta"] if saves else {"stage": "pretext", "progress": 0}
-
-  def save(state, stage_name, progress, **extra):
-    nonlocal saves
-    saves += 1
-    if _ends_a_stage({"stage": stage_name, "progress": progress}):
-      stage_ends.steps.add(saves)
-    manager.save(saves, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(
-        {"stage": stage_name, "progress": progress, **extra})))
-    meta.update({"stage": stage_name, "progress": progress, **extra})
-
-  image_shape = tuple(data.x.shape[1:])
-  models = _models(config, k)
-  example = jnp.zeros((2, *image_shape))
-
-  def stop_here(name):
-    if stage == name:
-      manager.wait_until_finished()
-      logger.close()
+  run = _Run.open(config, workdir, data, k, mesh, runs.Logger(workdir, log, start, enabled=lead), log, lead)
+  for name, train_stage in (("pretext", _pretext), ("mine", _mine), ("scan", _scan)):
+    if run.meta["stage"] == name:
+      train_stage(run)
+    if stage == name:  # also when the run was already past it: nothing later is trained
+      run.manager.wait_until_finished()
+      run.logger.close()
       log(f"stage {name} done; run again without --stage to continue")
-      return True
-    return False
+      return {"stage": name}
+  if run.meta["stage"] == "selflabel":
+    _selflabel(run)
+  return _finish(run, start)
 
-  # 1. Pretext (SimCLR), or another run's finished pretext (pretext.init_from): one pretext, many SCAN runs.
-  if meta["stage"] == "pretext" and config.pretext.get("init_from"):
+
+@dataclasses.dataclass
+class _Run:
+  """What the stages of one run share. ``meta`` is the latest save's (stage, progress, ...), ``saves``
+  its step; ``save`` advances both."""
+  config: ml_collections.ConfigDict
+  workdir: Path
+  data: sources.Dataset
+  x: jax.Array  # the images, row-sharded over the mesh
+  k: int
+  mesh: jax.sharding.Mesh
+  logger: runs.Logger
+  log: Callable[[str], None]
+  lead: bool
+  manager: ocp.CheckpointManager
+  stage_ends: _StageEnds
+  saves: int
+  meta: dict
+
+  @classmethod
+  def open(cls, config, workdir, data, k, mesh, logger, log, lead):
+    # The latest keep_checkpoints saves, and the last of every finished stage whatever their number (so
+    # the pretext's is not rotated out by the SCAN epochs: a later stage can be run again from it).
+    stage_ends = _StageEnds(set())
+    manager = ocp.CheckpointManager(workdir / "checkpoints", options=ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+            [ocp.checkpoint_managers.LatestN(config.keep_checkpoints), stage_ends])))
+    for step in manager.all_steps():
+      if _ends_a_stage(runs.restore(manager, step, meta_only=True)["meta"]):
+        stage_ends.steps.add(step)
+    saves = manager.latest_step() or 0
+    meta = runs.restore(manager, saves, meta_only=True)["meta"] if saves else {"stage": "pretext", "progress": 0}
+    x, _ = parallel.global_rows(np.asarray(data.x, np.float32), mesh)
+    return cls(config, workdir, data, x, k, mesh, logger, log, lead, manager, stage_ends, saves, meta)
+
+  @property
+  def n(self) -> int:
+    return self.data.x.shape[0]
+
+  @property
+  def image_shape(self) -> tuple:
+    return tuple(self.data.x.shape[1:])
+
+  @property
+  def example(self) -> jax.Array:
+    return jnp.zeros((2, *self.image_shape))
+
+  @property
+  def key(self) -> jax.Array:
+    return jax.random.key(self.config.seed)
+
+  @property
+  def host(self) -> bool:  # views made by tf.data on the host instead of on the devices
+    return self.config.input == "tf.data"
+
+  @functools.cached_property
+  def models(self) -> dict:
+    return _models(self.config, self.k)
+
+  @functools.cached_property
+  def cluster_templates(self) -> dict:
+    return _cluster_template(self.models["cluster"], self.example, self.config, self.n, self.mesh)
+
+  def save(self, state, stage, progress, **extra):
+    self.saves += 1
+    if _ends_a_stage({"stage": stage, "progress": progress}):
+      self.stage_ends.steps.add(self.saves)
+    self.meta = {"stage": stage, "progress": progress, **extra}
+    self.manager.save(self.saves, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                          meta=ocp.args.JsonSave(self.meta)))
+
+  def restore(self, template):
+    """The latest save's state, shaped and placed as ``template``."""
+    return runs.restore(self.manager, self.saves, template)["state"]
+
+
+def _pretext(run: _Run):
+  """1. The pretext (SimCLR or MoCo), or another run's finished pretext (``pretext.init_from``): one
+  pretext, many SCAN runs."""
+  config, model, n = run.config, run.models["pretext"], run.n
+  if config.pretext.get("init_from"):
     source, end = _pretext_source(config)
-    restored = runs.restore(source, end, _pretext_template(models["pretext"], example, mesh, config, n))
+    restored = runs.restore(source, end, _pretext_template(model, run.example, run.mesh, config, n))
     source.close()
     epochs = restored["meta"]["progress"]
-    log(f"pretext from {config.pretext.init_from} ({epochs} epochs); pretext skipped")
-    save(restored["state"], "mine", epochs, pretext_from=str(Path(config.pretext.init_from).absolute()))
-  elif meta["stage"] == "pretext":
-    tx = _pretext_tx(config, n)
-    state = parallel.put(_pretext_init(config, models["pretext"], jax.random.fold_in(key, 0), example, tx), mesh)
-    if saves:
-      state = runs.restore(manager, saves, state)["state"]
-    epoch_fn = _pretext_epoch(models["pretext"], tx, config.pretext.batch_size, n, image_shape,
-                              _pretext_options(config), _view_options(config), runs.shard(mesh))
-    logger.stage("pretext", config.pretext.epochs, meta["progress"])
-    for epoch in range(meta["progress"], config.pretext.epochs):
-      tick = time.perf_counter()
-      rng = jax.random.fold_in(key, 1_000_000 + epoch)
-      if host:
-        weak, _ = _host_views(image_shape, *_view_options(config))
-        step = _host_step(_pretext_options(config)[0], model=models["pretext"], tx=tx, augment=None,
-                          **dict(_pretext_options(config)[1]))
-        state, m = _host_epoch(step, state, rng, stream.view_batches(
-            data.x, views=(weak, weak), batch_size=config.pretext.batch_size, seed=config.seed, epoch=epoch,
-            mesh=mesh))
-      else:
-        state, m = epoch_fn(state, x, rng)
-      logger.record(1, stage="pretext", epoch=epoch + 1, of=config.pretext.epochs, loss=float(m["loss"]),
-                    seconds=time.perf_counter() - tick)
-      if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.pretext.epochs:
-        save(state, "pretext" if epoch + 1 < config.pretext.epochs else "mine", epoch + 1)
-    if config.pretext.epochs == 0:
-      save(state, "mine", 0)
-  if stop_here("pretext"):
-    return {"stage": "pretext"}
-  backbone_template = _pretext_template(models["pretext"], example, mesh, config, n)
-
-  # 2. Neighbour mining on the pretext features.
-  if meta["stage"] == "mine":
-    pretext_state = runs.restore(manager, saves, backbone_template)["state"]
-    variables = {"params": pretext_state.params, "batch_stats": pretext_state.batch_stats}
-    mined_on = _projections if config.mine.features == "projection" else _features
-    features = mined_on(models["pretext"], variables, x, n, config.mine.chunk_size)
-    out = knn(features, config.mine.neighbors + 1, metric="cosine")  # column 0 is the image itself
-    neighbors = parallel.fetch(out.indices).astype(np.int32)
-    if lead:
-      np.save(workdir / "neighbors.npy", neighbors)
-    record = {"stage": "mine", "neighbors": config.mine.neighbors, "features": config.mine.features}
-    if data.y is not None:  # SCAN's diagnostic: how often a neighbour shares the image's class
-      record["neighbor_accuracy"] = float(np.mean(data.y[neighbors[:, 1:]] == data.y[:, None]))
-      kmeans_labels = _kmeans_baseline(features, k, key)
-      record.update({f"kmeans_{m}": v for m, v in cluster_metrics.evaluate(data.y, kmeans_labels).items()})
-    logger.record(**record)
-    cluster_state = _cluster_init(models["cluster"], pretext_state, example, config, n, mesh, key)
-    save(cluster_state, "scan", 0, backbone_from_pretext=True)
-    if stop_here("mine"):
-      return {"stage": "mine"}
-  host_neighbors = np.load(workdir / "neighbors.npy")  # [n, neighbors + 1], column 0: self
-  neighbors = parallel.put(host_neighbors, mesh)
-  cluster_template = _cluster_template(models["cluster"], example, config, n, mesh)
-
-  # 3. SCAN.
-  if meta["stage"] == "scan":
-    state = runs.restore(manager, saves, cluster_template["scan"])["state"]
-    tx = _scan_tx(config)
-    features = None
-    if _frozen_features(config):  # the frozen backbone's features, once: an epoch gathers rows of them
-      features = _features(models["cluster"], {"params": state.params, "batch_stats": state.batch_stats}, x, n,
-                           config.mine.chunk_size)
-      epoch_fn = _scan_feature_epoch(models["cluster"], tx, config.scan.batch_size, n, config.scan.entropy_weight,
-                                     runs.shard(mesh))
+    run.log(f"pretext from {config.pretext.init_from} ({epochs} epochs); pretext skipped")
+    run.save(restored["state"], "mine", epochs, pretext_from=str(Path(config.pretext.init_from).absolute()))
+    return
+  tx = _pretext_tx(config, n)
+  state = parallel.put(_pretext_init(config, model, jax.random.fold_in(run.key, 0), run.example, tx), run.mesh)
+  if run.saves:
+    state = run.restore(state)
+  epoch_fn = _pretext_epoch(model, tx, config.pretext.batch_size, n, run.image_shape, _pretext_options(config),
+                            _view_options(config), runs.shard(run.mesh))
+  run.logger.stage("pretext", config.pretext.epochs, run.meta["progress"])
+  for epoch in range(run.meta["progress"], config.pretext.epochs):
+    tick = time.perf_counter()
+    rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
+    if run.host:
+      weak, _ = _host_views(run.image_shape, *_view_options(config))
+      step = _host_step(_pretext_options(config)[0], model=model, tx=tx, augment=None,
+                        **dict(_pretext_options(config)[1]))
+      state, m = _host_epoch(step, state, rng, stream.view_batches(
+          run.data.x, views=(weak, weak), batch_size=config.pretext.batch_size, seed=config.seed, epoch=epoch,
+          mesh=run.mesh))
     else:
-      epoch_fn = _scan_epoch(models["cluster"], tx, config.scan.batch_size, n, image_shape,
-                             config.scan.entropy_weight, config.scan.update_backbone, config.scan.augment,
-                             _view_options(config), runs.shard(mesh))
-    logger.stage("scan", config.scan.epochs, meta["progress"])
-    head_loss = np.asarray(meta.get("head_loss", [0.0] * config.scan.heads))
-    for epoch in range(meta["progress"], config.scan.epochs):
-      tick = time.perf_counter()
-      rng = jax.random.fold_in(key, 2_000_000 + epoch)
-      if features is not None:
-        state, m = epoch_fn(state, features, neighbors, rng)
-      elif host:
-        weak = _host_views(image_shape, *_view_options(config))[0] if config.scan.augment else _host_identity
-        step = _host_step(scan.scan_step, model=models["cluster"], tx=tx, augment=None,
-                          entropy_weight=config.scan.entropy_weight, update_backbone=config.scan.update_backbone)
-        state, m = _host_epoch(step, state, rng, stream.view_batches(
-            data.x, views=(weak, weak), batch_size=config.scan.batch_size, seed=config.seed, epoch=100_000 + epoch,
-            mesh=mesh, neighbors=host_neighbors))
-      else:
-        state, m = epoch_fn(state, x, neighbors, rng)
-      head_loss = np.asarray(m["head_loss"])
-      best = int(np.argmin(head_loss))
-      record = {"stage": "scan", "epoch": epoch + 1, "of": config.scan.epochs, "loss": float(head_loss[best]),
-                "best_head": best, "consistency": float(m["consistency"][best]),
-                "entropy": float(m["entropy"][best]), "seconds": time.perf_counter() - tick}
-      record.update(_usage(models["cluster"], state, x, n, k, best, data.y, config, log, features))
-      logger.record(1, **record)
-      if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.scan.epochs:
-        done = epoch + 1 == config.scan.epochs
-        save(state, "selflabel" if done else "scan", 0 if done else epoch + 1, head_loss=head_loss.tolist(),
-             best_head=best)
-    if config.scan.epochs == 0:
-      save(state, "selflabel", 0, head_loss=head_loss.tolist(), best_head=0)
-    if stop_here("scan"):
-      return {"stage": "scan"}
+      state, m = epoch_fn(state, run.x, rng)
+    run.logger.record(1, stage="pretext", epoch=epoch + 1, of=config.pretext.epochs, loss=float(m["loss"]),
+                      seconds=time.perf_counter() - tick)
+    if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.pretext.epochs:
+      run.save(state, "pretext" if epoch + 1 < config.pretext.epochs else "mine", epoch + 1)
+  if config.pretext.epochs == 0:
+    run.save(state, "mine", 0)
 
-  # 4. Self-labeling with the head of lowest SCAN loss.
-  best = int(meta.get("best_head", 0))
-  if meta["stage"] == "selflabel":
-    state = runs.restore(manager, saves, cluster_template["selflabel"] if meta["progress"] else
-                     cluster_template["scan"])["state"]
-    tx = _selflabel_tx(config)
-    if meta["progress"] == 0:  # a fresh optimizer for the new stage
-      state = parallel.put(jax.tree.map(np.asarray, state.replace(opt_state=tx.init(state.params))), mesh)
-    epoch_fn = _selflabel_epoch(models["cluster"], tx, config.selflabel.batch_size, n, image_shape, best,
-                                config.selflabel.threshold, config.scan.update_backbone, _view_options(config),
-                                runs.shard(mesh))
-    logger.stage("selflabel", config.selflabel.epochs, meta["progress"])
-    for epoch in range(meta["progress"], config.selflabel.epochs):
-      tick = time.perf_counter()
-      rng = jax.random.fold_in(key, 3_000_000 + epoch)
-      if host:
-        _, strong = _host_views(image_shape, *_view_options(config))
-        step = _host_step(scan.selflabel_step, model=models["cluster"], tx=tx, weak=None, strong=None, head=best,
-                          threshold=config.selflabel.threshold, batchnorm_train=config.scan.update_backbone)
-        state, m = _host_epoch(step, state, rng, stream.view_batches(
-            data.x, views=(_host_identity, strong), batch_size=config.selflabel.batch_size,
-            seed=config.seed, epoch=200_000 + epoch, mesh=mesh))
-      else:
-        state, m = epoch_fn(state, x, rng)
-      confident = float(m["confident"])
-      record = {"stage": "selflabel", "epoch": epoch + 1, "of": config.selflabel.epochs, "loss": float(m["loss"]),
-                "confident": confident, "seconds": time.perf_counter() - tick}
-      if confident == 0.0:
-        message = (f"self-labeling epoch {epoch + 1}: no image passed the confidence threshold "
-                   f"{config.selflabel.threshold}, so nothing was updated; train SCAN longer or lower "
-                   "selflabel.threshold")
-        warnings.warn(message)
-        record["warning"] = "no confident samples"
-      record.update(_usage(models["cluster"], state, x, n, k, best, data.y, config, log))
-      logger.record(1, **record)
-      if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.selflabel.epochs:
-        done = epoch + 1 == config.selflabel.epochs
-        save(state, _DONE if done else "selflabel", epoch + 1, best_head=best)
-    if config.selflabel.epochs == 0:
-      save(state, _DONE, 0, best_head=best)
 
-  state = runs.restore(manager, saves, cluster_template["selflabel"])["state"]  # the final state, also on resume
+def _mine(run: _Run):
+  """2. Neighbour mining on the pretext features; the clustering model starts from the pretext backbone."""
+  config, model, n = run.config, run.models["pretext"], run.n
+  pretext_state = run.restore(_pretext_template(model, run.example, run.mesh, config, n))
+  variables = {"params": pretext_state.params, "batch_stats": pretext_state.batch_stats}
+  mined_on = _projections if config.mine.features == "projection" else _features
+  features = mined_on(model, variables, run.x, n, config.mine.chunk_size)
+  out = knn(features, config.mine.neighbors + 1, metric="cosine")  # column 0 is the image itself
+  neighbors = parallel.fetch(out.indices).astype(np.int32)
+  if run.lead:
+    np.save(run.workdir / "neighbors.npy", neighbors)
+  record = {"stage": "mine", "neighbors": config.mine.neighbors, "features": config.mine.features}
+  y = run.data.y
+  if y is not None:  # SCAN's diagnostic: how often a neighbour shares the image's class
+    record["neighbor_accuracy"] = float(np.mean(y[neighbors[:, 1:]] == y[:, None]))
+    kmeans_labels = _kmeans_baseline(features, run.k, run.key)
+    record.update({f"kmeans_{m}": v for m, v in cluster_metrics.evaluate(y, kmeans_labels).items()})
+  run.logger.record(**record)
+  cluster_state = _cluster_init(run.models["cluster"], pretext_state, run.example, config, n, run.mesh, run.key)
+  run.save(cluster_state, "scan", 0, backbone_from_pretext=True)
+
+
+def _scan(run: _Run):
+  """3. SCAN: every head trained on the mined neighbours; the next stage takes the head of lowest loss."""
+  config, model, n, k = run.config, run.models["cluster"], run.n, run.k
+  host_neighbors = np.load(run.workdir / "neighbors.npy")  # [n, neighbors + 1], column 0: self
+  neighbors = parallel.put(host_neighbors, run.mesh)
+  state = run.restore(run.cluster_templates["scan"])
+  tx = _scan_tx(config)
+  features = None
+  if _frozen_features(config):  # the frozen backbone's features, once: an epoch gathers rows of them
+    features = _features(model, {"params": state.params, "batch_stats": state.batch_stats}, run.x, n,
+                         config.mine.chunk_size)
+    epoch_fn = _scan_feature_epoch(model, tx, config.scan.batch_size, n, config.scan.entropy_weight,
+                                   runs.shard(run.mesh))
+  else:
+    epoch_fn = _scan_epoch(model, tx, config.scan.batch_size, n, run.image_shape, config.scan.entropy_weight,
+                           config.scan.update_backbone, config.scan.augment, _view_options(config),
+                           runs.shard(run.mesh))
+  run.logger.stage("scan", config.scan.epochs, run.meta["progress"])
+  head_loss = np.asarray(run.meta.get("head_loss", [0.0] * config.scan.heads))
+  for epoch in range(run.meta["progress"], config.scan.epochs):
+    tick = time.perf_counter()
+    rng = jax.random.fold_in(run.key, 2_000_000 + epoch)
+    if features is not None:
+      state, m = epoch_fn(state, features, neighbors, rng)
+    elif run.host:
+      weak = _host_views(run.image_shape, *_view_options(config))[0] if config.scan.augment else _host_identity
+      step = _host_step(scan.scan_step, model=model, tx=tx, augment=None, entropy_weight=config.scan.entropy_weight,
+                        update_backbone=config.scan.update_backbone)
+      state, m = _host_epoch(step, state, rng, stream.view_batches(
+          run.data.x, views=(weak, weak), batch_size=config.scan.batch_size, seed=config.seed,
+          epoch=100_000 + epoch, mesh=run.mesh, neighbors=host_neighbors))
+    else:
+      state, m = epoch_fn(state, run.x, neighbors, rng)
+    head_loss = np.asarray(m["head_loss"])
+    best = int(np.argmin(head_loss))
+    record = {"stage": "scan", "epoch": epoch + 1, "of": config.scan.epochs, "loss": float(head_loss[best]),
+              "best_head": best, "consistency": float(m["consistency"][best]),
+              "entropy": float(m["entropy"][best]), "seconds": time.perf_counter() - tick}
+    record.update(_usage(model, state, run.x, n, k, best, run.data.y, config, run.log, features))
+    run.logger.record(1, **record)
+    if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.scan.epochs:
+      done = epoch + 1 == config.scan.epochs
+      run.save(state, "selflabel" if done else "scan", 0 if done else epoch + 1, head_loss=head_loss.tolist(),
+               best_head=best)
+  if config.scan.epochs == 0:
+    run.save(state, "selflabel", 0, head_loss=head_loss.tolist(), best_head=0)
+
+
+def _selflabel(run: _Run):
+  """4. Self-labeling of the head of lowest SCAN loss on its confident predictions."""
+  config, model, n = run.config, run.models["cluster"], run.n
+  best = int(run.meta.get("best_head", 0))
+  state = run.restore(run.cluster_templates["selflabel" if run.meta["progress"] else "scan"])
+  tx = _selflabel_tx(config)
+  if run.meta["progress"] == 0:  # a fresh optimizer for the new stage
+    state = parallel.put(jax.tree.map(np.asarray, state.replace(opt_state=tx.init(state.params))), run.mesh)
+  epoch_fn = _selflabel_epoch(model, tx, config.selflabel.batch_size, n, run.image_shape, best,
+                              config.selflabel.threshold, config.scan.update_backbone, _view_options(config),
+                              runs.shard(run.mesh))
+  run.logger.stage("selflabel", config.selflabel.epochs, run.meta["progress"])
+  for epoch in range(run.meta["progress"], config.selflabel.epochs):
+    tick = time.perf_counter()
+    rng = jax.random.fold_in(run.key, 3_000_000 + epoch)
+    if run.host:
+      _, strong = _host_views(run.image_shape, *_view_options(config))
+      step = _host_step(scan.selflabel_step, model=model, tx=tx, weak=None, strong=None, head=best,
+                        threshold=config.selflabel.threshold, batchnorm_train=config.scan.update_backbone)
+      state, m = _host_epoch(step, state, rng, stream.view_batches(
+          run.data.x, views=(_host_identity, strong), batch_size=config.selflabel.batch_size,
+          seed=config.seed, epoch=200_000 + epoch, mesh=run.mesh))
+    else:
+      state, m = epoch_fn(state, run.x, rng)
+    confident = float(m["confident"])
+    record = {"stage": "selflabel", "epoch": epoch + 1, "of": config.selflabel.epochs, "loss": float(m["loss"]),
+              "confident": confident, "seconds": time.perf_counter() - tick}
+    if confident == 0.0:
+      message = (f"self-labeling epoch {epoch + 1}: no image passed the confidence threshold "
+                 f"{config.selflabel.threshold}, so nothing was updated; train SCAN longer or lower "
+                 "selflabel.threshold")
+      warnings.warn(message)
+      record["warning"] = "no confident samples"
+    record.update(_usage(model, state, run.x, n, run.k, best, run.data.y, config, run.log))
+    run.logger.record(1, **record)
+    if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.selflabel.epochs:
+      done = epoch + 1 == config.selflabel.epochs
+      run.save(state, _DONE if done else "selflabel", epoch + 1, best_head=best)
+  if config.selflabel.epochs == 0:
+    run.save(state, _DONE, 0, best_head=best)
+
+
+def _finish(run: _Run, start: float) -> dict:
+  """The final state's labels, exemplars and summary (also when resuming a run killed after its last save)."""
+  best = int(run.meta.get("best_head", 0))
+  state = run.restore(run.cluster_templates["selflabel"])
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  labels, confidence = _predict(models["cluster"], variables, x, n, best, config.mine.chunk_size)
-  manager.wait_until_finished()
-  logger.close()
-  summary = {"method": "scan", "dataset": config.dataset, "n": n, "shape": list(image_shape), "k": k,
-             "seed": config.seed, "best_head": best, "devices": mesh.size,
+  labels, confidence = _predict(run.models["cluster"], variables, run.x, run.n, best, run.config.mine.chunk_size)
+  run.manager.wait_until_finished()
+  run.logger.close()
+  config, data, k = run.config, run.data, run.k
+  summary = {"method": "scan", "dataset": config.dataset, "n": run.n, "shape": list(run.image_shape), "k": k,
+             "seed": config.seed, "best_head": best, "devices": run.mesh.size,
              "wall_seconds": time.perf_counter() - start}
   if data.y is not None:
     summary.update(cluster_metrics.evaluate(data.y, labels))
   summary["size_entropy"] = float(cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)["normalized_entropy"])
-  if lead:
-    np.save(workdir / "labels.npy", labels)
-    runs.write_exemplars(workdir / "exemplars.png", np.asarray(data.x), labels, confidence, k)
-    runs.write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
-  log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
-                           for key, value in summary.items()))
+  if run.lead:
+    np.save(run.workdir / "labels.npy", labels)
+    runs.write_exemplars(run.workdir / "exemplars.png", np.asarray(data.x), labels, confidence, k)
+    runs.write_atomic(run.workdir / "summary.json", json.dumps(summary, indent=2))
+  run.log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
+                               for key, value in summary.items()))
   return summary
 
 

@@ -64,9 +64,9 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path_factory):
   branch = tmp_path_factory.mktemp("branch")
   assert scan_train.fit(branch_config, branch, log=lambda _: None, mesh=ONE_DEVICE, stage="mine") == {"stage": "mine"}
   assert [r["stage"] for r in records(branch)] == ["mine"], "the pretext was trained again"
-  # --stage pretext on a run past its pretext stops at once (it used to run the later stages).
-  assert scan_train.fit(branch_config, branch, log=lambda _: None, mesh=ONE_DEVICE, stage="pretext") == {
-      "stage": "pretext"}
+  # --stage pretext or mine on a run past them stops at once (each used to run the later stages).
+  for name in ("pretext", "mine"):
+    assert scan_train.fit(branch_config, branch, log=lambda _: None, mesh=ONE_DEVICE, stage=name) == {"stage": name}
   assert [r["stage"] for r in records(branch)] == ["mine"]
   np.testing.assert_array_equal(np.load(branch / "neighbors.npy"), neighbors)
   assert records(branch)[0]["neighbor_accuracy"] == mine["neighbor_accuracy"]
