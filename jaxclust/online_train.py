@@ -75,26 +75,8 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     n, image_shape = source.n, (int(config.crops[0][1]), int(config.crops[0][1]), source.channels)
   else:
     n, image_shape = data.x.shape[0], tuple(data.x.shape[1:])
-  k = check_count(config.prototypes, "prototypes", low=2, high=n, high_name="n_samples")
-  if config.method == "deepcluster":
-    check_count(config.prototype_sets, "prototype_sets", low=1)
-    check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.crops[0][0]),
-                high_name="crops[0][0], the large crops")
-    if config.get("bank_source", "training") not in ("training", "epoch_end"):
-      raise ValueError(f"bank_source={config.bank_source!r} must be 'training' or 'epoch_end'")
-    if not isinstance(config.get("kmeans_warm_start", False), bool):
-      raise ValueError(f"kmeans_warm_start={config.kmeans_warm_start!r} must be True or False")
-  clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
-  if config.get("readout", "kmeans") not in ("kmeans", "knn"):
-    raise ValueError(f"readout={config.readout!r} must be 'kmeans' or 'knn'")
-  if config.get("readout", "kmeans") == "knn":
-    check_count(config.readout_neighbors, "readout_neighbors", low=1, high=n - 1, high_name="n_samples - 1")
-  eval_every = check_count(config.get("eval_every", 1), "eval_every", low=1)
   mesh = mesh or parallel.make_mesh()
-  if config.batch_size % mesh.size:
-    raise ValueError(f"batch_size={config.batch_size} is not divisible by the {mesh.size} devices")
-  if config.method == "swav" and config.queue_length % mesh.size:
-    raise ValueError(f"queue_length={config.queue_length} is not divisible by the {mesh.size} devices")
+  k, clusters, eval_every = _check_settings(config, n, mesh)
   model = _model(config, k)
   if lead:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +173,31 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   log("final: " + " ".join(f"{name}={value:.4f}" if isinstance(value, float) else f"{name}={value}"
                            for name, value in summary.items()))
   return summary
+
+
+def _check_settings(config, n, mesh) -> tuple[int, int, int]:
+  """Refuses bad settings (ValueError naming the value) before the workdir is claimed; returns the
+  prototype count, the reported cluster count and ``eval_every``."""
+  k = check_count(config.prototypes, "prototypes", low=2, high=n, high_name="n_samples")
+  if config.method == "deepcluster":
+    check_count(config.prototype_sets, "prototype_sets", low=1)
+    check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.crops[0][0]),
+                high_name="crops[0][0], the large crops")
+    if config.get("bank_source", "training") not in ("training", "epoch_end"):
+      raise ValueError(f"bank_source={config.bank_source!r} must be 'training' or 'epoch_end'")
+    if not isinstance(config.get("kmeans_warm_start", False), bool):
+      raise ValueError(f"kmeans_warm_start={config.kmeans_warm_start!r} must be True or False")
+  clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
+  if config.get("readout", "kmeans") not in ("kmeans", "knn"):
+    raise ValueError(f"readout={config.readout!r} must be 'kmeans' or 'knn'")
+  if config.get("readout", "kmeans") == "knn":
+    check_count(config.readout_neighbors, "readout_neighbors", low=1, high=n - 1, high_name="n_samples - 1")
+  eval_every = check_count(config.get("eval_every", 1), "eval_every", low=1)
+  if config.batch_size % mesh.size:
+    raise ValueError(f"batch_size={config.batch_size} is not divisible by the {mesh.size} devices")
+  if config.method == "swav" and config.queue_length % mesh.size:
+    raise ValueError(f"queue_length={config.queue_length} is not divisible by the {mesh.size} devices")
+  return k, clusters, eval_every
 
 
 def predict(workdir, images) -> np.ndarray:
