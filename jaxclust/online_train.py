@@ -21,6 +21,7 @@ run sits at that plateau or prototypes go unused.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -28,8 +29,10 @@ import time
 import warnings
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -46,6 +49,28 @@ from jaxclust.validation import check_count
 METHODS = ("swav", "deepcluster")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What the epochs and the final readout of one run share."""
+  config: ml_collections.ConfigDict
+  model: nn.Module
+  tx: optax.GradientTransformation
+  mesh: jax.sharding.Mesh
+  data: sources.Dataset | None  # None for a tfds dataset streamed without being loaded (ImageNet)
+  source: stream.Source | None  # the streamed images (input="tf.data"), else None
+  x: jax.Array | None  # the images, row-sharded over the mesh (input="device"), else None
+  mask: jax.Array | None  # which of x's rows are images, not padding
+  n: int  # images
+  rows: int  # n, or x's padded row count
+  k: int  # prototypes
+  clusters: int  # clusters reported (k, or fewer when over-clustering)
+  eval_every: int
+
+  @property
+  def streaming(self) -> bool:
+    return self.config.input == "tf.data"
+
+
 def fit(config, workdir, *, log=print, mesh=None) -> dict:
   """Runs (or resumes) ``config.method`` (swav or deepcluster) on ``config.dataset`` in ``workdir``."""
   if config.method not in METHODS:
@@ -57,6 +82,48 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
     return json.loads((workdir / "summary.json").read_text())
   start = time.perf_counter()
+  data, source, n, image_shape = _open(config)
+  mesh = mesh or parallel.make_mesh()
+  k, clusters, eval_every = _check_settings(config, n, mesh)
+  if lead:
+    workdir.mkdir(parents=True, exist_ok=True)
+  runs.check_same_config(workdir, config, write=lead)
+  x, mask = (None, None) if source is not None else parallel.global_rows(np.asarray(data.x, np.float32), mesh)
+  run = _Run(config, _model(config, k), _tx(config, n), mesh, data, source, x, mask, n,
+             n if x is None else x.shape[0], k, clusters, eval_every)
+  key = jax.random.key(config.seed)
+  log(f"{config.method} on {config.dataset}: n={n} images {image_shape} K={k} on {mesh.size} device(s), "
+      f"input {config.input}, workdir {workdir}")
+  logger = runs.Logger(workdir, log, start, enabled=lead)
+  manager = ocp.CheckpointManager(workdir / "checkpoints",
+                                  options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
+  saves = manager.latest_step() or 0
+  state = parallel.put(_init(config, run.model, jax.random.fold_in(key, 0), jnp.zeros((2, *image_shape)), run.tx,
+                             run.rows, k), mesh)
+  done = 0
+  if saves:
+    restored = runs.restore(manager, saves, state)
+    state, done = restored["state"], restored["meta"]["progress"]
+  elif config.method == "deepcluster":  # the first targets: k-means of the initial network's embeddings
+    state = _fill_bank(state, _embed_jit(config.method, run.model, state, x, run.rows), mesh)
+  logger.stage(config.method, config.epochs, done)
+  for epoch in range(done, config.epochs):
+    state, record = _epoch(run, state, epoch, jax.random.fold_in(key, 1_000_000 + epoch))
+    logger.record(1, **record)
+    if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+      manager.save(epoch + 1, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                      meta=ocp.args.JsonSave({"progress": epoch + 1})))
+  manager.wait_until_finished()
+  logger.close()
+  summary = _finish(run, state, workdir, lead, image_shape, start)
+  log("final: " + " ".join(f"{name}={value:.4f}" if isinstance(value, float) else f"{name}={value}"
+                           for name, value in summary.items()))
+  return summary
+
+
+def _open(config):
+  """The dataset, or its stream: ``(data, source, n, image_shape)``; ``data`` is None for a streamed
+  tfds dataset (never loaded whole), ``source`` None unless ``input="tf.data"``."""
   if config.input not in ("device", "tf.data"):
     raise ValueError(f"input={config.input!r} must be 'device' or 'tf.data'")
   streaming = config.input == "tf.data"
@@ -72,88 +139,69 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
                        f"{data.x.shape[1:]}")
     source = stream.open_source(data) if streaming else None
   if streaming:  # the model sees the large crops
-    n, image_shape = source.n, (int(config.crops[0][1]), int(config.crops[0][1]), source.channels)
+    size = int(config.crops[0][1])
+    return data, source, source.n, (size, size, source.channels)
+  return data, source, data.x.shape[0], tuple(data.x.shape[1:])
+
+
+def _epoch(run, state, epoch, rng):
+  """Trains one epoch; returns the state and the epoch's record (loss, seconds, collapse monitor and,
+  when this epoch reads out, the clustering metrics)."""
+  config, model, n, x = run.config, run.model, run.n, run.x
+  tick = time.perf_counter()
+  if run.streaming:
+    state, m = _swav_stream_epoch(config, model, run.tx, state, run.source, epoch, rng, run.mesh)
+  elif config.method == "deepcluster":  # k-means of last epoch's bank gives this epoch's targets
+    previous = parallel.fetch(state.assignments[0])[:n] if epoch else None  # epoch 0: no targets yet
+    # Epoch 0's prototypes are placeholders: its k-means always starts with k-means++.
+    warm = config.get("kmeans_warm_start", False) and epoch > 0
+    state = _recluster(state, jax.random.fold_in(rng, 7), run.mask, warm)
+    targets = _target_stability(parallel.fetch(state.assignments[0])[:n], previous, run.data.y)
+    state, m = _deepcluster_epoch(model, run.tx, config.batch_size, n, _crops(config), config.temperature,
+                                  config.flip_p, runs.shard(run.mesh))(state, x, rng)
   else:
-    n, image_shape = data.x.shape[0], tuple(data.x.shape[1:])
-  mesh = mesh or parallel.make_mesh()
-  k, clusters, eval_every = _check_settings(config, n, mesh)
-  model = _model(config, k)
-  if lead:
-    workdir.mkdir(parents=True, exist_ok=True)
-  runs.check_same_config(workdir, config, write=lead)
-  x, mask = (None, None) if streaming else parallel.global_rows(np.asarray(data.x, np.float32), mesh)
-  key = jax.random.key(config.seed)
-  log(f"{config.method} on {config.dataset}: n={n} images {image_shape} K={k} on {mesh.size} device(s), "
-      f"input {config.input}, workdir {workdir}")
-  logger = runs.Logger(workdir, log, start, enabled=lead)
-  manager = ocp.CheckpointManager(workdir / "checkpoints",
-                                  options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints))
-  saves = manager.latest_step() or 0
-  tx = _tx(config, n)
-  example = jnp.zeros((2, *image_shape))
-  rows = n if streaming else x.shape[0]
-  state = parallel.put(_init(config, model, jax.random.fold_in(key, 0), example, tx, rows, k), mesh)
-  done = 0
-  if saves:
-    restored = runs.restore(manager, saves, state)
-    state, done = restored["state"], restored["meta"]["progress"]
-  elif config.method == "deepcluster":  # the first targets: k-means of the initial network's embeddings
-    state = _fill_bank(state, _embed_jit(config.method, model, state, x, rows), mesh)
-  logger.stage(config.method, config.epochs, done)
-  for epoch in range(done, config.epochs):
-    tick = time.perf_counter()
-    rng = jax.random.fold_in(key, 1_000_000 + epoch)
-    if streaming:
-      state, m = _swav_stream_epoch(config, model, tx, state, source, epoch, rng, mesh)
-    elif config.method == "deepcluster":  # k-means of last epoch's bank gives this epoch's targets
-      previous = parallel.fetch(state.assignments[0])[:n] if epoch else None  # epoch 0: no targets yet
-      # Epoch 0's prototypes are placeholders: its k-means always starts with k-means++.
-      warm = config.get("kmeans_warm_start", False) and epoch > 0
-      state = _recluster(state, jax.random.fold_in(rng, 7), mask, warm)
-      targets = _target_stability(parallel.fetch(state.assignments[0])[:n], previous, data.y)
-      epoch_fn = _deepcluster_epoch(model, tx, config.batch_size, n, _crops(config), config.temperature,
-                                    config.flip_p, runs.shard(mesh))
-    else:
-      epoch_fn = _swav_epoch(model, tx, config.batch_size, n, _crops(config), config.flip_p, config.temperature,
-                             config.freeze_prototypes_steps, epoch >= config.queue_start_epoch, runs.shard(mesh),
-                             mesh if mesh.size > 1 else None)
-    if not streaming:
-      state, m = epoch_fn(state, x, rng)
-    z = None  # the trained network's embeddings of the clean images, when this epoch computes them
-    if config.method == "deepcluster" and config.get("bank_source", "training") == "epoch_end":
-      z = _embed_jit(config.method, model, state, x, rows)
-      state = _fill_bank(state, z, mesh)
-    record = {"stage": config.method, "epoch": epoch + 1, "of": config.epochs, "loss": float(m["loss"]),
-              "seconds": time.perf_counter() - tick}
-    if config.method == "deepcluster":
-      record.update(targets)
-    if streaming:  # a pass over a streamed dataset per epoch would cost as much as the epoch: loss only
-      record.update(_monitor(None, None, clusters, k, float(m["loss"]), config.method))
-    else:
-      if z is None and clusters != k:  # over-clustering: the readout and the prototype usage both need them
-        z = _embed_jit(config.method, model, state, x, rows)
-      # With one cluster per prototype the readout is the prototypes, as cheap as their usage: every
-      # epoch. Over-clustering reads out (k-means or kNN of the embeddings) every `eval_every` epochs.
-      labels = None
-      if clusters == k or (epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs:
-        labels, _ = _labels(config, model, state, x, n, clusters, None if z is None else z[:n])
-      codes = labels if clusters == k else parallel.fetch(
-          _nearest_prototype(z, _unit_prototypes(config.method, state)))[:n]
-      record.update(_monitor(labels, codes, clusters, k, float(m["loss"]), config.method))
-      if data.y is not None and labels is not None:
-        record.update(cluster_metrics.evaluate(data.y, labels))
-    logger.record(1, **record)
-    if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-      manager.save(epoch + 1, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                      meta=ocp.args.JsonSave({"progress": epoch + 1})))
-  manager.wait_until_finished()
-  logger.close()
-  if streaming:
-    labels, grouping, y, images = _stream_labels(config, model, state, source, clusters, mesh)
+    state, m = _swav_epoch(model, run.tx, config.batch_size, n, _crops(config), config.flip_p, config.temperature,
+                           config.freeze_prototypes_steps, epoch >= config.queue_start_epoch, runs.shard(run.mesh),
+                           run.mesh if run.mesh.size > 1 else None)(state, x, rng)
+  z = None  # the trained network's embeddings of the clean images, when this epoch computes them
+  if config.method == "deepcluster" and config.get("bank_source", "training") == "epoch_end":
+    z = _embed_jit(config.method, model, state, x, run.rows)
+    state = _fill_bank(state, z, run.mesh)
+  loss = float(m["loss"])
+  record = {"stage": config.method, "epoch": epoch + 1, "of": config.epochs, "loss": loss,
+            "seconds": time.perf_counter() - tick}
+  if config.method == "deepcluster":
+    record.update(targets)
+  if run.streaming:  # a pass over a streamed dataset per epoch would cost as much as the epoch: loss only
+    record.update(_monitor(None, None, run.clusters, run.k, loss, config.method))
+    return state, record
+  if z is None and run.clusters != run.k:  # over-clustering: the readout and the prototype usage both need them
+    z = _embed_jit(config.method, model, state, x, run.rows)
+  # With one cluster per prototype the readout is the prototypes, as cheap as their usage: every
+  # epoch. Over-clustering reads out (k-means or kNN of the embeddings) every `eval_every` epochs.
+  labels = None
+  if run.clusters == run.k or (epoch + 1) % run.eval_every == 0 or epoch + 1 == config.epochs:
+    labels, _ = _labels(config, model, state, x, n, run.clusters, None if z is None else z[:n])
+  codes = labels if run.clusters == run.k else parallel.fetch(
+      _nearest_prototype(z, _unit_prototypes(config.method, state)))[:n]
+  record.update(_monitor(labels, codes, run.clusters, run.k, loss, config.method))
+  if run.data.y is not None and labels is not None:
+    record.update(cluster_metrics.evaluate(run.data.y, labels))
+  return state, record
+
+
+def _finish(run, state, workdir, lead, image_shape, start) -> dict:
+  """The final clusters of all images: writes labels, the readout's files, exemplars and
+  ``summary.json`` (on the lead process); returns the summary."""
+  config, clusters = run.config, run.clusters
+  if run.streaming:
+    labels, grouping, y, images = _stream_labels(config, run.model, state, run.source, clusters, run.mesh)
   else:
-    (labels, grouping), y, images = _labels(config, model, state, x, n, clusters), data.y, np.asarray(data.x)
-  summary = {"method": config.method, "dataset": config.dataset, "n": n, "shape": list(image_shape), "k": clusters,
-             "prototypes": k, "seed": config.seed, "devices": mesh.size, "wall_seconds": time.perf_counter() - start}
+    (labels, grouping), y = _labels(config, run.model, state, run.x, run.n, clusters), run.data.y
+    images = np.asarray(run.data.x)
+  summary = {"method": config.method, "dataset": config.dataset, "n": run.n, "shape": list(image_shape),
+             "k": clusters, "prototypes": run.k, "seed": config.seed, "devices": run.mesh.size,
+             "wall_seconds": time.perf_counter() - start}
   if config.method == "deepcluster":
     summary["prototype_sets"] = config.get("prototype_sets", 1)
   if y is not None:
@@ -170,8 +218,6 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
     confidence = np.ones(len(labels), np.float32)  # exemplars: any members (the scores are not probabilities)
     runs.write_exemplars(workdir / "exemplars.png", images, labels[:len(images)], confidence, min(clusters, 20))
     runs.write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
-  log("final: " + " ".join(f"{name}={value:.4f}" if isinstance(value, float) else f"{name}={value}"
-                           for name, value in summary.items()))
   return summary
 
 
