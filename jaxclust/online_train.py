@@ -466,10 +466,11 @@ def _target_stability(targets, previous, y):
 
 def _monitor(labels, codes, clusters, k, loss, method):
   """What shows a collapse: the usage of the ``k`` prototypes (``codes``: each image's nearest prototype)
-  and how far the loss is from ln K (both methods' loss is a cross-entropy over the K prototypes). Also the size entropy and empty clusters of the reported
-  ``clusters`` (``labels``), recorded only: when over-clustering, the readout of a barely trained network
-  may group almost every image together while training is healthy (the kNN readout on epoch 1 did, on
-  MNIST), so the warning looks at the prototypes."""
+  and how far the loss is from ln K (both methods' loss is a cross-entropy over the K prototypes).
+  Also the size entropy and empty clusters of the reported ``clusters`` (``labels``), recorded only:
+  when over-clustering, the readout of a barely trained network may group almost every image together
+  while training is healthy (the kNN readout on epoch 1 did, on MNIST), so the warning looks at the
+  prototypes."""
   out = {}
   if labels is not None:
     out.update(_usage(labels, clusters, "size_entropy", "empty_clusters"))

@@ -65,23 +65,12 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   workdir = Path(workdir).absolute()
   lead = jax.process_index() == 0
   log = log if lead else (lambda _: None)
-  summary_path = workdir / "summary.json"
-  if summary_path.exists():
+  if (workdir / "summary.json").exists():
     log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
-    return json.loads(summary_path.read_text())
+    return json.loads((workdir / "summary.json").read_text())
   start = time.perf_counter()
-  data = sources.load(config.dataset, data_dir=config.data_dir or None)
-  host_x = np.asarray(data.x.reshape(data.x.shape[0], -1), np.float32)
+  data, host_x, stats, k = _load(config)
   n, d = host_x.shape
-  stats = _standardization(host_x) if config.standardize else None
-  k = config.n_clusters or (len(np.unique(data.y)) if data.y is not None else 0)
-  if k == 0:
-    raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
-  k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
-  _autoencoder(config, data.x.shape[1:])  # an unknown model, or conv on tabular data, fails here
-  if config.pretrain.init_from and not (Path(config.pretrain.init_from).absolute() / _PRETRAINED).exists():
-    raise ValueError(f"pretrain.init_from={config.pretrain.init_from!r}: no {_PRETRAINED} in it "
-                     "(it is written when a run finishes pretraining)")
   mesh = mesh or parallel.make_mesh()
   _check_batches(config, mesh.size)
   # Only now, with data and k known to be valid, does the workdir get created and claimed.
@@ -93,8 +82,6 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
     if lead:
       np.savez(workdir / _STANDARDIZATION, **stats)
   x, mask = parallel.global_rows(host_x, mesh)
-  if config.input not in ("device", "tf.data"):
-    raise ValueError(f"input={config.input!r} must be 'device' or 'tf.data'")
   ds = Dataset(x, mask, n, mesh, NamedSharding(mesh, P("data")), host_x if config.input == "tf.data" else None)
   del host_x
   key = jax.random.key(config.seed)
@@ -126,22 +113,7 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
       state = state.replace(params=load_pretrained(config.pretrain.init_from, state.params))
       log(f"autoencoder from {config.pretrain.init_from}; pretraining skipped")
     epochs = 0 if config.pretrain.init_from else config.pretrain.epochs
-    logger.stage("pretrain", epochs, meta["progress"])
-    for epoch in range(meta["progress"], epochs):
-      tick = time.perf_counter()
-      if ds.host is None:
-        state, m = pretrain.train_epoch(state, ds.x, jax.random.fold_in(key, 1_000_000 + epoch), model=ae, tx=tx,
-                                        batch_size=config.pretrain.batch_size, loss=config.pretrain.loss, n=n,
-                                        batch_sharding=_batch_sharding(ds))
-      else:
-        step = _host_step(pretrain.train_step, ae, tx, loss=config.pretrain.loss)
-        state, m = _host_steps(step, state, ds, config.pretrain.batch_size, (config.seed, 1, epoch))
-      loss = float(m["loss"])  # blocks until the epoch has run
-      seconds = time.perf_counter() - tick
-      logger.record(1, stage=_PRETRAIN, epoch=epoch + 1, of=config.pretrain.epochs, loss=loss,
-                    seconds=seconds, eta_seconds=seconds * (config.pretrain.epochs - epoch - 1))
-      if (epoch + 1) % config.checkpoint_every == 0 and epoch + 1 < config.pretrain.epochs:
-        save(state, _PRETRAIN, epoch + 1)
+    state = _pretrain(config, ae, tx, state, ds, key, epochs, meta["progress"], save, logger)
     # Kept apart from the rotating checkpoints so other runs can start from it (pretrain.init_from).
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(workdir / _PRETRAINED, state.params, force=True)
@@ -162,18 +134,67 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   manager.wait_until_finished()
   logger.close()
 
-  summary = {"method": config.method, "dataset": config.dataset, "n": n, "d": d, "shape": list(data.x.shape[1:]),
-             "k": k, "seed": config.seed,
-             "devices": mesh.size, "processes": jax.process_count(), "wall_seconds": time.perf_counter() - start}
+  summary = _finish(config, data, labels, k, mesh, workdir, lead, start)
+  log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
+                           for key, value in summary.items()))
+  return summary
+
+
+def _load(config):
+  """The dataset and its checks, before any workdir is claimed: ``(data, host_x, stats, k)`` with
+  ``host_x`` the flattened float32 rows and ``stats`` their standardization (or None)."""
+  if config.input not in ("device", "tf.data"):
+    raise ValueError(f"input={config.input!r} must be 'device' or 'tf.data'")
+  data = sources.load(config.dataset, data_dir=config.data_dir or None)
+  host_x = np.asarray(data.x.reshape(data.x.shape[0], -1), np.float32)
+  n = host_x.shape[0]
+  stats = _standardization(host_x) if config.standardize else None
+  k = config.n_clusters or (len(np.unique(data.y)) if data.y is not None else 0)
+  if k == 0:
+    raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
+  k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
+  _autoencoder(config, data.x.shape[1:])  # an unknown model, or conv on tabular data, fails here
+  if config.pretrain.init_from and not (Path(config.pretrain.init_from).absolute() / _PRETRAINED).exists():
+    raise ValueError(f"pretrain.init_from={config.pretrain.init_from!r}: no {_PRETRAINED} in it "
+                     "(it is written when a run finishes pretraining)")
+  return data, host_x, stats, k
+
+
+def _pretrain(config, ae, tx, state, ds, key, epochs, done, save, logger):
+  """Autoencoder pretraining from epoch ``done`` to ``epochs``, saved every ``checkpoint_every``."""
+  logger.stage("pretrain", epochs, done)
+  for epoch in range(done, epochs):
+    tick = time.perf_counter()
+    if ds.host is None:
+      state, m = pretrain.train_epoch(state, ds.x, jax.random.fold_in(key, 1_000_000 + epoch), model=ae, tx=tx,
+                                      batch_size=config.pretrain.batch_size, loss=config.pretrain.loss, n=ds.n,
+                                      batch_sharding=_batch_sharding(ds))
+    else:
+      step = _host_step(pretrain.train_step, ae, tx, loss=config.pretrain.loss)
+      state, m = _host_steps(step, state, ds, config.pretrain.batch_size, (config.seed, 1, epoch))
+    loss = float(m["loss"])  # blocks until the epoch has run
+    seconds = time.perf_counter() - tick
+    logger.record(1, stage=_PRETRAIN, epoch=epoch + 1, of=config.pretrain.epochs, loss=loss,
+                  seconds=seconds, eta_seconds=seconds * (config.pretrain.epochs - epoch - 1))
+    if (epoch + 1) % config.checkpoint_every == 0 and epoch + 1 < config.pretrain.epochs:
+      save(state, _PRETRAIN, epoch + 1)
+  return state
+
+
+def _finish(config, data, labels, k, mesh, workdir, lead, start) -> dict:
+  """The summary of a finished run (metrics against the labels, when the dataset has them), written
+  with the labels on the lead process."""
+  shape = data.x.shape[1:]
+  summary = {"method": config.method, "dataset": config.dataset, "n": data.x.shape[0], "d": math.prod(shape),
+             "shape": list(shape), "k": k, "seed": config.seed, "devices": mesh.size,
+             "processes": jax.process_count(), "wall_seconds": time.perf_counter() - start}
   if data.y is not None:
     summary.update(cluster_metrics.evaluate(data.y, labels))
   balance = cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)
   summary["size_entropy"] = float(balance["normalized_entropy"])
   if lead:
     np.save(workdir / "labels.npy", labels)
-    runs.write_atomic(summary_path, json.dumps(summary, indent=2))
-  log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
-                           for key, value in summary.items()))
+    runs.write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
   return summary
 
 

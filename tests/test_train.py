@@ -253,3 +253,11 @@ def test_conv_autoencoder_needs_images_and_an_ae_method(tmp_path):
   with pytest.raises(ValueError, match="model='transformer' must be 'mlp' or 'conv'"):
     train.fit(config, tmp_path / "table", log=lambda _: None)
   assert not (tmp_path / "vade").exists() and not (tmp_path / "table").exists()
+
+
+def test_an_unknown_input_is_refused_before_the_workdir_is_claimed(tmp_path):
+  config = fast_config("dec")
+  config.input = "hdf5"
+  with pytest.raises(ValueError, match="input='hdf5' must be 'device' or 'tf.data'"):
+    train.fit(config, tmp_path / "run", log=lambda _: None)
+  assert not (tmp_path / "run").exists()
