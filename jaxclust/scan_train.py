@@ -28,8 +28,8 @@ import optax
 import orbax.checkpoint as ocp
 
 from jaxclust import metrics as cluster_metrics
-from jaxclust import parallel, runs
-from jaxclust.data import augment, augment_tf, sources, stream
+from jaxclust import parallel, runs, scan_epochs
+from jaxclust.data import sources, stream
 from jaxclust.kernels.knn import knn
 from jaxclust.methods import moco, scan, simclr
 from jaxclust.models import heads
@@ -183,17 +183,17 @@ def _pretext(run: _Run):
   state = parallel.put(_pretext_init(config, model, jax.random.fold_in(run.key, 0), run.example, tx), run.mesh)
   if run.saves:
     state = run.restore(state)
-  epoch_fn = _pretext_epoch(model, tx, config.pretext.batch_size, n, run.image_shape, _pretext_options(config),
-                            _view_options(config), runs.shard(run.mesh))
+  epoch_fn = scan_epochs.pretext_epoch(model, tx, config.pretext.batch_size, n, run.image_shape,
+                                       _pretext_options(config), _view_options(config), runs.shard(run.mesh))
   run.logger.stage("pretext", config.pretext.epochs, run.meta["progress"])
   for epoch in range(run.meta["progress"], config.pretext.epochs):
     tick = time.perf_counter()
     rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
     if run.host:
-      weak, _ = _host_views(run.image_shape, *_view_options(config))
-      step = _host_step(_pretext_options(config)[0], model=model, tx=tx, augment=None,
-                        **dict(_pretext_options(config)[1]))
-      state, m = _host_epoch(step, state, rng, stream.view_batches(
+      weak, _ = scan_epochs.host_views(run.image_shape, *_view_options(config))
+      step = scan_epochs.host_step(_pretext_options(config)[0], model=model, tx=tx, augment=None,
+                                   **dict(_pretext_options(config)[1]))
+      state, m = scan_epochs.host_epoch(step, state, rng, stream.view_batches(
           run.data.x, views=(weak, weak), batch_size=config.pretext.batch_size, seed=config.seed, epoch=epoch,
           mesh=run.mesh))
     else:
@@ -211,7 +211,7 @@ def _mine(run: _Run):
   config, model, n = run.config, run.models["pretext"], run.n
   pretext_state = run.restore(_pretext_template(model, run.example, run.mesh, config, n))
   variables = {"params": pretext_state.params, "batch_stats": pretext_state.batch_stats}
-  mined_on = _projections if config.mine.features == "projection" else _features
+  mined_on = scan_epochs.projections if config.mine.features == "projection" else scan_epochs.features
   features = mined_on(model, variables, run.x, n, config.mine.chunk_size)
   out = knn(features, config.mine.neighbors + 1, metric="cosine")  # column 0 is the image itself
   neighbors = parallel.fetch(out.indices).astype(np.int32)
@@ -237,14 +237,14 @@ def _scan(run: _Run):
   tx = _scan_tx(config)
   features = None
   if _frozen_features(config):  # the frozen backbone's features, once: an epoch gathers rows of them
-    features = _features(model, {"params": state.params, "batch_stats": state.batch_stats}, run.x, n,
-                         config.mine.chunk_size)
-    epoch_fn = _scan_feature_epoch(model, tx, config.scan.batch_size, n, config.scan.entropy_weight,
-                                   runs.shard(run.mesh))
+    features = scan_epochs.features(model, {"params": state.params, "batch_stats": state.batch_stats}, run.x, n,
+                                    config.mine.chunk_size)
+    epoch_fn = scan_epochs.scan_feature_epoch(model, tx, config.scan.batch_size, n, config.scan.entropy_weight,
+                                              runs.shard(run.mesh))
   else:
-    epoch_fn = _scan_epoch(model, tx, config.scan.batch_size, n, run.image_shape, config.scan.entropy_weight,
-                           config.scan.update_backbone, config.scan.augment, _view_options(config),
-                           runs.shard(run.mesh))
+    epoch_fn = scan_epochs.scan_epoch(model, tx, config.scan.batch_size, n, run.image_shape,
+                                      config.scan.entropy_weight, config.scan.update_backbone, config.scan.augment,
+                                      _view_options(config), runs.shard(run.mesh))
   run.logger.stage("scan", config.scan.epochs, run.meta["progress"])
   head_loss = np.asarray(run.meta.get("head_loss", [0.0] * config.scan.heads))
   for epoch in range(run.meta["progress"], config.scan.epochs):
@@ -253,10 +253,12 @@ def _scan(run: _Run):
     if features is not None:
       state, m = epoch_fn(state, features, neighbors, rng)
     elif run.host:
-      weak = _host_views(run.image_shape, *_view_options(config))[0] if config.scan.augment else _host_identity
-      step = _host_step(scan.scan_step, model=model, tx=tx, augment=None, entropy_weight=config.scan.entropy_weight,
-                        update_backbone=config.scan.update_backbone)
-      state, m = _host_epoch(step, state, rng, stream.view_batches(
+      weak = (scan_epochs.host_views(run.image_shape, *_view_options(config))[0] if config.scan.augment
+              else scan_epochs.host_identity)
+      step = scan_epochs.host_step(scan.scan_step, model=model, tx=tx, augment=None,
+                                   entropy_weight=config.scan.entropy_weight,
+                                   update_backbone=config.scan.update_backbone)
+      state, m = scan_epochs.host_epoch(step, state, rng, stream.view_batches(
           run.data.x, views=(weak, weak), batch_size=config.scan.batch_size, seed=config.seed,
           epoch=100_000 + epoch, mesh=run.mesh, neighbors=host_neighbors))
     else:
@@ -284,19 +286,20 @@ def _selflabel(run: _Run):
   tx = _selflabel_tx(config)
   if run.meta["progress"] == 0:  # a fresh optimizer for the new stage
     state = parallel.put(jax.tree.map(np.asarray, state.replace(opt_state=tx.init(state.params))), run.mesh)
-  epoch_fn = _selflabel_epoch(model, tx, config.selflabel.batch_size, n, run.image_shape, best,
-                              config.selflabel.threshold, config.scan.update_backbone, _view_options(config),
-                              runs.shard(run.mesh))
+  epoch_fn = scan_epochs.selflabel_epoch(model, tx, config.selflabel.batch_size, n, run.image_shape, best,
+                                         config.selflabel.threshold, config.scan.update_backbone,
+                                         _view_options(config), runs.shard(run.mesh))
   run.logger.stage("selflabel", config.selflabel.epochs, run.meta["progress"])
   for epoch in range(run.meta["progress"], config.selflabel.epochs):
     tick = time.perf_counter()
     rng = jax.random.fold_in(run.key, 3_000_000 + epoch)
     if run.host:
-      _, strong = _host_views(run.image_shape, *_view_options(config))
-      step = _host_step(scan.selflabel_step, model=model, tx=tx, weak=None, strong=None, head=best,
-                        threshold=config.selflabel.threshold, batchnorm_train=config.scan.update_backbone)
-      state, m = _host_epoch(step, state, rng, stream.view_batches(
-          run.data.x, views=(_host_identity, strong), batch_size=config.selflabel.batch_size,
+      _, strong = scan_epochs.host_views(run.image_shape, *_view_options(config))
+      step = scan_epochs.host_step(scan.selflabel_step, model=model, tx=tx, weak=None, strong=None, head=best,
+                                   threshold=config.selflabel.threshold,
+                                   batchnorm_train=config.scan.update_backbone)
+      state, m = scan_epochs.host_epoch(step, state, rng, stream.view_batches(
+          run.data.x, views=(scan_epochs.host_identity, strong), batch_size=config.selflabel.batch_size,
           seed=config.seed, epoch=200_000 + epoch, mesh=run.mesh))
     else:
       state, m = epoch_fn(state, run.x, rng)
@@ -323,7 +326,8 @@ def _finish(run: _Run, start: float) -> dict:
   best = int(run.meta.get("best_head", 0))
   state = run.restore(run.cluster_templates["selflabel"])
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  labels, confidence = _predict(run.models["cluster"], variables, run.x, run.n, best, run.config.mine.chunk_size)
+  labels, confidence = scan_epochs.predict(run.models["cluster"], variables, run.x, run.n, best,
+                                           run.config.mine.chunk_size)
   run.manager.wait_until_finished()
   run.logger.close()
   config, data, k = run.config, run.data, run.k
@@ -365,8 +369,8 @@ def predict(workdir, images) -> np.ndarray:
   manager = ocp.CheckpointManager(workdir / "checkpoints")
   state = runs.restore(manager, manager.latest_step(), template)["state"]
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  labels, _ = _predict(model, variables, jnp.asarray(images), len(images), summary["best_head"],
-                       config.mine.chunk_size)
+  labels, _ = scan_epochs.predict(model, variables, jnp.asarray(images), len(images), summary["best_head"],
+                                  config.mine.chunk_size)
   return labels
 
 
@@ -411,56 +415,9 @@ def _view_options(config):
   return tuple(config.augment.crop_scale), config.augment.flip_p, ops, float(cut)
 
 
-def _views(image_shape, crop_scale, flip_p, strong_ops, cutout):
-  size = image_shape[:2]
-  weak = augment.batch(augment.simclr_view, size=size, scale=crop_scale, flip_p=flip_p)
-  strong = augment.batch(augment.strong_view, size=size, flip_p=flip_p, n_ops=strong_ops,
-                         cutout_size=round(cutout * size[0]))
-  return weak, strong
-
-
 def _frozen_features(config) -> bool:
   """Whether the SCAN stage trains the heads on precomputed features (frozen backbone, no augmentation)."""
   return not config.scan.update_backbone and not config.scan.augment
-
-
-def _host_identity(image, seed):
-  del seed
-  return image
-
-
-def _unaugmented(rng, images):
-  """Self-labeling's targets come from the images themselves (the official code's validation transform)."""
-  del rng
-  return images.astype(jnp.float32) / 255.0 if jnp.issubdtype(images.dtype, jnp.integer) else images
-
-
-@functools.lru_cache(maxsize=None)
-def _host_views(image_shape, crop_scale, flip_p, strong_ops, cutout):
-  """The weak and strong views of :func:`_views` in tf.data (``input="tf.data"``): ``(image, seed) -> view``."""
-  size = tuple(image_shape[:2])
-  return (functools.partial(augment_tf.simclr_view, size=size, scale=crop_scale, flip_p=flip_p),
-          functools.partial(augment_tf.strong_view, size=size, flip_p=flip_p, n_ops=strong_ops,
-                            cutout_size=round(cutout * size[0])))
-
-
-def _host_step(train_step, **options):
-  """``train_step`` with ``options``, compiled once per distinct setting (it takes host-made ``views``)."""
-  return _host_step_cached(train_step, tuple(sorted(options.items())))
-
-
-@functools.lru_cache(maxsize=None)
-def _host_step_cached(train_step, options):
-  return jax.jit(functools.partial(train_step, **dict(options)), donate_argnums=0)
-
-
-def _host_epoch(step, state, rng, batches):
-  """``step`` over host-made batches, one compiled call each; the metrics' means."""
-  history = []
-  for i, batch in enumerate(batches):
-    state, m = step(state, batch, jax.random.fold_in(rng, i))
-    history.append(m)
-  return state, jax.tree.map(lambda *a: jnp.mean(jnp.stack(a), axis=0), *history)
 
 
 def _pretext_init(config, model, rng, example, tx):
@@ -483,89 +440,6 @@ def _pretext_options(config):
   return (simclr.train_step, (("temperature", c.temperature),))
 
 
-@functools.lru_cache(maxsize=None)
-def _pretext_epoch(model, tx, batch_size, n, image_shape, options, view, sharding):
-  weak, _ = _views(image_shape, *view)
-  train_step, settings = options
-  return runs.batch_epoch(functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings)),
-                     batch_size, n, sharding)
-
-
-def _with_neighbors(x, neighbors, index, mask, rng, sharding):
-  """Rows ``index`` of ``x``, the rows of one uniformly sampled mined neighbour each (never the image
-  itself, column 0), and the mask."""
-  column = jax.random.randint(jax.random.fold_in(rng, 0), index.shape, 1, neighbors.shape[1])
-  rows, _, mask = runs.gather(x, index, mask, sharding)
-  neighbor_rows, _, _ = runs.gather(x, neighbors[index, column], mask, sharding)
-  return rows, neighbor_rows, mask
-
-
-@functools.lru_cache(maxsize=None)
-def _scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, update_backbone, augmented, view, sharding):
-  weak = _views(image_shape, *view)[0] if augmented else _unaugmented
-  step = functools.partial(scan.scan_step, model=model, tx=tx, augment=weak, entropy_weight=entropy_weight,
-                           update_backbone=update_backbone)
-
-  def one(state, x, neighbors, index, mask, rng):
-    images, neighbor_images, mask = _with_neighbors(x, neighbors, index, mask, rng, sharding)
-    return step(state, {"image": images, "neighbor": neighbor_images, "mask": mask}, rng)
-
-  return runs.epoch_runner(one, batch_size, n)
-
-
-@functools.lru_cache(maxsize=None)
-def _scan_feature_epoch(model, tx, batch_size, n, entropy_weight, sharding):
-  """SCAN for the heads alone on precomputed backbone features ``[n, d]``: ``epoch(state, features,
-  neighbors, rng)``, the same batches and sampled neighbours as :func:`_scan_epoch`. A compiled
-  ``lax.scan`` on every backend: without convolutions XLA's CPU backend runs it as fast as a loop."""
-  step = functools.partial(scan.scan_step, model=model, tx=tx, augment=None, entropy_weight=entropy_weight,
-                           update_backbone=False)
-
-  def one(state, features, neighbors, index, mask, rng):
-    rows, neighbor_rows, mask = _with_neighbors(features, neighbors, index, mask, rng, sharding)
-    return step(state, {"features": jnp.concatenate([rows, neighbor_rows]), "mask": mask}, rng)
-
-  return runs.epoch_runner(one, batch_size, n, loop=False)
-
-
-@functools.lru_cache(maxsize=None)
-def _selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, batchnorm_train, view, sharding):
-  _, strong = _views(image_shape, *view)
-  step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=_unaugmented, strong=strong, head=head,
-                           threshold=threshold, batchnorm_train=batchnorm_train)
-  return runs.batch_epoch(step, batch_size, n, sharding)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _features_jit(model, variables, x, n, chunk):
-  return runs.chunked(lambda b: model.apply(variables, b, method=model.features), x, n, chunk)
-
-
-def _features(model, variables, x, n, chunk):
-  return _features_jit(model, variables, x, n, chunk)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _projections(model, variables, x, n, chunk):
-  """The pretext network's projection output (un-normalized: the cosine kNN normalizes it)."""
-  return runs.chunked(lambda b: model.apply(variables, b), x, n, chunk)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
-def _predict_jit(model, variables, x, n, head, chunk):
-  return runs.chunked(lambda b: scan.predict(model, variables, b, head), x, n, chunk)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _classify_jit(model, params, features, head):
-  return jnp.argmax(model.apply({"params": params}, features, method=model.classify)[head], axis=-1)
-
-
-def _predict(model, variables, x, n, head, chunk):
-  labels, confidence = _predict_jit(model, variables, x, n, head, chunk)
-  return parallel.fetch(labels), parallel.fetch(confidence)
-
-
 def _kmeans_baseline(features, k, key):
   from jaxclust.kernels.kmeans import kmeans
   return parallel.fetch(kmeans(features, k, rng=jax.random.fold_in(key, 5), n_init=10, spherical=True).labels)
@@ -575,10 +449,10 @@ def _usage(model, state, x, n, k, head, y, config, log, features=None):
   """Cluster usage of ``head`` over the dataset: a collapse guard (and ACC/NMI/ARI when labelled).
   With ``features`` (a frozen backbone's, of ``x``) the heads run on them instead of the images."""
   if features is not None:
-    labels = parallel.fetch(_classify_jit(model, state.params, features, head))
+    labels = parallel.fetch(scan_epochs.classify(model, state.params, features, head))
   else:
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    labels, _ = _predict(model, variables, x, n, head, config.mine.chunk_size)
+    labels, _ = scan_epochs.predict(model, variables, x, n, head, config.mine.chunk_size)
   balance = cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)
   out = {"size_entropy": float(balance["normalized_entropy"]), "empty_clusters": int(np.sum(np.bincount(
       labels, minlength=k) == 0))}
@@ -612,7 +486,8 @@ def _pretext_source(config):
     raise ValueError(f"{name}: that run's pretext network differs from this one's in {differ or ['method']}")
   manager = ocp.CheckpointManager(source / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
   # The pretext's last save is the only one that names mining as the next stage.
-  ends = [step for step in manager.all_steps() if runs.restore(manager, step, meta_only=True)["meta"]["stage"] == "mine"]
+  ends = [step for step in manager.all_steps()
+          if runs.restore(manager, step, meta_only=True)["meta"]["stage"] == "mine"]
   if not ends:
     raise ValueError(f"{name}: {source} has no finished pretext; run it to the end of its pretext first "
                      "(`jaxclust fit scan --stage pretext`)")

@@ -7,7 +7,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import kill_cli_run, run_cli
-from jaxclust import configs, parallel, runs, scan_train
+from jaxclust import configs, parallel, runs, scan_epochs, scan_train
 
 ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
@@ -148,11 +148,11 @@ def test_scan_on_frozen_features_trains_as_the_heads_on_unaugmented_images(tmp_p
   state = scan_train._cluster_template(model, x[:2], config, n, ONE_DEVICE)["scan"]
   neighbors = jnp.asarray(np.random.default_rng(0).integers(0, n, (n, 6)))
   tx = scan_train._scan_tx(config)
-  on_images = scan_train._scan_epoch(model, tx, 128, n, (8, 8, 1), 5.0, False, False,
+  on_images = scan_epochs.scan_epoch(model, tx, 128, n, (8, 8, 1), 5.0, False, False,
                                      scan_train._view_options(config), None)
-  features = scan_train._features(model, {"params": state.params, "batch_stats": state.batch_stats}, x, n, 512)
+  features = scan_epochs.features(model, {"params": state.params, "batch_stats": state.batch_stats}, x, n, 512)
   assert float(jnp.std(features)) > 1e-3
-  on_features = scan_train._scan_feature_epoch(model, tx, 128, n, 5.0, None)
+  on_features = scan_epochs.scan_feature_epoch(model, tx, 128, n, 5.0, None)
   copy = lambda tree: jax.tree.map(jnp.array, tree)
   new_i, m_i = on_images(copy(state), x, neighbors, jax.random.key(3))
   new_f, m_f = on_features(copy(state), features, neighbors, jax.random.key(3))
@@ -163,7 +163,7 @@ def test_scan_on_frozen_features_trains_as_the_heads_on_unaugmented_images(tmp_p
   from jax.sharding import NamedSharding, PartitionSpec as P
   mesh = parallel.make_mesh()
   sharded_features, _ = parallel.global_rows(np.asarray(features), mesh)
-  on_8 = scan_train._scan_feature_epoch(model, tx, 128, n, 5.0, NamedSharding(mesh, P("data")))
+  on_8 = scan_epochs.scan_feature_epoch(model, tx, 128, n, 5.0, NamedSharding(mesh, P("data")))
   new_8, m_8 = on_8(parallel.put(jax.tree.map(np.asarray, state), mesh), sharded_features,
                     parallel.put(np.asarray(neighbors), mesh), jax.random.key(3))
   np.testing.assert_allclose(m_8["head_loss"], m_f["head_loss"], rtol=1e-4)
