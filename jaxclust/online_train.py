@@ -116,8 +116,7 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   manager.wait_until_finished()
   logger.close()
   summary = _finish(run, state, workdir, lead, image_shape, start)
-  log("final: " + " ".join(f"{name}={value:.4f}" if isinstance(value, float) else f"{name}={value}"
-                           for name, value in summary.items()))
+  log("final: " + runs.format_fields(summary))
   return summary
 
 

@@ -111,7 +111,7 @@ class Logger:
     position = fields.get("epoch", fields.get("step", 0))
     self.writer.write(position, {f"{fields['stage']}/{k}": v for k, v in fields.items()
                                  if isinstance(v, (int, float)) and k not in ("epoch", "step", "of")})
-    line = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+    line = format_fields(fields)
     if self.bar is not None and not self.bar.disable:
       self.bar.write(line)
       self.bar.update(advance)
@@ -123,6 +123,11 @@ class Logger:
       self.bar.close()
     if self.writer is not None:
       self.writer.close()
+
+
+def format_fields(fields: dict) -> str:
+  """``name=value ...``, floats to 4 decimals: a log line for a record or a summary."""
+  return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
 
 
 def write_atomic(path: Path, text: str):

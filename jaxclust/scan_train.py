@@ -341,8 +341,7 @@ def _finish(run: _Run, start: float) -> dict:
     np.save(run.workdir / "labels.npy", labels)
     runs.write_exemplars(run.workdir / "exemplars.png", np.asarray(data.x), labels, confidence, k)
     runs.write_atomic(run.workdir / "summary.json", json.dumps(summary, indent=2))
-  run.log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
-                               for key, value in summary.items()))
+  run.log("final: " + runs.format_fields(summary))
   return summary
 
 

@@ -135,8 +135,7 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   logger.close()
 
   summary = _finish(config, data, labels, k, mesh, workdir, lead, start)
-  log("final: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
-                           for key, value in summary.items()))
+  log("final: " + runs.format_fields(summary))
   return summary
 
 

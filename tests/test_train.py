@@ -48,7 +48,11 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
 
 
 def test_finished_workdir_is_not_trained_again(tmp_path):
-  summary = train.fit(fast_config(), tmp_path, log=lambda _: None)
+  lines = []
+  summary = train.fit(fast_config(), tmp_path, log=lines.append)
+  # The run's last line is its summary, floats to 4 decimals.
+  assert lines[-1].startswith("final: method=dec dataset=digits n=1797 d=64 shape=[8, 8, 1] k=10 ")
+  assert f" acc={summary['acc']:.4f} nmi={summary['nmi']:.4f} " in lines[-1]
   stamp = (tmp_path / "labels.npy").stat().st_mtime_ns
   messages = []
   assert train.fit(fast_config(), tmp_path, log=messages.append) == summary
