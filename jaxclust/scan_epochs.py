@@ -18,7 +18,7 @@ from jaxclust.data import augment, augment_tf
 from jaxclust.methods import scan
 
 
-def views(image_shape, crop_scale, flip_p, strong_ops, cutout):
+def _views(image_shape, crop_scale, flip_p, strong_ops, cutout):
   """The weak (SimCLR) and strong (RandAugment + Cutout) views, on device: ``(rng, images) -> views``."""
   size = image_shape[:2]
   weak = augment.batch(augment.simclr_view, size=size, scale=crop_scale, flip_p=flip_p)
@@ -33,7 +33,7 @@ def host_identity(image, seed):
   return image
 
 
-def unaugmented(rng, images):
+def _unaugmented(rng, images):
   """Self-labeling's targets come from the images themselves (the official code's validation transform)."""
   del rng
   return images.astype(jnp.float32) / 255.0 if jnp.issubdtype(images.dtype, jnp.integer) else images
@@ -41,7 +41,7 @@ def unaugmented(rng, images):
 
 @functools.lru_cache(maxsize=None)
 def host_views(image_shape, crop_scale, flip_p, strong_ops, cutout):
-  """The weak and strong views of :func:`views` in tf.data (``input="tf.data"``): ``(image, seed) -> view``."""
+  """The weak and strong views of :func:`_views` in tf.data (``input="tf.data"``): ``(image, seed) -> view``."""
   size = tuple(image_shape[:2])
   return (functools.partial(augment_tf.simclr_view, size=size, scale=crop_scale, flip_p=flip_p),
           functools.partial(augment_tf.strong_view, size=size, flip_p=flip_p, n_ops=strong_ops,
@@ -69,13 +69,13 @@ def host_epoch(step, state, rng, batches):
 
 @functools.lru_cache(maxsize=None)
 def pretext_epoch(model, tx, batch_size, n, image_shape, options, view, sharding):
-  weak, _ = views(image_shape, *view)
+  weak, _ = _views(image_shape, *view)
   train_step, settings = options
   return runs.batch_epoch(functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings)),
-                     batch_size, n, sharding)
+                          batch_size, n, sharding)
 
 
-def with_neighbors(x, neighbors, index, mask, rng, sharding):
+def _with_neighbors(x, neighbors, index, mask, rng, sharding):
   """Rows ``index`` of ``x``, the rows of one uniformly sampled mined neighbour each (never the image
   itself, column 0), and the mask."""
   column = jax.random.randint(jax.random.fold_in(rng, 0), index.shape, 1, neighbors.shape[1])
@@ -86,12 +86,12 @@ def with_neighbors(x, neighbors, index, mask, rng, sharding):
 
 @functools.lru_cache(maxsize=None)
 def scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, update_backbone, augmented, view, sharding):
-  weak = views(image_shape, *view)[0] if augmented else unaugmented
+  weak = _views(image_shape, *view)[0] if augmented else _unaugmented
   step = functools.partial(scan.scan_step, model=model, tx=tx, augment=weak, entropy_weight=entropy_weight,
                            update_backbone=update_backbone)
 
   def one(state, x, neighbors, index, mask, rng):
-    images, neighbor_images, mask = with_neighbors(x, neighbors, index, mask, rng, sharding)
+    images, neighbor_images, mask = _with_neighbors(x, neighbors, index, mask, rng, sharding)
     return step(state, {"image": images, "neighbor": neighbor_images, "mask": mask}, rng)
 
   return runs.epoch_runner(one, batch_size, n)
@@ -106,7 +106,7 @@ def scan_feature_epoch(model, tx, batch_size, n, entropy_weight, sharding):
                            update_backbone=False)
 
   def one(state, features, neighbors, index, mask, rng):
-    rows, neighbor_rows, mask = with_neighbors(features, neighbors, index, mask, rng, sharding)
+    rows, neighbor_rows, mask = _with_neighbors(features, neighbors, index, mask, rng, sharding)
     return step(state, {"features": jnp.concatenate([rows, neighbor_rows]), "mask": mask}, rng)
 
   return runs.epoch_runner(one, batch_size, n, loop=False)
@@ -114,8 +114,8 @@ def scan_feature_epoch(model, tx, batch_size, n, entropy_weight, sharding):
 
 @functools.lru_cache(maxsize=None)
 def selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, batchnorm_train, view, sharding):
-  _, strong = views(image_shape, *view)
-  step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=unaugmented, strong=strong, head=head,
+  _, strong = _views(image_shape, *view)
+  step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=_unaugmented, strong=strong, head=head,
                            threshold=threshold, batchnorm_train=batchnorm_train)
   return runs.batch_epoch(step, batch_size, n, sharding)
 
