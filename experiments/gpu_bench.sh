@@ -1,9 +1,9 @@
 #!/bin/bash
 # The GPU benchmark set, run in one go on an accelerator machine that has jax, torch and torchvision
 # but neither TensorFlow nor network access. Results go to $OUT (default ./gpu_out).
-#   .whl/      wheels of the pure-Python dependencies missing there (ml_collections, dm-pix)
-#   gpu_data/  mnist/*.gz (from ../shared/data) and site/clustpy (ClustPy 0.0.3, pure Python)
-# Usage: bash experiments/gpu_bench.sh ssl|ae|mnist|swav256|variants
+# It needs .whl/ and gpu_data/, made beforehand by experiments/gpu_prepare.sh (carry both).
+# Usage: bash experiments/gpu_bench.sh ssl|swav|ae|mnist|swav256|variants
+#   swav: only the SwAV ResNet-50 step of `ssl` (the utilization goal), for a short device budget.
 #   variants: VARIANTS=FILE (default experiments/mnist_variants.txt), MNIST_SECONDS per run,
 #   MEM_FRACTION of the GPU's memory per run (default 0.08); all outputs in $OUT/variants.tgz.
 set -o pipefail
@@ -22,6 +22,11 @@ case "$1" in
       --out "$OUT/ssl_bf16.json" 2>&1 | tee "$OUT/ssl_bf16.md"
     timeout ${FP32_SECONDS:-120} python3 experiments/bench_ssl.py --bench simclr --batch 512 --steps 20 \
       --dtype float32 --peer-python python3 --out "$OUT/ssl_fp32.json" 2>&1 | tee "$OUT/ssl_fp32.md"
+    ;;
+  swav)  # SwAV (ResNet-50 multi-crop) alone, bf16, with and without on-device augmentation, against PyTorch
+    timeout ${SSL_SECONDS:-360} python3 experiments/bench_ssl.py --bench swav --swav-batch ${SWAV_BATCH:-128} \
+      --steps 20 --dtype bfloat16 --peak-tflops 989 --peer-python python3 --out "$OUT/swav_bf16.json" \
+      2>&1 | tee "$OUT/swav_bf16.md"
     ;;
   ae)  # DEC per-epoch time against ClustPy, then DEC time to ACC 84.3 from the command line
     timeout 240 python3 experiments/bench_ae_vs_clustpy.py --data-dir gpu_data --clustpy-python python3 --threads 16 \
@@ -57,5 +62,5 @@ case "$1" in
     wait
     tar czf "$OUT/variants.tgz" -C /tmp/vout .  # one file: at most 8 come back from the device
     ;;
-  *) echo "usage: $0 ssl|ae|mnist|swav256|variants" >&2; exit 2 ;;
+  *) echo "usage: $0 ssl|swav|ae|mnist|swav256|variants" >&2; exit 2 ;;
 esac
