@@ -44,7 +44,7 @@ from jaxclust.kernels.kmeans import kmeans
 from jaxclust.kernels.knn import knn
 from jaxclust.methods import deepcluster, swav
 from jaxclust.models import heads
-from jaxclust.validation import check_count
+from jaxclust.validation import check_count, check_settings
 
 METHODS = ("swav", "deepcluster")
 
@@ -75,6 +75,7 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   """Runs (or resumes) ``config.method`` (swav or deepcluster) on ``config.dataset`` in ``workdir``."""
   if config.method not in METHODS:
     raise ValueError(f"method={config.method!r} must be one of {', '.join(METHODS)}")
+  check_settings(config)  # before anything is loaded or written
   workdir = Path(workdir).absolute()
   lead = jax.process_index() == 0
   log = log if lead else (lambda _: None)
@@ -221,23 +222,21 @@ def _finish(run, state, workdir, lead, image_shape, start) -> dict:
 
 
 def _check_settings(config, n, mesh) -> tuple[int, int, int]:
-  """Refuses bad settings (ValueError naming the value) before the workdir is claimed; returns the
-  prototype count, the reported cluster count and ``eval_every``."""
+  """Refuses settings that depend on the data or the mesh (ValueError naming the value; the shared
+  ranges were checked by ``check_settings``) before the workdir is claimed; returns the prototype
+  count, the reported cluster count and ``eval_every``."""
   k = check_count(config.prototypes, "prototypes", low=2, high=n, high_name="n_samples")
   if config.method == "deepcluster":
-    check_count(config.prototype_sets, "prototype_sets", low=1)
     check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.crops[0][0]),
                 high_name="crops[0][0], the large crops")
     if config.get("bank_source", "training") not in ("training", "epoch_end"):
       raise ValueError(f"bank_source={config.bank_source!r} must be 'training' or 'epoch_end'")
-    if not isinstance(config.get("kmeans_warm_start", False), bool):
-      raise ValueError(f"kmeans_warm_start={config.kmeans_warm_start!r} must be True or False")
   clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
   if config.get("readout", "kmeans") not in ("kmeans", "knn"):
     raise ValueError(f"readout={config.readout!r} must be 'kmeans' or 'knn'")
   if config.get("readout", "kmeans") == "knn":
     check_count(config.readout_neighbors, "readout_neighbors", low=1, high=n - 1, high_name="n_samples - 1")
-  eval_every = check_count(config.get("eval_every", 1), "eval_every", low=1)
+  eval_every = config.get("eval_every", 1)  # like prototype_sets and kmeans_warm_start, checked by check_settings
   if config.batch_size % mesh.size:
     raise ValueError(f"batch_size={config.batch_size} is not divisible by the {mesh.size} devices")
   if config.method == "swav" and config.queue_length % mesh.size:

@@ -33,7 +33,7 @@ from jaxclust.data import sources, stream
 from jaxclust.kernels.knn import knn
 from jaxclust.methods import moco, scan, simclr
 from jaxclust.models import heads
-from jaxclust.validation import check_count
+from jaxclust.validation import check_count, check_settings
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
 _DONE = "done"
@@ -43,6 +43,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   """Runs (or resumes) SCAN on ``config.dataset``; with ``stage``, stops once that stage is done."""
   if stage is not None and stage not in STAGES:
     raise ValueError(f"stage={stage!r} must be one of {', '.join(STAGES)}")
+  check_settings(config)  # before anything is loaded or written
   workdir = Path(workdir).absolute()
   lead = jax.process_index() == 0
   log = log if lead else (lambda _: None)
@@ -406,12 +407,8 @@ def _selflabel_tx(config):
 
 def _view_options(config):
   """(crop scale, flip probability, strong ops, Cutout fraction) of the weak and strong views, hashable."""
-  ops, cut = config.selflabel.strong_ops, config.selflabel.cutout
-  if isinstance(ops, bool) or not isinstance(ops, int) or ops < 0:
-    raise ValueError(f"selflabel.strong_ops={ops!r} must be a whole number >= 0")
-  if not 0.0 <= cut <= 1.0:
-    raise ValueError(f"selflabel.cutout={cut!r} must be a fraction of the image side in [0, 1]")
-  return tuple(config.augment.crop_scale), config.augment.flip_p, ops, float(cut)
+  return (tuple(config.augment.crop_scale), config.augment.flip_p, config.selflabel.strong_ops,
+          float(config.selflabel.cutout))
 
 
 def _frozen_features(config) -> bool:

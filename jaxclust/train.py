@@ -34,7 +34,7 @@ from jaxclust.kernels.gmm import gmm_diag
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.methods import dec, pretrain, vade
 from jaxclust.models.autoencoder import ConvAutoencoder, MLPAutoencoder
-from jaxclust.validation import check_count
+from jaxclust.validation import check_count, check_settings
 
 _PRETRAIN, _CLUSTER, _DONE = "pretrain", "cluster", "done"
 _PRETRAINED = "pretrained_autoencoder"
@@ -62,6 +62,7 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   multi-host job every process calls ``fit`` with the same arguments; each contributes its own
   block of rows, all run the same steps, and only process 0 writes logs and results.
   """
+  check_settings(config)  # before anything is loaded or written
   workdir = Path(workdir).absolute()
   lead = jax.process_index() == 0
   log = log if lead else (lambda _: None)

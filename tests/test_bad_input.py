@@ -71,3 +71,18 @@ def test_errors_come_before_device_work(monkeypatch):
   monkeypatch.setattr(kmeans_module, "_solve", lambda *a, **k: pytest.fail("kernel ran on bad input"))
   with pytest.raises(ValueError):
     jaxclust.kmeans(X, 51, rng=KEY)
+
+
+def test_every_shipped_config_passes_the_settings_check_and_a_bad_one_does_not():
+  from jaxclust import configs, validation
+  for method in configs.METHODS:
+    for dataset in ("digits", "mnist", "usps", "tfds:cifar10", "tfds:cifar100_20", "tfds:stl10", "tfds:imagenet2012"):
+      validation.check_settings(configs.get_config(method, dataset))
+  config = configs.get_config("scan", "mnist")
+  config.scan.learning_rate = 0.0
+  with pytest.raises(ValueError, match=r"scan.learning_rate=0.0 must be a finite number > 0"):
+    validation.check_settings(config)
+  config = configs.get_config("swav", "mnist")
+  config.crops = ((2, 28, (0.3, 1.0)), (4, 16))
+  with pytest.raises(ValueError, match=r"crops\[1\]=\(4, 16\) must be \(count, size, \(low, high\)\)"):
+    validation.check_settings(config)

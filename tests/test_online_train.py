@@ -189,6 +189,18 @@ def test_bad_settings_are_refused_before_the_workdir_is_claimed(tmp_path):
   c.eval_every = 0
   with pytest.raises(ValueError, match="eval_every=0 must be >= 1"):
     online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c = tiny_config("swav")
+  c.batch_size = 0
+  with pytest.raises(ValueError, match="batch_size=0 must be >= 1"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c = tiny_config("swav")
+  c.temperature = float("nan")
+  with pytest.raises(ValueError, match="temperature=nan must be a finite number > 0"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c = tiny_config("swav")
+  c.crops = ((2, 8, (0.5, 1.0)), (2, 0, (0.1, 0.3)))
+  with pytest.raises(ValueError, match=r"crops\[1\] size=0 must be >= 1"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("deepcluster")
   c.bank_crops = 3
   with pytest.raises(ValueError, match=r"bank_crops=3 must be <= crops\[0\]\[0\], the large crops=2"):

@@ -92,8 +92,10 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path_factory):
 
 
 @pytest.mark.parametrize("section, setting, value, message", [
-    ("selflabel", "cutout", 1.5, r"selflabel.cutout=1.5 must be a fraction"),
-    ("selflabel", "strong_ops", -1, r"selflabel.strong_ops=-1 must be a whole number"),
+    ("selflabel", "cutout", 1.5, r"selflabel.cutout=1.5 must be a finite number in \[0, 1\]"),
+    ("selflabel", "strong_ops", -1, r"selflabel.strong_ops=-1 must be >= 0"),
+    ("pretext", "batch_size", 0, r"pretext.batch_size=0 must be >= 1"),
+    ("augment", "crop_scale", (0.5, 0.2), r"augment.crop_scale=\(0.5, 0.2\) must satisfy 0 < low <= high <= 1"),
     ("mine", "features", "head", r"mine.features='head' must be 'projection' or 'backbone'"),
     ("pretext", "warmup_epochs", 3, r"pretext.warmup_epochs=3 must be <= pretext.epochs=2")])
 def test_bad_settings_fail_before_any_work(tmp_path, section, setting, value, message):

@@ -265,3 +265,20 @@ def test_an_unknown_input_is_refused_before_the_workdir_is_claimed(tmp_path):
   with pytest.raises(ValueError, match="input='hdf5' must be 'device' or 'tf.data'"):
     train.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("pretrain.batch_size", 0, r"pretrain.batch_size=0 must be >= 1"),
+    ("pretrain.epochs", -1, r"pretrain.epochs=-1 must be >= 0"),
+    ("pretrain.learning_rate", -1.0, r"pretrain.learning_rate=-1.0 must be a finite number > 0"),
+    ("cluster.batch_size", 0, r"cluster.batch_size=0 must be >= 1"),
+    ("cluster.momentum", 1.5, r"cluster.momentum=1.5 must be a finite number in \[0, 1\]"),
+    ("hidden", (500, 0, 2000), r"hidden\[1\]=0 must be >= 1")])
+def test_out_of_range_settings_are_refused_before_any_work(tmp_path, setting, value, message):
+  """Refused at once, not after pretraining (cluster.batch_size) or as a diverging loss (learning_rate)."""
+  config = fast_config("dec")
+  section, _, name = setting.rpartition(".")
+  (config[section] if section else config)[name] = value
+  with pytest.raises(ValueError, match=message):
+    train.fit(config, tmp_path / "run", log=lambda _: None)
+  assert not (tmp_path / "run").exists()
