@@ -211,7 +211,7 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
     # DeepCluster-v2 with one set of 100 prototypes for 100 epochs reached 0.9078 (seed 0) and 0.6725
     # (seed 1) on the H100; on the 2-core CPU, with the bank refilled at each epoch's end, k-means
     # warm-started and the clusters read out by their neighbours, 30 epochs reached 0.9517 and 0.9364
-    # (seeds 1 and 2) and 40 epochs 0.9575 and 0.9510 (seeds 0 and 2), at 3-5 min per epoch (the
+    # (seeds 1 and 2) and 40 epochs 0.9575 / 0.9451 / 0.9510 (seeds 0-2), at 3-5 min per epoch (the
     # machine's speed varied between sessions).
     c.n_clusters, c.eval_every = 10, 5
     if method == "swav":
