@@ -13,13 +13,16 @@ ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one devic
 
 TINY = ["pretext.epochs=2", "scan.epochs=3", "selflabel.epochs=2", "cnn_channels=(8, 16)", "scan.heads=2",
         "mine.neighbors=5", "selflabel.threshold=0.15", "pretext.batch_size=128", "scan.batch_size=128",
-        "selflabel.batch_size=128"]
+        "selflabel.batch_size=128", "selflabel.strong_ops=1"]
 
 
 def tiny_config():
   c = configs.get_config("scan", "digits")
   c.pretext.epochs, c.scan.epochs, c.selflabel.epochs, c.cnn_channels, c.scan.heads = 2, 3, 2, (8, 16), 2
   c.mine.neighbors, c.selflabel.threshold = 5, 0.15  # low enough that self-labeling updates
+  # One random op in the strong view, not 4: compiling the self-labeling step is much of a tiny run
+  # (a tiny CLI run took 53 s with one op, 62 s with four, 2026-12-02); test_augment checks four.
+  c.selflabel.strong_ops = 1
   return c
 
 

@@ -97,7 +97,7 @@ def test_scan_and_selflabel_steps_sharded_equal_single_device():
   assert m1["head_loss"].shape == (3,)
   np.testing.assert_allclose(m2["head_loss"], m1["head_loss"], rtol=1e-5)
   chex.assert_trees_all_close(sharded.params, single.params, rtol=1e-4, atol=1e-5)
-  strong = augment.batch(augment.strong_view, size=(28, 28))
+  strong = augment.batch(augment.strong_view, size=(28, 28), n_ops=1)  # the sharding is under test, not the ops
   label_step = jax.jit(functools.partial(scan.selflabel_step, model=model, tx=tx, weak=aug, strong=strong,
                                          head=1, threshold=0.3))
   (single, m1), (sharded, m2) = _run_both(label_step, single, {"image": _images()})
