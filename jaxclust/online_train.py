@@ -184,7 +184,9 @@ def _epoch(run, state, epoch, rng):
     labels, _ = _labels(config, model, state, x, n, run.clusters, None if z is None else z[:n])
   codes = labels if run.clusters == run.k else parallel.fetch(
       _nearest_prototype(z, _unit_prototypes(config.method, state)))[:n]
-  record.update(_monitor(labels, codes, run.clusters, run.k, loss, config.method))
+  geometry = None if z is None else {key: float(value) for key, value in _geometry(
+      z, _unit_prototypes(config.method, state), n, config.method == "swav").items()}
+  record.update(_monitor(labels, codes, run.clusters, run.k, loss, config.method, geometry))
   if run.data.y is not None and labels is not None:
     record.update(cluster_metrics.evaluate(run.data.y, labels))
   return state, record
@@ -413,6 +415,22 @@ def _nearest_prototype(z, prototypes):
   return jnp.argmax(z @ prototypes.T, -1)
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _geometry(z, prototypes, n, span):
+  """Collapse figures of the first ``n`` unit embeddings ``z``: ``embedding_spread``, 1 - |mean z|^2
+  (0 when every image has the same embedding), and with ``span`` (SwAV) ``prototype_span``, the mean
+  share of |z|^2 inside the span of the unit ``prototypes [K, e]``: 1 when they span the embedding
+  space (K >= e), about K / e for random directions. The scores see only that share: embeddings
+  outside the span score alike on every prototype, and the loss sits at ln K."""
+  z = z[:n]
+  mean = jnp.mean(z, 0)
+  out = {"embedding_spread": 1.0 - mean @ mean}
+  if span:
+    basis, _ = jnp.linalg.qr(prototypes.T)  # orthonormal, [e, min(K, e)]
+    out["prototype_span"] = jnp.mean(jnp.sum((z @ basis) ** 2, -1))
+  return out
+
+
 @functools.partial(jax.jit, static_argnums=2)
 def _transitions_jit(codes, nearest, k):
   return readout.cluster_transitions(codes, codes[nearest], k)
@@ -462,23 +480,27 @@ def _target_stability(targets, previous, y):
   return out
 
 
-def _monitor(labels, codes, clusters, k, loss, method):
+def _monitor(labels, codes, clusters, k, loss, method, geometry=None):
   """What shows a collapse: the usage of the ``k`` prototypes (``codes``: each image's nearest prototype)
   and how far the loss is from ln K (both methods' loss is a cross-entropy over the K prototypes).
   Also the size entropy and empty clusters of the reported ``clusters`` (``labels``), recorded only:
   when over-clustering, the readout of a barely trained network may group almost every image together
   while training is healthy (the kNN readout on epoch 1 did, on MNIST), so the warning looks at the
-  prototypes."""
+  prototypes. ``geometry`` (:func:`_geometry`, when the epoch computed the embeddings) is recorded and
+  quoted by the ln K warning."""
   out = {}
   if labels is not None:
     out.update(_usage(labels, clusters, "size_entropy", "empty_clusters"))
   if codes is not None and k != clusters:
     out.update(_usage(codes, k, "prototype_entropy", "unused_prototypes"))
   out["loss_minus_ln_k"] = loss - math.log(k)
+  out.update(geometry or {})
   if abs(out["loss_minus_ln_k"]) < 0.01 * math.log(k):
     name = {"swav": "SwAV", "deepcluster": "DeepCluster-v2"}[method]
+    shape = "".join(f", {key.replace('_', ' ')} {out[key]:.4f}" for key in ("embedding_spread", "prototype_span")
+                    if key in out)
     warnings.warn(f"{name} loss {loss:.4f} sits at ln K = {math.log(k):.4f}, the value of uniform predictions: "
-                    "training may have collapsed (try a lower learning rate or more prototype-freeze steps)")
+                  f"training may have collapsed{shape} (try a lower learning rate or more prototype-freeze steps)")
   entropy, unused = ("prototype_entropy", "unused_prototypes") if "prototype_entropy" in out else (
       "size_entropy", "empty_clusters")
   if out.get(entropy, 1.0) < 0.5:

@@ -113,6 +113,32 @@ def test_collapse_warning_looks_at_the_prototypes_not_the_readout():
       online_train._monitor(codes % 10, codes % 10, 10, 10, float(np.log(10)), method)
 
 
+def test_geometry_of_the_embeddings_against_numpy():
+  """The collapse figures: spread 1 - |mean z|^2 and the share of |z|^2 in the prototypes' span (numpy's
+  projector onto their row space), padded rows left out; embeddings where every prototype scores 0
+  have share 0, and the ln K warning quotes both."""
+  rng = np.random.default_rng(0)
+  unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
+  z, prototypes = unit(rng.normal(size=(70, 12))).astype(np.float32), unit(rng.normal(size=(5, 12))).astype(np.float32)
+  out = online_train._geometry(z, prototypes, 64, True)
+  projector = np.linalg.pinv(prototypes.astype(np.float64)) @ prototypes
+  np.testing.assert_allclose(out["prototype_span"], np.mean(np.sum((z[:64] @ projector) ** 2, 1)), rtol=1e-5)
+  np.testing.assert_allclose(out["embedding_spread"], 1 - np.sum(np.mean(z[:64], 0) ** 2), rtol=1e-5)
+  assert "prototype_span" not in online_train._geometry(z, prototypes, 64, False)
+  wide = unit(rng.normal(size=(20, 12))).astype(np.float32)  # 20 prototypes span the 12 dimensions
+  np.testing.assert_allclose(online_train._geometry(z, wide, 64, True)["prototype_span"], 1.0, rtol=1e-5)
+  hidden = np.zeros((64, 12), np.float32)
+  hidden[:, 11] = 1.0  # every image at one point outside the span of prototypes in the first 11 dimensions
+  flat = prototypes.copy()
+  flat[:, 11] = 0.0
+  geometry = {key: float(value) for key, value in online_train._geometry(hidden, unit(flat), 64, True).items()}
+  assert geometry == {"embedding_spread": 0.0, "prototype_span": 0.0}
+  with pytest.warns(UserWarning, match=r"SwAV loss 1.6094 sits at ln K .* collapsed, embedding spread 0.0000, "
+                                       r"prototype span 0.0000"):
+    out = online_train._monitor(None, None, 5, 5, float(np.log(5)), "swav", geometry)
+  assert out["prototype_span"] == 0.0
+
+
 def test_epoch_end_bank_keeps_the_targets_on_the_content(tmp_path):
   """With bank_source="epoch_end" the second epoch's targets cluster the trained network's embeddings of
   the clean images: as far from chance as the first (the bank written during training gave NMI

@@ -117,8 +117,16 @@ def test_driver_reads_out_the_neighbour_groups_and_predict_uses_them(tmp_path, m
   np.testing.assert_array_equal(labels, groups[codes])
   last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
   assert last["acc"] == summary["acc"]  # the same readout each epoch and at the end
-  # The groups are those of the counts of scikit-learn's exact 5 nearest neighbours (cosine, self left out).
+  # The collapse figures of the last state's embeddings (SwAV's 30 prototypes in head_out dimensions).
   z = np.asarray(online_train._embed_jit(method, model, state, images, n), np.float64)
+  np.testing.assert_allclose(last["embedding_spread"], 1 - np.sum(z.mean(0) ** 2), rtol=1e-4)
+  if method == "swav":
+    prototypes = np.asarray(online_train._unit_prototypes(method, state), np.float64)
+    projector = np.linalg.pinv(prototypes) @ prototypes
+    np.testing.assert_allclose(last["prototype_span"], np.mean(np.sum((z @ projector) ** 2, 1)), rtol=1e-4)
+  else:
+    assert "prototype_span" not in last
+  # The groups are those of the counts of scikit-learn's exact 5 nearest neighbours (cosine, self left out).
   nearest = NearestNeighbors(n_neighbors=6, metric="cosine", algorithm="brute").fit(z).kneighbors(z)[1]
   nearest = np.array([[j for j in row if j != i][:5] for i, row in enumerate(nearest)])
   counts = np.zeros((30, 30))
