@@ -179,6 +179,10 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   # streamed and multi-cropped on the host, for datasets that do not fit, such as ImageNet ("tfds:imagenet2012").
   c.input = "device"
   c.checkpoint_every, c.keep_checkpoints = 1, 2
+  if method == "swav":
+    # Sinkhorn-Knopp's entropy weight (the paper's 0.05). The paper: a high one generally leads to the
+    # trivial solution, every image at one embedding and assigned uniformly to all prototypes.
+    c.sinkhorn_epsilon = 0.05
   if method == "deepcluster":  # DeepCluster-v2: k-means on the memory bank every epoch, temperature 0.1
     c.queue_length, c.queue_start_epoch = 0, 0
     c.prototype_sets = 3  # 3 x 3000 prototypes, each set from its own k-means run

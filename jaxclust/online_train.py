@@ -161,8 +161,8 @@ def _epoch(run, state, epoch, rng):
                                   config.flip_p, runs.shard(run.mesh))(state, x, rng)
   else:
     state, m = _swav_epoch(model, run.tx, config.batch_size, n, _crops(config), config.flip_p, config.temperature,
-                           config.freeze_prototypes_steps, epoch >= config.queue_start_epoch, runs.shard(run.mesh),
-                           run.mesh if run.mesh.size > 1 else None)(state, x, rng)
+                           config.sinkhorn_epsilon, config.freeze_prototypes_steps, epoch >= config.queue_start_epoch,
+                           runs.shard(run.mesh), run.mesh if run.mesh.size > 1 else None)(state, x, rng)
   z = None  # the trained network's embeddings of the clean images, when this epoch computes them
   if config.method == "deepcluster" and config.get("bank_source", "training") == "epoch_end":
     z = _embed_jit(config.method, model, state, x, run.rows)
@@ -307,10 +307,10 @@ def _recluster(state, rng, mask, warm_start):
 
 
 @functools.lru_cache(maxsize=None)
-def _swav_epoch(model, tx, batch_size, n, crops, flip_p, temperature, freeze, update_queue, sharding, mesh):
+def _swav_epoch(model, tx, batch_size, n, crops, flip_p, temperature, epsilon, freeze, update_queue, sharding, mesh):
   augment_fn = functools.partial(augment.multi_crop, crops=crops, flip_p=flip_p)
   step = functools.partial(swav.train_step, model=model, tx=tx, augment=augment_fn, temperature=temperature,
-                           freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
+                           epsilon=epsilon, freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
   return runs.batch_epoch(step, batch_size, n, sharding)
 
 
@@ -327,15 +327,15 @@ def _given_crops(rng, crops):
 
 
 @functools.lru_cache(maxsize=None)
-def _swav_stream_step(model, tx, temperature, freeze, update_queue, mesh):
+def _swav_stream_step(model, tx, temperature, epsilon, freeze, update_queue, mesh):
   step = functools.partial(swav.train_step, model=model, tx=tx, augment=_given_crops, temperature=temperature,
-                           freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
+                           epsilon=epsilon, freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
   return jax.jit(step, donate_argnums=0)
 
 
 def _swav_stream_epoch(config, model, tx, state, source, epoch, rng, mesh):
   """One SwAV epoch on host-made multi-crop batches (``input="tf.data"``): one compiled step per batch."""
-  step = _swav_stream_step(model, tx, config.temperature, config.freeze_prototypes_steps,
+  step = _swav_stream_step(model, tx, config.temperature, config.sinkhorn_epsilon, config.freeze_prototypes_steps,
                            epoch >= config.queue_start_epoch, mesh if mesh.size > 1 else None)
   losses = []
   for i, crops in enumerate(stream.multi_crop_batches(source, crops=_crops(config), batch_size=config.batch_size,

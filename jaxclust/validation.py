@@ -96,6 +96,7 @@ _SETTING_INTS = {  # name: lowest allowed value
     "prototypes": 1, "prototype_sets": 1, "bank_crops": 1, "strong_ops": 0, "n_clusters": 0, "seed": 0}
 _SETTING_FLOATS = {  # name: (low, high, whether low itself is allowed)
     "learning_rate": (0.0, np.inf, False), "temperature": (0.0, np.inf, False),
+    "sinkhorn_epsilon": (0.0, np.inf, False),
     "min_learning_rate": (0.0, np.inf, True), "weight_decay": (0.0, np.inf, True), "gamma": (0.0, np.inf, True),
     "tol": (0.0, np.inf, True), "entropy_weight": (0.0, np.inf, True), "momentum": (0.0, 1.0, True),
     "lr_decay": (0.0, 1.0, False), "final_lr_fraction": (0.0, 1.0, True), "flip_p": (0.0, 1.0, True),

@@ -113,6 +113,16 @@ def test_collapse_warning_looks_at_the_prototypes_not_the_readout():
       online_train._monitor(codes % 10, codes % 10, 10, 10, float(np.log(10)), method)
 
 
+def test_the_driver_trains_with_the_configured_sinkhorn_epsilon(tmp_path, monkeypatch):
+  from jaxclust.methods import swav
+  seen, original = [], swav.train_step
+  monkeypatch.setattr(swav, "train_step", lambda *a, **kw: seen.append(kw["epsilon"]) or original(*a, **kw))
+  c = tiny_config("swav")
+  c.epochs, c.sinkhorn_epsilon = 1, 0.0375
+  online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+  assert seen and set(seen) == {0.0375}
+
+
 def test_geometry_of_the_embeddings_against_numpy():
   """The collapse figures: spread 1 - |mean z|^2 and the share of |z|^2 in the prototypes' span (numpy's
   projector onto their row space), padded rows left out; embeddings where every prototype scores 0
@@ -185,6 +195,7 @@ def test_imagenet_recipe():
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 96, 96, 3)))
   z, scores = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 224, 224, 3))), shapes)
   assert z.shape == (2, 128) and scores.shape == (2, 3000)
+  assert c.sinkhorn_epsilon == 0.05 and "sinkhorn_epsilon" not in configs.get_config("deepcluster", "mnist")
   d = configs.get_config("deepcluster", "tfds:imagenet2012")
   assert (d.prototypes, d.prototype_sets, d.temperature, d.queue_length) == (3000, 3, 0.1, 0)  # 3 x 3000
 
@@ -222,6 +233,10 @@ def test_bad_settings_are_refused_before_the_workdir_is_claimed(tmp_path):
   c = tiny_config("swav")
   c.temperature = float("nan")
   with pytest.raises(ValueError, match="temperature=nan must be a finite number > 0"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c = tiny_config("swav")
+  c.sinkhorn_epsilon = 0.0
+  with pytest.raises(ValueError, match="sinkhorn_epsilon=0.0 must be a finite number > 0"):
     online_train.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("swav")
   c.crops = ((2, 8, (0.5, 1.0)), (2, 0, (0.1, 0.3)))
