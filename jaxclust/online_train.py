@@ -497,10 +497,13 @@ def _monitor(labels, codes, clusters, k, loss, method, geometry=None):
   out.update(geometry or {})
   if abs(out["loss_minus_ln_k"]) < 0.01 * math.log(k):
     name = {"swav": "SwAV", "deepcluster": "DeepCluster-v2"}[method]
+    # SwAV: with sinkhorn_epsilon halved, the MNIST seed that had collapsed did not (experiments/RESULTS.md).
+    advice = {"swav": "try a lower sinkhorn_epsilon, a lower learning rate or more prototype-freeze steps",
+              "deepcluster": "try a lower learning rate"}[method]
     shape = "".join(f", {key.replace('_', ' ')} {out[key]:.4f}" for key in ("embedding_spread", "prototype_span")
                     if key in out)
     warnings.warn(f"{name} loss {loss:.4f} sits at ln K = {math.log(k):.4f}, the value of uniform predictions: "
-                  f"training may have collapsed{shape} (try a lower learning rate or more prototype-freeze steps)")
+                  f"training may have collapsed{shape} ({advice})")
   entropy, unused = ("prototype_entropy", "unused_prototypes") if "prototype_entropy" in out else (
       "size_entropy", "empty_clusters")
   if out.get(entropy, 1.0) < 0.5:
