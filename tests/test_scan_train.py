@@ -257,3 +257,22 @@ def test_moco_pretext_is_checkpointed_with_its_queue(tmp_path):
   with pytest.raises(ValueError, match="queue_size=500 must be a multiple of pretext.batch_size=128"):
     scan_train.fit(config, tmp_path / "other", log=lambda _: None)
   assert not (tmp_path / "other").exists()
+
+
+def test_exemplar_grid_places_each_clusters_most_confident_images_in_its_row():
+  rng = np.random.default_rng(0)
+  images, labels, confidence = rng.random((30, 3, 2, 1)), rng.integers(0, 4, 30), rng.random(30)
+  labels[labels == 2] = 0  # cluster 2 empty: its row stays white
+  grid = runs.exemplar_grid(images, labels, confidence, k=4, per_cluster=3)
+  assert grid.shape == (4 * 5, 3 * 4, 3)
+  for c in range(4):
+    ranked = sorted((i for i in range(30) if labels[i] == c), key=lambda i: -confidence[i])
+    for j in range(3):
+      tile = grid[c * 5 + 1:c * 5 + 4, j * 4 + 1:j * 4 + 3]
+      expected = np.repeat(images[ranked[j]], 3, axis=-1) if j < len(ranked) else np.ones((3, 2, 3))
+      np.testing.assert_allclose(tile, expected, rtol=1e-6)
+  frame = np.ones(grid.shape[:2], bool)
+  for c in range(4):
+    for j in range(3):
+      frame[c * 5 + 1:c * 5 + 4, j * 4 + 1:j * 4 + 3] = False
+  assert np.all(grid[frame] == 1.0)
