@@ -172,8 +172,10 @@ def _epoch(run, state, epoch, rng):
             "seconds": time.perf_counter() - tick}
   if config.method == "deepcluster":
     record.update(targets)
-  if run.streaming:  # a pass over a streamed dataset per epoch would cost as much as the epoch: loss only
-    record.update(_monitor(None, None, run.clusters, run.k, loss, config.method))
+  # SwAV's steps measure the spread of their batches' embeddings: every epoch, streamed too.
+  geometry = {"batch_spread": float(m["batch_spread"])} if "batch_spread" in m else {}
+  if run.streaming:  # a pass over a streamed dataset per epoch would cost as much as the epoch: the steps' figures
+    record.update(_monitor(None, None, run.clusters, run.k, loss, config.method, geometry))
     return state, record
   if z is None and run.clusters != run.k:  # over-clustering: the readout and the prototype usage both need them
     z = _embed_jit(config.method, model, state, x, run.rows)
@@ -184,8 +186,9 @@ def _epoch(run, state, epoch, rng):
     labels, _ = _labels(config, model, state, x, n, run.clusters, None if z is None else z[:n])
   codes = labels if run.clusters == run.k else parallel.fetch(
       _nearest_prototype(z, _unit_prototypes(config.method, state)))[:n]
-  geometry = None if z is None else {key: float(value) for key, value in _geometry(
-      z, _unit_prototypes(config.method, state), n, config.method == "swav").items()}
+  if z is not None:
+    geometry.update({key: float(value) for key, value in _geometry(
+        z, _unit_prototypes(config.method, state), n, config.method == "swav").items()})
   record.update(_monitor(labels, codes, run.clusters, run.k, loss, config.method, geometry))
   if run.data.y is not None and labels is not None:
     record.update(cluster_metrics.evaluate(run.data.y, labels))
@@ -337,13 +340,13 @@ def _swav_stream_epoch(config, model, tx, state, source, epoch, rng, mesh):
   """One SwAV epoch on host-made multi-crop batches (``input="tf.data"``): one compiled step per batch."""
   step = _swav_stream_step(model, tx, config.temperature, config.sinkhorn_epsilon, config.freeze_prototypes_steps,
                            epoch >= config.queue_start_epoch, mesh if mesh.size > 1 else None)
-  losses = []
+  history = []
   for i, crops in enumerate(stream.multi_crop_batches(source, crops=_crops(config), batch_size=config.batch_size,
                                                       seed=config.seed, epoch=epoch, mesh=mesh,
                                                       flip_p=config.flip_p)):
     state, m = step(state, {"image": tuple(crops)}, jax.random.fold_in(rng, i))
-    losses.append(m["loss"])
-  return state, {"loss": jnp.mean(jnp.stack(losses))}
+    history.append(m)
+  return state, jax.tree.map(lambda *a: jnp.mean(jnp.stack(a)), *history)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -486,8 +489,8 @@ def _monitor(labels, codes, clusters, k, loss, method, geometry=None):
   Also the size entropy and empty clusters of the reported ``clusters`` (``labels``), recorded only:
   when over-clustering, the readout of a barely trained network may group almost every image together
   while training is healthy (the kNN readout on epoch 1 did, on MNIST), so the warning looks at the
-  prototypes. ``geometry`` (:func:`_geometry`, when the epoch computed the embeddings) is recorded and
-  quoted by the ln K warning."""
+  prototypes. ``geometry`` (SwAV's ``batch_spread`` from the training steps, and :func:`_geometry` when the
+  epoch computed the embeddings) is recorded and quoted by the ln K warning."""
   out = {}
   if labels is not None:
     out.update(_usage(labels, clusters, "size_entropy", "empty_clusters"))
@@ -500,8 +503,8 @@ def _monitor(labels, codes, clusters, k, loss, method, geometry=None):
     # SwAV: with sinkhorn_epsilon halved, the MNIST seed that had collapsed did not (experiments/RESULTS.md).
     advice = {"swav": "try a lower sinkhorn_epsilon, a lower learning rate or more prototype-freeze steps",
               "deepcluster": "try a lower learning rate"}[method]
-    shape = "".join(f", {key.replace('_', ' ')} {out[key]:.4f}" for key in ("embedding_spread", "prototype_span")
-                    if key in out)
+    shape = "".join(f", {key.replace('_', ' ')} {out[key]:.4f}" for key in (
+        "embedding_spread", "prototype_span", "batch_spread") if key in out)
     warnings.warn(f"{name} loss {loss:.4f} sits at ln K = {math.log(k):.4f}, the value of uniform predictions: "
                   f"training may have collapsed{shape} ({advice})")
   entropy, unused = ("prototype_entropy", "unused_prototypes") if "prototype_entropy" in out else (

@@ -98,6 +98,7 @@ def test_streamed_swav_trains_predicts_and_resumes_to_the_same_result(tmp_path):
   lines = [json.loads(l) for l in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in lines] == [1, 2] and all("loss_minus_ln_k" in r for r in lines)
   assert not any("size_entropy" in r for r in lines)  # the streamed epochs log no dataset-wide usage
+  assert all(0.0 < r["batch_spread"] < 1.0 for r in lines)  # but the spread of the steps' embeddings
   assert reference["n"] == 1797 and 0.0 < reference["acc"] <= 1.0
   labels = np.load(tmp_path / "reference" / "labels.npy")
   assert labels.shape == (1797,)

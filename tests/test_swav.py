@@ -113,5 +113,9 @@ def test_train_step_freezes_prototypes_fills_the_queue_and_shards():
   assert int(single.queue_filled) == 32 and np.isfinite(m1["loss"])  # full after 2 steps; used in step 3
   assert not np.allclose(single.params["prototypes"]["kernel"], normalized)  # trained after the freeze
   np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-4)
+  # The queue's front holds step 3's assignment embeddings: their spread is the step's batch_spread.
+  front = np.asarray(single.queue[:, :16])
+  np.testing.assert_allclose(m1["batch_spread"], 1 - np.mean(np.sum(front.mean(1) ** 2, -1)), rtol=1e-5)
+  np.testing.assert_allclose(m2["batch_spread"], m1["batch_spread"], rtol=1e-4)
   chex.assert_trees_all_close(sharded.params, single.params, rtol=1e-3, atol=1e-5)
   chex.assert_trees_all_close(sharded.queue, single.queue, rtol=1e-4, atol=1e-5)

@@ -181,5 +181,8 @@ def train_step(state: SwAVState, batch, rng, *, model: SwAVModel, tx, augment: C
     queue = jnp.concatenate([jnp.stack(new_embeddings), queue[:, :-b]], axis=1) if queue.shape[1] > b else \
         jnp.stack(new_embeddings)[:, :queue.shape[1]]
     filled = jnp.minimum(filled + b, queue.shape[1])
+  # Collapse shows here first: 1 - |mean z|^2 over the global batch, averaged over the assignment crops
+  # (0 when every image has one embedding; a batch of B independent unit vectors gives (1 - |E z|^2)(1 - 1/B)).
+  spread = 1.0 - jnp.mean(jnp.stack([jnp.sum(jnp.mean(z, 0) ** 2) for z in new_embeddings]))
   return state.replace(step=state.step + 1, params=optax.apply_updates(params, updates), batch_stats=batch_stats,
-                       opt_state=opt_state, queue=queue, queue_filled=filled), {"loss": loss}
+                       opt_state=opt_state, queue=queue, queue_filled=filled), {"loss": loss, "batch_spread": spread}
