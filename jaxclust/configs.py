@@ -172,7 +172,6 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   # and the last epoch is always read out. Changing it never changes training or the result.
   c.eval_every = 1
   c.optimizer, c.learning_rate, c.final_lr_fraction, c.weight_decay, c.warmup_epochs = "lars", 4.8, 0.001, 1e-6, 10
-  c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 313, 3840, 15
   c.head_hidden, c.head_out = 2048, 128
   c.flip_p = 0.5  # horizontal flips of every crop
   # "device": the images sit on the devices, cropped there (fastest while they fit). "tf.data" (SwAV):
@@ -180,11 +179,11 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
   c.input = "device"
   c.checkpoint_every, c.keep_checkpoints = 1, 2
   if method == "swav":
+    c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 313, 3840, 15
     # Sinkhorn-Knopp's entropy weight (the paper's 0.05). The paper: a high one generally leads to the
     # trivial solution, every image at one embedding and assigned uniformly to all prototypes.
     c.sinkhorn_epsilon = 0.05
   if method == "deepcluster":  # DeepCluster-v2: k-means on the memory bank every epoch, temperature 0.1
-    c.queue_length, c.queue_start_epoch = 0, 0
     c.prototype_sets = 3  # 3 x 3000 prototypes, each set from its own k-means run
     # The memory bank keeps the embeddings of the first two (large) crops of every image, one bank
     # each; prototype set i clusters bank i % 2 (the paper's code, crops_for_assign = [0, 1]).
@@ -205,7 +204,7 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
     c.optimizer, c.learning_rate, c.weight_decay, c.warmup_epochs = "adam", 1e-3, 1e-6, 1
     if method == "swav":
       c.epochs, c.learning_rate = 80, 2e-3
-    c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 100, 0, 0
+      c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 100, 0, 0
     c.head_hidden, c.head_out = 128, 64
   if dataset in ("mnist", "fashion_mnist", "usps"):
     # Over-clustering, measured on MNIST (experiments/RESULTS.md): on an H100, SwAV with 30 prototypes

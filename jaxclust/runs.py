@@ -53,6 +53,9 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 RESUMABLE_CHANGES = ("data_dir", "eval_every")  # see check_same_config
+# Settings a method's configs carried without the method ever reading them, since removed: a run whose
+# config.json holds them trained as without them, so it resumes.
+RETIRED = {"deepcluster": ("freeze_prototypes_steps", "queue_length", "queue_start_epoch")}  # 2026-12-02
 
 
 def check_same_config(workdir: Path, config, write: bool = True):
@@ -77,7 +80,8 @@ def check_same_config(workdir: Path, config, write: bool = True):
   # are (moved data may resume), eval_every how often the readout is logged.
   absent = "(absent)"
   changed = {k for k in set(saved) | set(now) if (k in saved, saved.get(k)) != (k in now, now.get(k))}
-  differ = sorted(changed - added - set(RESUMABLE_CHANGES))
+  retired = {k for k in set(saved) - set(now) if k in RETIRED.get(config.method, ())}
+  differ = sorted(changed - added - retired - set(RESUMABLE_CHANGES))
   if differ:
     shown = ", ".join(f"{k}: {saved.get(k, absent)!r} -> {now.get(k, absent)!r}" for k in differ)
     raise ValueError(f"{workdir} holds a run with another configuration (differs in {shown}); "

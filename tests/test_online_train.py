@@ -86,6 +86,17 @@ def test_resume_may_change_only_what_changes_neither_training_nor_result(tmp_pat
   c.readout = "kmeans"  # changes the reported clusters
   with pytest.raises(ValueError, match=r"differs in readout: 'knn' -> 'kmeans'\)"):
     runs.check_same_config(tmp_path, c)
+  # A run saved while DeepCluster-v2's configs still carried SwAV's unused queue and freeze settings resumes.
+  old = tmp_path / "old"
+  old.mkdir()
+  d = configs.get_config("deepcluster", "mnist")
+  (old / "config.json").write_text(json.dumps({**json.loads(d.to_json()), "freeze_prototypes_steps": 100,
+                                                "queue_length": 0, "queue_start_epoch": 0}))
+  runs.check_same_config(old, d)
+  s = configs.get_config("swav", "mnist")  # SwAV reads them: a run without them is another run
+  (old / "config.json").write_text(json.dumps({**json.loads(s.to_json()), "queue_length": 256}))
+  with pytest.raises(ValueError, match=r"differs in queue_length: 256 -> 0\)"):
+    runs.check_same_config(old, s)
 
 
 def test_collapse_warning_looks_at_the_prototypes_not_the_readout():
@@ -199,7 +210,9 @@ def test_imagenet_recipe():
   assert z.shape == (2, 128) and scores.shape == (2, 3000)
   assert c.sinkhorn_epsilon == 0.05 and "sinkhorn_epsilon" not in configs.get_config("deepcluster", "mnist")
   d = configs.get_config("deepcluster", "tfds:imagenet2012")
-  assert (d.prototypes, d.prototype_sets, d.temperature, d.queue_length) == (3000, 3, 0.1, 0)  # 3 x 3000
+  assert (d.prototypes, d.prototype_sets, d.temperature) == (3000, 3, 0.1)  # 3 x 3000
+  # DeepCluster-v2 has no queue and no prototype freeze: no such settings to set in vain.
+  assert not {"queue_length", "queue_start_epoch", "freeze_prototypes_steps"} & set(d)
 
 
 def test_bad_settings_are_refused_before_the_workdir_is_claimed(tmp_path):
