@@ -104,7 +104,8 @@ def test_train_step_refreshes_the_bank_and_shards():
   model, tx, images, state = _setup()
   state = deepcluster.recluster(state, jax.random.key(2))
   aug = functools.partial(augment.multi_crop, crops=((2, 28, (0.3, 1.0)), (2, 12, (0.1, 0.3))))
-  step = jax.jit(functools.partial(deepcluster.train_step, model=model, tx=tx, augment=aug))
+  step = jax.jit(functools.partial(chex.assert_max_traces(deepcluster.train_step, n=2), model=model, tx=tx,
+                                   augment=aug))  # once per placement
   index = jnp.arange(16, 32, dtype=jnp.int32)
   batch = {"image": images[16:], "index": index, "mask": jnp.ones(16, bool)}
   single, m1 = step(jax.device_put(state, jax.devices()[0]), batch, jax.random.key(3))

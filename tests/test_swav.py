@@ -100,10 +100,13 @@ def test_train_step_freezes_prototypes_fills_the_queue_and_shards():
   state = swav.init(model, jax.random.key(1), images[:2], tx, queue_length=32)
   normalized = swav.normalize(state.params["prototypes"]["kernel"], axis=0)
   outs = []
+  # Traced once per placement, never again per step (the queue fills, the freeze ends): as in the
+  # driver, the state is placed on the mesh first (a placement change of the state would re-trace).
+  counted = chex.assert_max_traces(swav.train_step, n=2)
   for m, placed in ((None, images), (mesh, jax.device_put(images, NamedSharding(mesh, P("data"))))):
-    step = jax.jit(functools.partial(swav.train_step, model=model, tx=tx, augment=crops, freeze_prototypes=2,
+    step = jax.jit(functools.partial(counted, model=model, tx=tx, augment=crops, freeze_prototypes=2,
                                      update_queue=True, mesh=m))
-    s = state
+    s = state if m is None else parallel.put(state, mesh)
     for i in range(3):
       s, metrics = step(s, {"image": placed}, jax.random.key(5))
       if i < 2:  # frozen: only re-normalized
