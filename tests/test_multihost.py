@@ -51,15 +51,19 @@ def _two_processes(worker: str, *args):
     assert w.returncode == 0, output[-3000:]
 
 
-@pytest.mark.parametrize("data_input", ["device", "tf.data"])
-def test_two_processes_equal_one_process(tmp_path, data_input):
-  _two_processes("multihost_worker.py", tmp_path / "two", *two_process_settings(data_input))
-  config = two_process_config(data_input)  # tf.data: each process reads its slice of the same global batches
-  reference = train.fit(config, tmp_path / "one", log=lambda _: None, mesh=parallel.make_mesh(4))
-  summary = json.loads((tmp_path / "two" / "summary.json").read_text())
-  assert summary["processes"] == 2
-  np.testing.assert_array_equal(np.load(tmp_path / "two" / "labels.npy"), np.load(tmp_path / "one" / "labels.npy"))
-  assert summary["acc"] == pytest.approx(reference["acc"], abs=1e-12)
+def test_two_processes_equal_one_process(tmp_path):
+  """Both inputs, one after the other in the same 2-process job (the second compiles nothing new)."""
+  inputs = ("device", "tf.data")
+  _two_processes("multihost_worker.py", *[arg for data_input in inputs for arg in (
+      tmp_path / data_input / "two", *two_process_settings(data_input), "--")])
+  for data_input in inputs:
+    config = two_process_config(data_input)  # tf.data: each process reads its slice of the same global batches
+    one, two = tmp_path / data_input / "one", tmp_path / data_input / "two"
+    reference = train.fit(config, one, log=lambda _: None, mesh=parallel.make_mesh(4))
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["processes"] == 2 and json.loads((two / "config.json").read_text())["input"] == data_input
+    np.testing.assert_array_equal(np.load(two / "labels.npy"), np.load(one / "labels.npy"))
+    assert summary["acc"] == pytest.approx(reference["acc"], abs=1e-12)
 
 
 def test_streamed_predictions_on_two_processes_come_back_in_dataset_order(tmp_path):
