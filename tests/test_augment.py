@@ -112,7 +112,8 @@ def _host_views(fn, image, n, **options):
   """``n`` tf.data views of one image, element i seeded with (i, 7)."""
   from jaxclust.data.pipeline import tensorflow
   tf = tensorflow()
-  views = tf.data.Dataset.range(n).map(lambda i: fn(tf.constant(image), tf.stack([i, 7]), **options))
+  views = tf.data.Dataset.range(n).map(lambda i: fn(tf.constant(image), tf.stack([i, 7]), **options),
+                                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return views
 
 
