@@ -250,7 +250,7 @@ def test_host_made_views_train_as_the_same_views_made_on_device(method):
     lib = simclr if method == "simclr" else moco
     options = {"queue_size": 32} if method == "moco" else {}
     state = lib.init(model, jax.random.key(1), _images(2), tx, **options)
-    step = functools.partial(lib.train_step, model=model, tx=tx)
+    step = jax.jit(functools.partial(lib.train_step, model=model, tx=tx), static_argnames="augment")
     # Device path: augment maps the images to the first view, then (second call) to the second.
     calls = iter([first, second])
     device = step(state, {"image": first}, jax.random.key(3), augment=lambda rng, images: next(calls))
@@ -258,10 +258,11 @@ def test_host_made_views_train_as_the_same_views_made_on_device(method):
     model = heads.Clusterer(resnet.SmallCNN(channels=(8, 16)), k=4, heads=2)
     state = scan.init(model, jax.random.key(1), _images(2), tx)
     if method == "scan":
-      step = functools.partial(scan.scan_step, model=model, tx=tx)
+      step = jax.jit(functools.partial(scan.scan_step, model=model, tx=tx), static_argnames="augment")
       device = step(state, {"image": first, "neighbor": second}, jax.random.key(3), augment=pick)
     else:
-      step = functools.partial(scan.selflabel_step, model=model, tx=tx, head=1, threshold=0.3)
+      step = jax.jit(functools.partial(scan.selflabel_step, model=model, tx=tx, head=1, threshold=0.3),
+                     static_argnames=("weak", "strong"))
       device = step(state, {"image": first}, jax.random.key(3), weak=pick,
                     strong=lambda rng, images: jnp.flip(images, 2))
   options = {"weak": None, "strong": None} if method == "selflabel" else {"augment": None}
