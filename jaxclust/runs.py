@@ -243,16 +243,14 @@ def chunked(fn, x, n, chunk):
 def exemplar_grid(images, labels, confidence, k: int, per_cluster: int = 8, pad: int = 1):
   """One RGB mosaic in [0, 1]: row ``c`` holds cluster ``c``'s ``per_cluster`` most confident images,
   most confident first, each framed by ``pad`` white pixels; empty places stay white."""
-  images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
-  if images.shape[-1] == 1:
-    images = np.repeat(images, 3, axis=-1)
   h, w = images.shape[1] + 2 * pad, images.shape[2] + 2 * pad
   grid = np.ones((k * h, per_cluster * w, 3), np.float32)
   for c in range(k):
     members = np.flatnonzero(labels == c)
     top = members[np.argsort(-confidence[members], kind="stable")][:per_cluster]
-    for j, i in enumerate(top):
-      grid[c * h + pad:(c + 1) * h - pad, j * w + pad:(j + 1) * w - pad] = images[i]
+    for j, i in enumerate(top):  # only the shown images are converted: the dataset may be large
+      grid[c * h + pad:(c + 1) * h - pad, j * w + pad:(j + 1) * w - pad] = np.clip(
+          np.asarray(images[i], np.float32), 0.0, 1.0)  # one channel broadcasts to three
   return grid
 
 
