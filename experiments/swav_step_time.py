@@ -1,0 +1,18 @@
+"""Median time of the MNIST-recipe SwAV train step (batch 256, multi-crop on device, epsilon 0.025) on
+this machine; run with PYTHONPATH at two checkouts to compare them (RESULTS.md, batch_spread check)."""
+import time, functools, jax, jax.numpy as jnp, numpy as np
+from jaxclust.methods import swav
+from jaxclust.data import augment
+from jaxclust import online_train, configs
+c = configs.get_config("swav", "mnist")
+model = online_train._model(c, 30)
+images = jnp.asarray(np.random.default_rng(0).random((256, 28, 28, 1)), jnp.float32)
+crops = tuple((int(n), int(s), tuple(sc)) for n, s, sc in c.crops)
+tx = online_train._tx(c, 70000)
+state = swav.init(model, jax.random.key(1), images[:2], tx, queue_length=0)
+step = jax.jit(functools.partial(swav.train_step, model=model, tx=tx, augment=functools.partial(augment.multi_crop, crops=crops, flip_p=0.0), epsilon=0.025), donate_argnums=0)
+state, m = step(state, {"image": images}, jax.random.key(5)); jax.block_until_ready(m)
+times = []
+for i in range(12):
+  t = time.perf_counter(); state, m = step(state, {"image": images}, jax.random.key(i)); jax.block_until_ready(m); times.append(time.perf_counter() - t)
+print("median step s", np.median(times), "min", min(times))
