@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxclust import configs, metrics, online_train, parallel, runs
+from jaxclust import collapse, configs, metrics, online_train, parallel, runs
 from jaxclust.data import sources
 
 
@@ -56,7 +56,7 @@ def main():
     state = runs.restore(manager, step, template)["state"]
     codes = parallel.fetch(online_train._labels_jit(config.method, model, state, x, n))
     purity = sum(np.bincount(y[codes == c]).max() for c in np.unique(codes)) / n
-    usage = online_train._usage(codes, config.prototypes, "entropy", "unused")  # what the collapse monitor warns on
+    usage = collapse.usage(codes, config.prototypes, "entropy", "unused")  # what the collapse monitor warns on
     line = (f"{workdir.name} checkpoint {step}: prototype purity {purity:.4f}, usage entropy "
             f"{usage['entropy']:.4f} ({usage['unused']} unused)")
     for readout in ("kmeans", "knn"):
@@ -65,7 +65,7 @@ def main():
       labels, _ = online_train._labels(config, model, state, x, n, clusters)
       seconds = time.perf_counter() - tick  # the first call of each readout includes compiling it
       scores = metrics.evaluate(y, labels)
-      scores["size_entropy"] = online_train._usage(labels, clusters, "entropy", "empty")["entropy"]
+      scores["size_entropy"] = collapse.usage(labels, clusters, "entropy", "empty")["entropy"]
       name = f"knn {config.readout_neighbors}" if readout == "knn" else readout
       line += f" | {name}: " + " ".join(f"{key}={float(value):.4f}" for key, value in scores.items())
       line += f" ({seconds:.0f} s)"

@@ -14,9 +14,9 @@ ImageNet is never loaded whole), multi-cropped on the host and batched by
 :mod:`jaxclust.data.stream`, one compiled step per batch; the clusters are predicted in a final pass
 with the evaluation transform.
 
-Collapse monitor: the usage entropy of the prototypes is logged every epoch with the distance of
-the loss from ln K (the loss of uniform predictions, for both methods); a warning fires when the
-run sits at that plateau or prototypes go unused.
+Collapse monitor (:mod:`jaxclust.collapse`): the usage entropy of the prototypes is logged every epoch
+with the distance of the loss from ln K (the loss of uniform predictions, for both methods); a warning
+fires when the run sits at that plateau or prototypes go unused.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import time
-import warnings
 from pathlib import Path
 
 import flax.linen as nn
@@ -38,7 +36,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from jaxclust import metrics as cluster_metrics
-from jaxclust import parallel, readout, runs
+from jaxclust import collapse, parallel, readout, runs
 from jaxclust.data import augment, sources, stream
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.kernels.knn import knn
@@ -156,7 +154,7 @@ def _epoch(run, state, epoch, rng):
     # Epoch 0's prototypes are placeholders: its k-means always starts with k-means++.
     warm = config.get("kmeans_warm_start", False) and epoch > 0
     state = _recluster(state, jax.random.fold_in(rng, 7), run.mask, warm)
-    targets = _target_stability(parallel.fetch(state.assignments[0])[:n], previous, run.data.y)
+    targets = collapse.target_stability(parallel.fetch(state.assignments[0])[:n], previous, run.data.y)
     state, m = _deepcluster_epoch(model, run.tx, config.batch_size, n, _crops(config), config.temperature,
                                   config.flip_p, runs.shard(run.mesh))(state, x, rng)
   else:
@@ -175,7 +173,7 @@ def _epoch(run, state, epoch, rng):
   # SwAV's steps measure the spread of their batches' embeddings: every epoch, streamed too.
   geometry = {"batch_spread": float(m["batch_spread"])} if "batch_spread" in m else {}
   if run.streaming:  # a pass over a streamed dataset per epoch would cost as much as the epoch: the steps' figures
-    record.update(_monitor(None, None, run.clusters, run.k, loss, config.method, geometry))
+    record.update(collapse.monitor(None, None, run.clusters, run.k, loss, config.method, geometry))
     return state, record
   if z is None and run.clusters != run.k:  # over-clustering: the readout and the prototype usage both need them
     z = _embed_jit(config.method, model, state, x, run.rows)
@@ -187,9 +185,9 @@ def _epoch(run, state, epoch, rng):
   codes = labels if run.clusters == run.k else parallel.fetch(
       _nearest_prototype(z, _unit_prototypes(config.method, state)))[:n]
   if z is not None:
-    geometry.update({key: float(value) for key, value in _geometry(
+    geometry.update({key: float(value) for key, value in collapse.geometry(
         z, _unit_prototypes(config.method, state), n, config.method == "swav").items()})
-  record.update(_monitor(labels, codes, run.clusters, run.k, loss, config.method, geometry))
+  record.update(collapse.monitor(labels, codes, run.clusters, run.k, loss, config.method, geometry))
   if run.data.y is not None and labels is not None:
     record.update(cluster_metrics.evaluate(run.data.y, labels))
   return state, record
@@ -418,22 +416,6 @@ def _nearest_prototype(z, prototypes):
   return jnp.argmax(z @ prototypes.T, -1)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _geometry(z, prototypes, n, span):
-  """Collapse figures of the first ``n`` unit embeddings ``z``: ``embedding_spread``, 1 - |mean z|^2
-  (0 when every image has the same embedding), and with ``span`` (SwAV) ``prototype_span``, the mean
-  share of |z|^2 inside the span of the unit ``prototypes [K, e]``: 1 when they span the embedding
-  space (K >= e), about K / e for random directions. The scores see only that share: embeddings
-  outside the span score alike on every prototype, and the loss sits at ln K."""
-  z = z[:n]
-  mean = jnp.mean(z, 0)
-  out = {"embedding_spread": 1.0 - mean @ mean}
-  if span:
-    basis, _ = jnp.linalg.qr(prototypes.T)  # orthonormal, [e, min(K, e)]
-    out["prototype_span"] = jnp.mean(jnp.sum((z @ basis) ** 2, -1))
-  return out
-
-
 @functools.partial(jax.jit, static_argnums=2)
 def _transitions_jit(codes, nearest, k):
   return readout.cluster_transitions(codes, codes[nearest], k)
@@ -469,54 +451,3 @@ def _labels(config, model, state, x, n, clusters, z=None):
     return groups[parallel.fetch(codes)], {"groups": groups}
   out = kmeans(z, clusters, rng=jax.random.key(config.seed), n_init=10, spherical=True)
   return parallel.fetch(out.labels), {"centroids": np.asarray(parallel.fetch(swav.normalize(out.centers)))}
-
-
-def _target_stability(targets, previous, y):
-  """DeepCluster-v2's k-means targets (first prototype set): their NMI to the previous epoch's targets
-  (the DeepCluster paper's measure of how much the clustering still moves) and, with true labels, to
-  those."""
-  out = {}
-  if previous is not None:
-    out["targets_nmi_previous"] = cluster_metrics.nmi(previous, targets)
-  if y is not None:
-    out["targets_nmi_labels"] = cluster_metrics.nmi(y, targets)
-  return out
-
-
-def _monitor(labels, codes, clusters, k, loss, method, geometry=None):
-  """What shows a collapse: the usage of the ``k`` prototypes (``codes``: each image's nearest prototype)
-  and how far the loss is from ln K (both methods' loss is a cross-entropy over the K prototypes).
-  Also the size entropy and empty clusters of the reported ``clusters`` (``labels``), recorded only:
-  when over-clustering, the readout of a barely trained network may group almost every image together
-  while training is healthy (the kNN readout on epoch 1 did, on MNIST), so the warning looks at the
-  prototypes. ``geometry`` (SwAV's ``batch_spread`` from the training steps, and :func:`_geometry` when the
-  epoch computed the embeddings) is recorded and quoted by the ln K warning."""
-  out = {}
-  if labels is not None:
-    out.update(_usage(labels, clusters, "size_entropy", "empty_clusters"))
-  if codes is not None and k != clusters:
-    out.update(_usage(codes, k, "prototype_entropy", "unused_prototypes"))
-  out["loss_minus_ln_k"] = loss - math.log(k)
-  out.update(geometry or {})
-  if abs(out["loss_minus_ln_k"]) < 0.01 * math.log(k):
-    name = {"swav": "SwAV", "deepcluster": "DeepCluster-v2"}[method]
-    # SwAV: with sinkhorn_epsilon halved, the MNIST seed that had collapsed did not (experiments/RESULTS.md).
-    advice = {"swav": "try a lower sinkhorn_epsilon, a lower learning rate or more prototype-freeze steps",
-              "deepcluster": "try a lower learning rate"}[method]
-    shape = "".join(f", {key.replace('_', ' ')} {out[key]:.4f}" for key in (
-        "embedding_spread", "prototype_span", "batch_spread") if key in out)
-    warnings.warn(f"{name} loss {loss:.4f} sits at ln K = {math.log(k):.4f}, the value of uniform predictions: "
-                  f"training may have collapsed{shape} ({advice})")
-  entropy, unused = ("prototype_entropy", "unused_prototypes") if "prototype_entropy" in out else (
-      "size_entropy", "empty_clusters")
-  if out.get(entropy, 1.0) < 0.5:
-    warnings.warn(f"prototypes are collapsing: the normalized entropy of their usage is {out[entropy]:.3f}, "
-                  f"{out[unused]} of {k} prototypes unused")
-  return out
-
-
-def _usage(labels, count, entropy, empty):
-  """Normalized entropy of the sizes of ``count`` clusters and how many are empty, named as given."""
-  sizes = np.bincount(labels, minlength=count)
-  p = sizes[sizes > 0] / sizes.sum()
-  return {entropy: float(-np.sum(p * np.log(p)) / math.log(count)), empty: int(np.sum(sizes == 0))}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import kill_cli_run, run_cli
-from jaxclust import configs, online_train, parallel
+from jaxclust import collapse, configs, online_train, parallel
 
 ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
@@ -114,20 +114,20 @@ def test_collapse_warning_looks_at_the_prototypes_not_the_readout():
   one_group = np.where(codes < 29, 0, 1)  # a readout of 10 clusters that put all but ~1/30 in one
   with warnings.catch_warnings():
     warnings.simplefilter("error")
-    out = online_train._monitor(one_group, codes, 10, 30, 1.0, "deepcluster")
+    out = collapse.monitor(one_group, codes, 10, 30, 1.0, "deepcluster")
   np.testing.assert_allclose(out["size_entropy"], stats.entropy(np.bincount(one_group)) / np.log(10), rtol=1e-6)
   np.testing.assert_allclose(out["prototype_entropy"], stats.entropy(np.bincount(codes)) / np.log(30), rtol=1e-6)
   assert (out["empty_clusters"], out["unused_prototypes"]) == (8, 0)
   collapsed = np.where(codes < 28, 3, codes)  # only 3, 28 and 29 used
   with pytest.warns(UserWarning, match=r"prototypes are collapsing: .* 0\.\d+, 27 of 30 prototypes unused"):
-    online_train._monitor(codes % 10, collapsed, 10, 30, 1.0, "deepcluster")
+    collapse.monitor(codes % 10, collapsed, 10, 30, 1.0, "deepcluster")
   # One prototype per cluster: the labels are the codes.
   with pytest.warns(UserWarning, match="8 of 10 prototypes unused"):
-    assert "prototype_entropy" not in online_train._monitor(one_group, one_group, 10, 10, 1.0, "swav")
+    assert "prototype_entropy" not in collapse.monitor(one_group, one_group, 10, 10, 1.0, "swav")
   for method, name, advice in (("swav", "SwAV", "try a lower sinkhorn_epsilon"),
                                ("deepcluster", "DeepCluster-v2", "try a lower learning rate")):
     with pytest.warns(UserWarning, match=f"{name} loss 2.3026 sits at ln K.*{advice}"):
-      online_train._monitor(codes % 10, codes % 10, 10, 10, float(np.log(10)), method)
+      collapse.monitor(codes % 10, codes % 10, 10, 10, float(np.log(10)), method)
 
 
 def test_the_driver_trains_with_the_configured_sinkhorn_epsilon(tmp_path, monkeypatch):
@@ -154,22 +154,22 @@ def test_geometry_of_the_embeddings_against_numpy():
   rng = np.random.default_rng(0)
   unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
   z, prototypes = unit(rng.normal(size=(70, 12))).astype(np.float32), unit(rng.normal(size=(5, 12))).astype(np.float32)
-  out = online_train._geometry(z, prototypes, 64, True)
+  out = collapse.geometry(z, prototypes, 64, True)
   projector = np.linalg.pinv(prototypes.astype(np.float64)) @ prototypes
   np.testing.assert_allclose(out["prototype_span"], np.mean(np.sum((z[:64] @ projector) ** 2, 1)), rtol=1e-5)
   np.testing.assert_allclose(out["embedding_spread"], 1 - np.sum(np.mean(z[:64], 0) ** 2), rtol=1e-5)
-  assert "prototype_span" not in online_train._geometry(z, prototypes, 64, False)
+  assert "prototype_span" not in collapse.geometry(z, prototypes, 64, False)
   wide = unit(rng.normal(size=(20, 12))).astype(np.float32)  # 20 prototypes span the 12 dimensions
-  np.testing.assert_allclose(online_train._geometry(z, wide, 64, True)["prototype_span"], 1.0, rtol=1e-5)
+  np.testing.assert_allclose(collapse.geometry(z, wide, 64, True)["prototype_span"], 1.0, rtol=1e-5)
   hidden = np.zeros((64, 12), np.float32)
   hidden[:, 11] = 1.0  # every image at one point outside the span of prototypes in the first 11 dimensions
   flat = prototypes.copy()
   flat[:, 11] = 0.0
-  geometry = {key: float(value) for key, value in online_train._geometry(hidden, unit(flat), 64, True).items()}
+  geometry = {key: float(value) for key, value in collapse.geometry(hidden, unit(flat), 64, True).items()}
   assert geometry == {"embedding_spread": 0.0, "prototype_span": 0.0}
   with pytest.warns(UserWarning, match=r"SwAV loss 1.6094 sits at ln K .* collapsed, embedding spread 0.0000, "
                                        r"prototype span 0.0000"):
-    out = online_train._monitor(None, None, 5, 5, float(np.log(5)), "swav", geometry)
+    out = collapse.monitor(None, None, 5, 5, float(np.log(5)), "swav", geometry)
   assert out["prototype_span"] == 0.0
 
 
