@@ -229,6 +229,7 @@ def _check_settings(config, n, mesh) -> tuple[int, int, int]:
   ranges were checked by ``check_settings``) before the workdir is claimed; returns the prototype
   count, the reported cluster count and ``eval_every``."""
   k = check_count(config.prototypes, "prototypes", low=2, high=n, high_name="n_samples")
+  check_count(config.epochs, "epochs", low=1)  # one stage: no epochs would report an untrained network
   if config.method == "deepcluster":
     check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.crops[0][0]),
                 high_name="crops[0][0], the large crops")

@@ -250,6 +250,10 @@ def test_bad_settings_are_refused_before_the_workdir_is_claimed(tmp_path):
   with pytest.raises(ValueError, match="kmeans_warm_start='false' must be True or False"):
     online_train.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("deepcluster")
+  c.epochs = 0
+  with pytest.raises(ValueError, match="epochs=0 must be >= 1"):
+    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+  c = tiny_config("deepcluster")
   c.eval_every = 0
   with pytest.raises(ValueError, match="eval_every=0 must be >= 1"):
     online_train.fit(c, tmp_path / "run", log=lambda _: None)
