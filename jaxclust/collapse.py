@@ -49,13 +49,13 @@ def target_stability(targets, previous, y):
   return out
 
 
-def monitor(labels, codes, clusters, k, loss, method, geometry=None):
+def monitor(labels, codes, clusters, k, loss, method, figures=None):
   """What shows a collapse: the usage of the ``k`` prototypes (``codes``: each image's nearest prototype)
   and how far the loss is from ln K (both methods' loss is a cross-entropy over the K prototypes).
   Also the size entropy and empty clusters of the reported ``clusters`` (``labels``), recorded only:
   when over-clustering, the readout of a barely trained network may group almost every image together
   while training is healthy (the kNN readout on epoch 1 did, on MNIST), so the warning looks at the
-  prototypes. ``geometry`` (SwAV's ``batch_spread`` from the training steps, and :func:`geometry` when the
+  prototypes. ``figures`` (SwAV's ``batch_spread`` from the training steps, and :func:`geometry` when the
   epoch computed the embeddings) is recorded and quoted by the ln K warning."""
   out = {}
   if labels is not None:
@@ -63,7 +63,7 @@ def monitor(labels, codes, clusters, k, loss, method, geometry=None):
   if codes is not None and k != clusters:
     out.update(usage(codes, k, "prototype_entropy", "unused_prototypes"))
   out["loss_minus_ln_k"] = loss - math.log(k)
-  out.update(geometry or {})
+  out.update(figures or {})
   if abs(out["loss_minus_ln_k"]) < 0.01 * math.log(k):
     name = {"swav": "SwAV", "deepcluster": "DeepCluster-v2"}[method]
     # SwAV: with sinkhorn_epsilon halved, the MNIST seed that had collapsed did not (experiments/RESULTS.md).
