@@ -1,4 +1,4 @@
-"""Median time of the MNIST-recipe SwAV train step (batch 256, multi-crop on device, epsilon 0.025) on
+"""Median time of the MNIST-recipe SwAV train step (batch 256, multi-crop on device, the recipe's Sinkhorn epsilon) on
 this machine; run with PYTHONPATH at two checkouts to compare them (RESULTS.md, batch_spread check)."""
 import time, functools, jax, jax.numpy as jnp, numpy as np
 from jaxclust.methods import swav
@@ -10,7 +10,7 @@ images = jnp.asarray(np.random.default_rng(0).random((256, 28, 28, 1)), jnp.floa
 crops = tuple((int(n), int(s), tuple(sc)) for n, s, sc in c.crops)
 tx = online_train._tx(c, 70000)
 state = swav.init(model, jax.random.key(1), images[:2], tx, queue_length=0)
-step = jax.jit(functools.partial(swav.train_step, model=model, tx=tx, augment=functools.partial(augment.multi_crop, crops=crops, flip_p=0.0), epsilon=0.025), donate_argnums=0)
+step = jax.jit(functools.partial(swav.train_step, model=model, tx=tx, augment=functools.partial(augment.multi_crop, crops=crops, flip_p=0.0), epsilon=c.sinkhorn_epsilon), donate_argnums=0)
 state, m = step(state, {"image": images}, jax.random.key(5)); jax.block_until_ready(m)
 times = []
 for i in range(12):
