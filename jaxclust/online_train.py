@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import json
 import time
-from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -74,19 +73,15 @@ def fit(config, workdir, *, log=print, mesh=None) -> dict:
   if config.method not in METHODS:
     raise ValueError(f"method={config.method!r} must be one of {', '.join(METHODS)}")
   check_settings(config)  # before anything is loaded or written
-  workdir = Path(workdir).absolute()
+  workdir, log, finished = runs.open_workdir(workdir, log)
+  if finished is not None:
+    return finished
   lead = jax.process_index() == 0
-  log = log if lead else (lambda _: None)
-  if (workdir / "summary.json").exists():
-    log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
-    return json.loads((workdir / "summary.json").read_text())
   start = time.perf_counter()
   data, source, n, image_shape = _open(config)
   mesh = mesh or parallel.make_mesh()
   k, clusters, eval_every = _check_settings(config, n, mesh)
-  if lead:
-    workdir.mkdir(parents=True, exist_ok=True)
-  runs.check_same_config(workdir, config, write=lead)
+  runs.claim_workdir(workdir, config)
   x, mask = (None, None) if source is not None else parallel.global_rows(np.asarray(data.x, np.float32), mesh)
   run = _Run(config, _model(config, k), _tx(config, n), mesh, data, source, x, mask, n,
              n if x is None else x.shape[0], k, clusters, eval_every)

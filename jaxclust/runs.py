@@ -58,6 +58,26 @@ RESUMABLE_CHANGES = ("data_dir", "eval_every")  # see check_same_config
 RETIRED = {"deepcluster": ("freeze_prototypes_steps", "queue_length", "queue_start_epoch")}  # 2026-12-02
 
 
+def open_workdir(workdir, log):
+  """The drivers' start: the absolute ``workdir``, ``log`` (silenced off process 0), and the summary of
+  the run already finished there, or None (then the driver trains)."""
+  workdir = Path(workdir).absolute()
+  log = log if jax.process_index() == 0 else (lambda _: None)
+  if (workdir / "summary.json").exists():
+    log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
+    return workdir, log, json.loads((workdir / "summary.json").read_text())
+  return workdir, log, None
+
+
+def claim_workdir(workdir: Path, config):
+  """Creates ``workdir`` (process 0) and writes or checks its config.json. The drivers call it once the
+  data and the settings are known valid, so that a refused run leaves no directory behind."""
+  lead = jax.process_index() == 0
+  if lead:
+    workdir.mkdir(parents=True, exist_ok=True)
+  check_same_config(workdir, config, write=lead)
+
+
 def check_same_config(workdir: Path, config, write: bool = True):
   """Refuses a ``workdir`` whose ``config.json`` differs from ``config`` (ValueError naming the settings);
   writes it when absent (``write``: only the lead process writes)."""

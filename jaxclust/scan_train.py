@@ -44,12 +44,10 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   if stage is not None and stage not in STAGES:
     raise ValueError(f"stage={stage!r} must be one of {', '.join(STAGES)}")
   check_settings(config)  # before anything is loaded or written
-  workdir = Path(workdir).absolute()
+  workdir, log, finished = runs.open_workdir(workdir, log)
+  if finished is not None:
+    return finished
   lead = jax.process_index() == 0
-  log = log if lead else (lambda _: None)
-  if (workdir / "summary.json").exists():
-    log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
-    return json.loads((workdir / "summary.json").read_text())
   start = time.perf_counter()
   data = sources.load(config.dataset, data_dir=config.data_dir or None)
   if data.x.ndim != 4:
@@ -75,9 +73,7 @@ def fit(config, workdir, *, log=print, mesh=None, stage: str | None = None) -> d
   _models(config, k)
   if config.pretext.get("init_from") and not (workdir / "checkpoints").exists():
     _pretext_source(config)[0].close()  # a source without a finished pretext fails before the workdir exists
-  if lead:
-    workdir.mkdir(parents=True, exist_ok=True)
-  runs.check_same_config(workdir, config, write=lead)
+  runs.claim_workdir(workdir, config)
   log(f"scan on {config.dataset}: n={n} images {data.x.shape[1:]} k={k} on {mesh.size} device(s), workdir {workdir}")
   run = _Run.open(config, workdir, data, k, mesh, runs.Logger(workdir, log, start, enabled=lead), log, lead)
   for name, train_stage in (("pretext", _pretext), ("mine", _mine), ("scan", _scan)):

@@ -63,21 +63,17 @@ def fit(config, workdir, *, log=print, mesh: Mesh | None = None) -> dict:
   block of rows, all run the same steps, and only process 0 writes logs and results.
   """
   check_settings(config)  # before anything is loaded or written
-  workdir = Path(workdir).absolute()
+  workdir, log, finished = runs.open_workdir(workdir, log)
+  if finished is not None:
+    return finished
   lead = jax.process_index() == 0
-  log = log if lead else (lambda _: None)
-  if (workdir / "summary.json").exists():
-    log(f"{workdir} holds a finished run; not training again (use another --workdir for a new run)")
-    return json.loads((workdir / "summary.json").read_text())
   start = time.perf_counter()
   data, host_x, stats, k = _load(config)
   n, d = host_x.shape
   mesh = mesh or parallel.make_mesh()
   _check_batches(config, mesh.size)
   # Only now, with data and k known to be valid, does the workdir get created and claimed.
-  if lead:
-    workdir.mkdir(parents=True, exist_ok=True)
-  runs.check_same_config(workdir, config, write=lead)
+  runs.claim_workdir(workdir, config)
   if stats is not None:
     host_x = (host_x - stats["mean"]) / stats["std"]
     if lead:

@@ -1,5 +1,6 @@
 """fit: resumes after SIGKILL to the same result, never overwrites a finished or foreign run."""
 
+import importlib
 import json
 
 import numpy as np
@@ -282,3 +283,14 @@ def test_out_of_range_settings_are_refused_before_any_work(tmp_path, setting, va
   with pytest.raises(ValueError, match=message):
     train.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("driver,method", [("train", "dec"), ("scan_train", "scan"), ("online_train", "swav")])
+def test_every_driver_returns_a_finished_run_untouched(tmp_path, driver, method):
+  # No data is loaded and nothing is written: the workdir's summary comes back as it is.
+  (tmp_path / "summary.json").write_text('{"acc": 0.25}')
+  messages = []
+  fit = importlib.import_module(f"jaxclust.{driver}").fit
+  assert fit(configs.get_config(method, "digits"), tmp_path, log=messages.append) == {"acc": 0.25}
+  assert messages == [f"{tmp_path} holds a finished run; not training again (use another --workdir for a new run)"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
