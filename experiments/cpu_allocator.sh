@@ -10,7 +10,7 @@ lib=/usr/lib/$(uname -m)-linux-gnu
 run() {  # name, then env assignments
   local name=$1; shift
   local out
-  out=$(env "$@" PYTHONPATH=. /usr/bin/time -f "minflt %R sys %S" "${PYTHON:-python}" experiments/swav_step_time.py 2>&1 | grep -E "^median|^minflt")
+  out=$(env "$@" PYTHONPATH=. /usr/bin/time -f "minflt %R sys %S" "${PYTHON:-python}" experiments/swav_step_time.py 2>&1 | grep -E "^median|^final loss|^minflt")
   echo "$name: $(echo "$out" | tr '\n' ' ')"
 }
 echo "$(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) $(nproc) cores, $(ldd --version | head -1)"

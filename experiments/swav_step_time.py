@@ -16,3 +16,4 @@ times = []
 for i in range(12):
   t = time.perf_counter(); state, m = step(state, {"image": images}, jax.random.key(i)); jax.block_until_ready(m); times.append(time.perf_counter() - t)
 print("median step s", np.median(times), "min", min(times))
+print("final loss", repr(float(m["loss"])))  # the same under every allocator (cpu_allocator.sh)
