@@ -221,7 +221,7 @@ def test_imagenet_recipe():
   assert z.shape == (2, 128) and scores.shape == (2, 3000)
   assert c.sinkhorn_epsilon == 0.05 and "sinkhorn_epsilon" not in configs.get_config("deepcluster", "mnist")
   assert configs.get_config("swav", "mnist").sinkhorn_epsilon == 0.025  # measured: experiments/RESULTS.md
-  digits = configs.get_config("deepcluster", "mnist")  # measured on three seeds: experiments/RESULTS.md
+  digits = configs.get_config("deepcluster", "mnist")  # measured on four seeds: experiments/RESULTS.md
   assert (digits.prototypes, digits.epochs, digits.readout, digits.n_clusters) == (200, 40, "knn", 10)
   d = configs.get_config("deepcluster", "tfds:imagenet2012")
   assert (d.prototypes, d.prototype_sets, d.temperature) == (3000, 3, 0.1)  # 3 x 3000
