@@ -32,8 +32,7 @@ def records(workdir):
 
 def test_stages_run_in_order_and_stop_where_asked(tmp_path_factory):
   import chex
-  # One device, as the frozen-features test's run (they share compiled programs); the driver runs on
-  # the 8 test devices in the no-confident-sample test.
+  # One device; the driver runs on the 8 test devices in the frozen-features test.
   from sklearn.datasets import load_digits
   c = tiny_config()
   c.keep_checkpoints = 1
@@ -140,7 +139,8 @@ def test_pretext_warmup_starts_the_rate_at_zero():
     assert bool(jnp.any(updates["w"] != 0)) == first_step_moves
 
 
-def test_scan_on_frozen_features_trains_as_the_heads_on_unaugmented_images(tmp_path):
+def test_scan_on_frozen_features_trains_as_the_heads_on_unaugmented_images_and_warns_when_none_is_confident(
+    tmp_path):
   import chex
   import jax
   import jax.numpy as jnp
@@ -173,8 +173,17 @@ def test_scan_on_frozen_features_trains_as_the_heads_on_unaugmented_images(tmp_p
                     parallel.put(np.asarray(neighbors), mesh), jax.random.key(3))
   np.testing.assert_allclose(m_8["head_loss"], m_f["head_loss"], rtol=1e-4)
   chex.assert_trees_all_close(new_8.params, new_f.params, rtol=1e-3, atol=1e-5)
-  summary = scan_train.fit(config, tmp_path, log=lambda _: None, mesh=ONE_DEVICE)  # the driver runs the features path
-  assert [r["stage"] for r in records(tmp_path)].count("scan") == 3 and 0.0 < summary["acc"] <= 1.0
+  # The driver runs the features path, here on the 8 test devices (the one SCAN driver run on 8); with a
+  # threshold no image passes, self-labeling warns and leaves the model unchanged.
+  config.selflabel.threshold = 0.999999
+  with pytest.warns(UserWarning, match="no image passed the confidence threshold"):
+    summary = scan_train.fit(config, tmp_path, log=lambda _: None)
+  rs = records(tmp_path)
+  assert [r["stage"] for r in rs].count("scan") == 3 and 0.0 < summary["acc"] <= 1.0
+  last_scan, selflabel = [r for r in rs if r["stage"] == "scan"][-1], [r for r in rs if r["stage"] == "selflabel"]
+  assert len(selflabel) == 2 and summary["devices"] == 8
+  assert all(r["confident"] == 0.0 and r["warning"] == "no confident samples" for r in selflabel)
+  assert all(r["acc"] == last_scan["acc"] and r["size_entropy"] == last_scan["size_entropy"] for r in selflabel)
 
 
 def test_killed_scan_run_resumes_to_the_uninterrupted_result(tmp_path):
@@ -191,17 +200,6 @@ def test_killed_scan_run_resumes_to_the_uninterrupted_result(tmp_path):
   assert [r["stage"] for r in records(workdir)].count("pretext") == 1, "the pretext was trained again"
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
   assert resumed["acc"] == reference["acc"]
-
-
-def test_no_confident_sample_warns_and_leaves_the_model_unchanged(tmp_path):
-  config = tiny_config()
-  config.scan.epochs, config.selflabel.threshold = 1, 0.999999
-  with pytest.warns(UserWarning, match="no image passed the confidence threshold"):
-    scan_train.fit(config, tmp_path, log=lambda _: None)
-  rs = records(tmp_path)
-  last_scan, selflabel = [r for r in rs if r["stage"] == "scan"][-1], [r for r in rs if r["stage"] == "selflabel"]
-  assert all(r["confident"] == 0.0 and r["warning"] == "no confident samples" for r in selflabel)
-  assert all(r["acc"] == last_scan["acc"] and r["size_entropy"] == last_scan["size_entropy"] for r in selflabel)
 
 
 def test_scan_refuses_tabular_data(tmp_path):

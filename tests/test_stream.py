@@ -91,12 +91,14 @@ TINY_STREAM = ["epochs=2", "cnn_channels=(8, 16)", "queue_length=256", "queue_st
 
 
 def test_streamed_swav_trains_predicts_and_resumes_to_the_same_result(tmp_path):
-  """jaxclust fit swav --set input=tf.data on digits: SIGKILL after epoch 1 (the queue in use), resume,
-  same labels."""
+  """jaxclust fit swav --set input=tf.data on digits: the log, exemplars and predict; SIGKILL after epoch 1
+  (the queue in use), resume, same labels."""
   run_cli("swav", tmp_path / "reference", TINY_STREAM)
   reference = json.loads((tmp_path / "reference" / "summary.json").read_text())
   lines = [json.loads(l) for l in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
-  assert [r["epoch"] for r in lines] == [1, 2] and all("loss_minus_ln_k" in r for r in lines)
+  assert [r["epoch"] for r in lines] == [1, 2]
+  assert all(r["loss"] - r["loss_minus_ln_k"] == pytest.approx(np.log(10)) for r in lines)  # 10 prototypes
+  assert (tmp_path / "reference" / "exemplars.png").exists()
   assert not any("size_entropy" in r for r in lines)  # the streamed epochs log no dataset-wide usage
   assert all(0.0 < r["batch_spread"] < 1.0 for r in lines)  # but the spread of the steps' embeddings
   assert reference["n"] == 1797 and 0.0 < reference["acc"] <= 1.0
@@ -104,6 +106,8 @@ def test_streamed_swav_trains_predicts_and_resumes_to_the_same_result(tmp_path):
   assert labels.shape == (1797,)
   # The final pass streams the images untransformed (8x8 crops of 8x8 digits): predict agrees.
   assert np.mean(online_train.predict(tmp_path / "reference", sources.load("digits").x) == labels) >= 0.999
+  with pytest.raises(ValueError, match="trained on"):
+    online_train.predict(tmp_path / "reference", sources.load("digits").x[:, :4, :4])
   workdir = tmp_path / "killed"
   kill_cli_run("swav", workdir, TINY_STREAM, checkpoint=1)
   run_cli("swav", workdir, TINY_STREAM)
