@@ -41,8 +41,11 @@ def random_resized_crop(rng, image, size: tuple[int, int], scale=(0.08, 1.0), ra
   out_h, out_w = size
   scale_yx = jnp.array([out_h / crop_h, out_w / crop_w])
   translation = -jnp.array([y0, x0]) * scale_yx
+  # The resize is an einsum with two interpolation matrices. scale_and_translate asks for HIGHEST precision
+  # (full fp32 on GPUs, several passes on TPUs); DEFAULT lets an accelerator use its fast matmul mode, which
+  # is ample for augmentation. On the CPU both are fp32.
   return jax.image.scale_and_translate(image, (out_h, out_w, image.shape[2]), (0, 1), scale_yx, translation,
-                                       method="linear", antialias=True)
+                                       method="linear", antialias=True, precision=jax.lax.Precision.DEFAULT)
 
 
 def color_jitter(rng, image, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1):
