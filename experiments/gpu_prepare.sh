@@ -4,7 +4,8 @@
 #   bash experiments/gpu_prepare.sh [DATA_DIR]   # DATA_DIR: MNIST's IDX .gz files (default ../shared/data)
 # It writes, in the repository root (both git-ignored: pass them to the device tool's `carry`):
 #   .whl/      wheels of the pure-Python dependencies missing there (ml_collections, dm-pix)
-#   gpu_data/  mnist/*.gz, and site/clustpy (ClustPy 0.0.3's pure-Python package, for `gpu_bench.sh ae`)
+#   gpu_data/  mnist/*.gz, site/clustpy (ClustPy 0.0.3's pure-Python package, for `gpu_bench.sh ae`),
+#              augment_6fc3681.py (for bench_multi_crop.py --reference)
 set -euo pipefail
 DATA=$(realpath "${1:-$(dirname "$0")/../../shared/data}")
 cd "$(dirname "$0")/.."
@@ -17,4 +18,7 @@ python3 -m pip download -q --no-deps -d "$tmp" "clustpy==0.0.3"  # an sdist only
 tar xzf "$tmp"/clustpy-0.0.3.tar.gz -C "$tmp"
 cp -r "$tmp"/clustpy-0.0.3/clustpy gpu_data/site/
 rm -rf "$tmp"
+# multi_crop before its crops were batched per size (2e899ae) and the resize ran at DEFAULT precision, for
+# bench_multi_crop.py --reference (the device copy of the tree has no git history)
+git show 6fc3681:jaxclust/data/augment.py > gpu_data/augment_6fc3681.py
 du -sh .whl gpu_data
