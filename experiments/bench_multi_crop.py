@@ -1,8 +1,8 @@
 """SwAV's on-device multi-crop alone: compile time and time per batch, against another version of it.
 
 Times ``jaxclust.data.augment.multi_crop`` on synthetic images already on the device and, with
-``--reference FILE``, the ``multi_crop`` of another ``augment.py`` (an older commit's, say) on the
-same images in the same run, with the largest difference between their outputs:
+``--reference FILE ...``, the ``multi_crop`` of other ``augment.py`` files (older commits', say) on
+the same images in the same run, with the largest difference of each from this tree's output:
 
   git show 6fc3681:jaxclust/data/augment.py > /tmp/augment_6fc3681.py
   python experiments/bench_multi_crop.py --reference /tmp/augment_6fc3681.py            # ImageNet recipe
@@ -21,6 +21,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxclust.data import augment
 
@@ -43,19 +44,20 @@ def load_module(path: str):
   return module
 
 
-def time_variant(multi_crop, images, crops, options, repeats):
+def compile_variant(multi_crop, images, crops, options):
   fn = jax.jit(functools.partial(multi_crop, crops=crops, **options))
-  rng = jax.random.key(3)
   start = time.perf_counter()
-  compiled = fn.lower(rng, images).compile()
-  compile_s = time.perf_counter() - start
-  out = jax.block_until_ready(compiled(rng, images))
+  compiled = fn.lower(jax.random.key(3), images).compile()
+  return compiled, time.perf_counter() - start
+
+
+def best_of(compiled, images, repeats):
   best = float("inf")
   for _ in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(compiled(rng, images))
+    jax.block_until_ready(compiled(jax.random.key(3), images))
     best = min(best, time.perf_counter() - start)
-  return compile_s, best, out
+  return best
 
 
 def main():
@@ -67,8 +69,9 @@ def main():
                                                                      parse_crop("6x96:0.05-0.14")])
   parser.add_argument("--blur-p", type=float, default=0.5)
   parser.add_argument("--flip-p", type=float, default=0.5)
-  parser.add_argument("--repeats", type=int, default=5, help="timed calls after the first; the best is shown")
-  parser.add_argument("--reference", default=None, help="another augment.py whose multi_crop to time beside")
+  parser.add_argument("--repeats", type=int, default=5, help="timed calls per variant and round; the best counts")
+  parser.add_argument("--rounds", type=int, default=5, help="rounds of every variant in turn; the median counts")
+  parser.add_argument("--reference", nargs="+", default=[], help="other augment.py files whose multi_crop to time beside")
   args = parser.parse_args()
   dev = jax.devices()[0]
   print(f"Device: {dev.platform} x{jax.device_count()} ({dev.device_kind}); host {platform.machine()}; "
@@ -77,24 +80,27 @@ def main():
   images = jax.random.uniform(jax.random.key(0), (args.batch, args.image, args.image, args.channels))
   options = {"blur_p": args.blur_p, "flip_p": args.flip_p}
   variants = [("jaxclust (this tree)", augment.multi_crop)]
-  if args.reference:
-    variants.append((f"reference ({args.reference})", load_module(args.reference).multi_crop))
-  rows, outputs = [], []
-  for name, multi_crop in variants:
-    compile_s, step_s, out = time_variant(multi_crop, images, crops, options, args.repeats)
-    rows.append((name, compile_s, step_s))
-    outputs.append(out)
+  variants += [(f"reference {path}", load_module(path).multi_crop) for path in args.reference]
+  compile_variant(variants[0][1], images[:1], crops, options)  # untimed: the process's first compile costs more
+  compiled, compile_s = zip(*[compile_variant(fn, images, crops, options) for _, fn in variants])
+  outputs = [jax.block_until_ready(c(jax.random.key(3), images)) for c in compiled]
+  # The variants take turns, round after round: on a shared or throttled machine, a slow spell then
+  # hits every variant rather than one. Each round keeps its best call; the table shows the median round.
+  rounds = [[best_of(c, images, args.repeats) for c in compiled] for _ in range(args.rounds)]
+  step_s = [float(np.median([r[i] for r in rounds])) for i in range(len(variants))]
+  rows = [(name, compile_s[i], step_s[i]) for i, (name, _) in enumerate(variants)]
   crop_text = " + ".join(f"{c}x{s}" for c, s, _ in crops)
   print(f"\nmulti-crop {crop_text} of {args.batch} images {args.image}x{args.image}x{args.channels}, "
-        f"blur_p {args.blur_p}, flip_p {args.flip_p}\n")
+        f"blur_p {args.blur_p}, flip_p {args.flip_p}; median of {args.rounds} rounds, each the best of "
+        f"{args.repeats} calls\n")
   print("| multi_crop | compile s | ms per batch | images/s | ms / this tree's |")
   print("|---|---|---|---|---|")
-  for name, compile_s, step_s in rows:
-    print(f"| {name} | {compile_s:.2f} | {step_s * 1e3:.2f} | {args.batch / step_s:.1f} | "
-          f"{step_s / rows[0][2]:.2f} |")
-  if len(outputs) == 2:
-    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(*outputs))
-    print(f"\nlargest |difference| between the two outputs: {diff:.3g}")
+  for name, compile_seconds, seconds in rows:
+    print(f"| {name} | {compile_seconds:.2f} | {seconds * 1e3:.2f} | {args.batch / seconds:.1f} | "
+          f"{seconds / rows[0][2]:.2f} |")
+  for (name, _, _), out in zip(rows[1:], outputs[1:]):
+    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(outputs[0], out))
+    print(f"\nlargest |difference| from this tree's output, {name}: {diff:.3g}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 # It needs .whl/ and gpu_data/, made beforehand by experiments/gpu_prepare.sh (carry both).
 # Usage: bash experiments/gpu_bench.sh ssl|swav|ae|mnist|swav256|variants
 #   swav: only the SwAV ResNet-50 step of `ssl` (the utilization goal), for a short device budget, then
-#     the multi-crop alone against the version before 2e899ae (bench_multi_crop.py).
+#     the multi-crop alone against 6fc3681's (HIGHEST-precision resize) and c407007's (crops batched per size).
 #   variants: VARIANTS=FILE (default experiments/mnist_variants.txt), MNIST_SECONDS per run,
 #   MEM_FRACTION of the GPU's memory per run (default 0.08); all outputs in $OUT/variants.tgz.
 set -o pipefail
@@ -28,7 +28,8 @@ case "$1" in
     timeout ${SSL_SECONDS:-360} python3 experiments/bench_ssl.py --bench swav --swav-batch ${SWAV_BATCH:-128} \
       --steps 20 --dtype bfloat16 --peak-tflops 989 --peer-python python3 --out "$OUT/swav_bf16.json" \
       2>&1 | tee "$OUT/swav_bf16.md"
-    timeout 120 python3 experiments/bench_multi_crop.py --batch ${SWAV_BATCH:-128} --reference gpu_data/augment_6fc3681.py \
+    timeout 120 python3 experiments/bench_multi_crop.py --batch ${SWAV_BATCH:-128} \
+      --reference gpu_data/augment_6fc3681.py gpu_data/augment_c407007.py \
       2>&1 | tee "$OUT/multi_crop.md"
     ;;
   ae)  # DEC per-epoch time against ClustPy, then DEC time to ACC 84.3 from the command line

@@ -5,7 +5,7 @@
 # It writes, in the repository root (both git-ignored: pass them to the device tool's `carry`):
 #   .whl/      wheels of the pure-Python dependencies missing there (ml_collections, dm-pix)
 #   gpu_data/  mnist/*.gz, site/clustpy (ClustPy 0.0.3's pure-Python package, for `gpu_bench.sh ae`),
-#              augment_6fc3681.py (for bench_multi_crop.py --reference)
+#              augment_6fc3681.py and augment_c407007.py (for bench_multi_crop.py --reference)
 set -euo pipefail
 DATA=$(realpath "${1:-$(dirname "$0")/../../shared/data}")
 cd "$(dirname "$0")/.."
@@ -18,7 +18,8 @@ python3 -m pip download -q --no-deps -d "$tmp" "clustpy==0.0.3"  # an sdist only
 tar xzf "$tmp"/clustpy-0.0.3.tar.gz -C "$tmp"
 cp -r "$tmp"/clustpy-0.0.3/clustpy gpu_data/site/
 rm -rf "$tmp"
-# multi_crop before its crops were batched per size (2e899ae) and the resize ran at DEFAULT precision, for
-# bench_multi_crop.py --reference (the device copy of the tree has no git history)
+# Two other multi_crops for bench_multi_crop.py --reference (the device copy of the tree has no git history):
+# 6fc3681's (the resize at HIGHEST precision) and c407007's (each size's crops in one vmap)
 git show 6fc3681:jaxclust/data/augment.py > gpu_data/augment_6fc3681.py
+git show c407007:jaxclust/data/augment.py > gpu_data/augment_c407007.py
 du -sh .whl gpu_data

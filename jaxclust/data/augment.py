@@ -182,8 +182,9 @@ def multi_crop(rng, images, *, crops: tuple = ((2, 224, (0.14, 1.0)), (6, 96, (0
   views = []
   for g, (count, size, scale) in enumerate(crops):
     view = batch(simclr_view, size=(size, size), scale=tuple(scale), **options)
-    keys = jnp.stack([jax.random.fold_in(rng, 100 * g + c) for c in range(count)])
-    # The group's crops in one vmap, not one call each: XLA compiles one copy of the augmentation per
-    # size instead of per crop (2 instead of 8 for 2x224 + 6x96), and runs it on count x B images.
-    views += list(jax.vmap(view, in_axes=(0, None))(keys, images))
+    # One call per crop. Batching a size's crops in one vmap (commit 2e899ae) gave the same values; on the
+    # 2-core CPU it ran the ImageNet crops 1.08x slower (compiling 0.7x as long) and the digit crops 0.81x
+    # (compiling 1.6x as long): no clear gain (experiments/RESULTS.md, 2026-12-03). On GPUs it is timed
+    # by experiments/bench_multi_crop.py (gpu_bench.sh swav) and not measured yet.
+    views += [view(jax.random.fold_in(rng, 100 * g + c), images) for c in range(count)]
   return views
