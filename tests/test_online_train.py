@@ -31,7 +31,7 @@ def test_cli_run_logs_predicts_and_resumes_after_sigkill(tmp_path):
   reference = json.loads((tmp_path / "reference" / "summary.json").read_text())
   lines = [json.loads(l) for l in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in lines] == [1, 2, 3] and all("size_entropy" in r for r in lines)
-  assert not any("batch_spread" in r for r in lines)  # SwAV's steps measure it
+  assert not any("batch_spread" in r for r in lines)  # only SwAV's steps measure it
   assert all(r["loss"] - r["loss_minus_ln_k"] == pytest.approx(np.log(10)) for r in lines)  # 10 prototypes
   assert (tmp_path / "reference" / "exemplars.png").exists() and 0.0 < reference["acc"] <= 1.0
   # predict on the training images from the last checkpoint gives the run's labels. The run was made
