@@ -10,7 +10,9 @@ with the seconds each took (the first checkpoint's include compiling) and the si
 clusters; and, of the prototype clusters
 (each image counted in its nearest prototype's), their purity (each cluster as its majority label: the
 best ACC any grouping of them could reach) and the normalized entropy of their usage with the number
-unused (what the driver's collapse warning looks at).
+unused (what the driver's collapse warning looks at). With `--confusion`, each readout's contingency
+table follows its line: one row per true class, the clusters as columns in their Hungarian order (the
+diagonal is what ACC counts), so the digits a run mixes can be read off.
 """
 import argparse
 import json
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from scipy.optimize import linear_sum_assignment
 
 from jaxclust import collapse, configs, metrics, online_train, parallel, runs
 from jaxclust.data import sources
@@ -32,6 +35,7 @@ def main():
   parser.add_argument("workdir", type=Path)
   parser.add_argument("--step", type=int, nargs="*", default=None, help="checkpoint steps (default: the latest)")
   parser.add_argument("--neighbors", type=int, default=None, help="readout_neighbors (default: the config's)")
+  parser.add_argument("--confusion", action="store_true", help="print each readout's contingency table")
   args = parser.parse_args()
   workdir = args.workdir.absolute()
   saved = json.loads((workdir / "config.json").read_text())
@@ -57,6 +61,7 @@ def main():
     codes = parallel.fetch(online_train._labels_jit(config.method, model, state, x, n))
     purity = sum(np.bincount(y[codes == c]).max() for c in np.unique(codes)) / n
     usage = collapse.usage(codes, config.prototypes, "entropy", "unused")  # what the collapse monitor warns on
+    tables = []
     line = (f"{workdir.name} checkpoint {step}: prototype purity {purity:.4f}, usage entropy "
             f"{usage['entropy']:.4f} ({usage['unused']} unused)")
     for readout in ("kmeans", "knn"):
@@ -69,7 +74,23 @@ def main():
       name = f"knn {config.readout_neighbors}" if readout == "knn" else readout
       line += f" | {name}: " + " ".join(f"{key}={float(value):.4f}" for key, value in scores.items())
       line += f" ({seconds:.0f} s)"
+      if args.confusion:
+        tables.append((name, metrics.contingency(y, labels)))
     print(line, flush=True)
+    for name, table in tables:
+      print(_matched(name, table), flush=True)
+
+
+def _matched(name, table):
+  """``table`` (true classes x clusters) as text, the clusters reordered so each class's Hungarian match
+  sits on the diagonal."""
+  rows, columns = linear_sum_assignment(-table)
+  order = list(columns[np.argsort(rows)]) + [c for c in range(table.shape[1]) if c not in columns]
+  ordered = table[:, order]
+  width = max(len(str(int(ordered.max()))), 5)
+  lines = [f"  {name}: rows are the true classes, columns the clusters matched to them"]
+  lines += [f"  {label:>5} " + " ".join(f"{int(v):>{width}}" for v in row) for label, row in enumerate(ordered)]
+  return "\n".join(lines)
 
 
 if __name__ == "__main__":
