@@ -5,6 +5,7 @@
 # Usage: bash experiments/gpu_bench.sh ssl|swav|ae|mnist|swav256|variants
 #   swav: only the SwAV ResNet-50 step of `ssl` (the utilization goal), for a short device budget, then
 #     the multi-crop alone against 6fc3681's (HIGHEST-precision resize) and c407007's (crops batched per size).
+#     SSL_SECONDS and CROP_SECONDS (default 120) cap the two.
 #   variants: VARIANTS=FILE (default experiments/mnist_variants.txt), MNIST_SECONDS per run,
 #   MEM_FRACTION of the GPU's memory per run (default 0.08); all outputs in $OUT/variants.tgz.
 set -o pipefail
@@ -28,7 +29,7 @@ case "$1" in
     timeout ${SSL_SECONDS:-360} python3 experiments/bench_ssl.py --bench swav --swav-batch ${SWAV_BATCH:-128} \
       --steps 20 --dtype bfloat16 --peak-tflops 989 --peer-python python3 --out "$OUT/swav_bf16.json" \
       2>&1 | tee "$OUT/swav_bf16.md"
-    timeout 120 python3 experiments/bench_multi_crop.py --batch ${SWAV_BATCH:-128} \
+    timeout ${CROP_SECONDS:-120} python3 experiments/bench_multi_crop.py --batch ${SWAV_BATCH:-128} \
       --reference gpu_data/augment_6fc3681.py gpu_data/augment_c407007.py \
       2>&1 | tee "$OUT/multi_crop.md"
     ;;
