@@ -75,21 +75,21 @@ def main():
       line += f" | {name}: " + " ".join(f"{key}={float(value):.4f}" for key, value in scores.items())
       line += f" ({seconds:.0f} s)"
       if args.confusion:
-        tables.append((name, metrics.contingency(y, labels)))
+        tables.append((name, np.unique(y), metrics.contingency(y, labels)))
     print(line, flush=True)
-    for name, table in tables:
-      print(_matched(name, table), flush=True)
+    for name, classes, table in tables:
+      print(_matched(name, classes, table), flush=True)
 
 
-def _matched(name, table):
-  """``table`` (true classes x clusters) as text, the clusters reordered so each class's Hungarian match
-  sits on the diagonal."""
-  rows, columns = linear_sum_assignment(-table)
+def _matched(name, classes, table):
+  """``table`` (true ``classes`` x clusters, :func:`metrics.contingency`) as text, the clusters reordered so
+  each class's Hungarian match (the one ACC uses) sits on the diagonal."""
+  rows, columns = linear_sum_assignment(table, maximize=True)
   order = list(columns[np.argsort(rows)]) + [c for c in range(table.shape[1]) if c not in columns]
   ordered = table[:, order]
   width = max(len(str(int(ordered.max()))), 5)
   lines = [f"  {name}: rows are the true classes, columns the clusters matched to them"]
-  lines += [f"  {label:>5} " + " ".join(f"{int(v):>{width}}" for v in row) for label, row in enumerate(ordered)]
+  lines += [f"  {label:>5} " + " ".join(f"{int(v):>{width}}" for v in row) for label, row in zip(classes, ordered)]
   return "\n".join(lines)
 
 
