@@ -210,12 +210,13 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
     # Over-clustering, measured on MNIST (experiments/RESULTS.md): on an H100, SwAV with 30 prototypes
     # for 30 epochs reached ACC 0.9674 / 0.9406 / 0.9594 (seeds 0-2) against 0.7125 with 10 prototypes
     # for 80; on the 2-core CPU, where the goal is set, 20 epochs of it reached 0.9571 and 0.9579 (seeds
-    # 0, 1; 2.5-5 min per epoch), so the recipe is 20 epochs. Seed 2 collapsed on the CPU (loss at
+    # 0, 1; 2.5-5 min per epoch), so the recipe was 20 epochs. Seed 2 collapsed on the CPU (loss at
     # ln 30 from epoch 2) with the paper's Sinkhorn epsilon 0.05; with half of it, 0.025, all three
     # seeds trained: ACC 0.9579 / 0.9662 / 0.9633 (seeds 0-2, 2026-12-02), so the recipe takes 0.025.
     # On seed 3, held out, it reached only 0.9375 (2026-12-03): below the 95% goal.
     # With 30 epochs seed 3 reached 0.9365, and 0.9603 read out with readout="knn" (its prototypes were
-    # purer than k-means of the embeddings into 10): a candidate chosen on seed 3, not confirmed on another.
+    # purer than k-means of the embeddings into 10). Chosen there, 30 epochs with "knn" then reached
+    # 0.9669 on a fresh seed 4 and 0.9647 on seed 0 (2026-12-03), so the recipe takes them.
     # DeepCluster-v2 with one set of 100 prototypes for 100 epochs reached 0.9078 (seed 0) and 0.6725
     # (seed 1) on the H100; on the 2-core CPU, with the bank refilled at each epoch's end, k-means
     # warm-started and the clusters read out by their neighbours, 30 epochs reached 0.9517 and 0.9364
@@ -225,7 +226,7 @@ def _online_config(method: str, dataset: str) -> ml_collections.ConfigDict:
     # on seed 3, held out, it reached 0.9501 (2026-12-03).
     c.n_clusters, c.eval_every = 10, 5
     if method == "swav":
-      c.prototypes, c.epochs, c.sinkhorn_epsilon = 30, 20, 0.025
+      c.prototypes, c.epochs, c.sinkhorn_epsilon, c.readout = 30, 30, 0.025, "knn"
     else:
       c.prototypes, c.epochs, c.prototype_sets = 200, 40, 1
       c.bank_source, c.kmeans_warm_start, c.readout = "epoch_end", True, "knn"

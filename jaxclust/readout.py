@@ -1,7 +1,7 @@
 """Over-clustering read out as fewer clusters: grouping K prototypes by their nearest neighbours.
 
-SwAV and DeepCluster-v2 train with more prototypes than there are classes (100 for MNIST's 10 in
-jaxclust's MNIST recipe, 3000 for ImageNet's 1000 in the papers). Reporting ``n`` clusters then needs
+SwAV and DeepCluster-v2 train with more prototypes than there are classes (30 and 200 for MNIST's 10 in
+jaxclust's MNIST recipes, 3000 for ImageNet's 1000 in the papers). Reporting ``n`` clusters then needs
 a grouping of the K prototype clusters into ``n``. Spherical k-means of the embeddings into ``n``
 (``readout="kmeans"``) optimizes a criterion that can prefer the wrong grouping: on MNIST it merges
 part of the 9s with the 7s while the 100 clusters are 96% pure (experiments/RESULTS.md).
