@@ -199,7 +199,8 @@ def _finish(run, state, workdir, lead, image_shape, start) -> dict:
     images = np.asarray(run.data.x)
   summary = {"method": config.method, "dataset": config.dataset, "n": run.n, "shape": list(image_shape),
              "k": clusters, "prototypes": run.k, "seed": config.seed, "devices": run.mesh.size,
-             "wall_seconds": time.perf_counter() - start}
+             "wall_seconds": time.perf_counter() - start,
+             "train_seconds": runs.train_seconds(workdir)}
   if config.method == "deepcluster":
     summary["prototype_sets"] = config.get("prototype_sets", 1)
   if y is not None:

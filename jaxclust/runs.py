@@ -154,6 +154,21 @@ def format_fields(fields: dict) -> str:
   return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
 
 
+def train_seconds(workdir: Path) -> float:
+  """Seconds spent in the epochs (or DEC's step intervals) that made the run, summed over every process
+  that worked on it: the ``seconds`` of metrics.jsonl's last record of each (stage, epoch or step), so an
+  epoch redone after a kill counts once. 0.0 where the workdir has no metrics.jsonl (a non-lead process)."""
+  path = Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return 0.0
+  last = {}
+  for line in path.read_text().splitlines():
+    record = json.loads(line)
+    if "seconds" in record:
+      last[(record["stage"], record.get("epoch"), record.get("step"))] = record["seconds"]
+  return float(sum(last.values()))
+
+
 def write_atomic(path: Path, text: str):
   """Writes ``text`` to ``path`` through a temporary file, so a killed process never leaves half a file."""
   tmp = path.with_suffix(path.suffix + ".tmp")

@@ -330,7 +330,8 @@ def _finish(run: _Run, start: float) -> dict:
   config, data, k = run.config, run.data, run.k
   summary = {"method": "scan", "dataset": config.dataset, "n": run.n, "shape": list(run.image_shape), "k": k,
              "seed": config.seed, "best_head": best, "devices": run.mesh.size,
-             "wall_seconds": time.perf_counter() - start}
+             "wall_seconds": time.perf_counter() - start,
+             "train_seconds": runs.train_seconds(run.workdir)}
   if data.y is not None:
     summary.update(cluster_metrics.evaluate(data.y, labels))
   summary["size_entropy"] = float(cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)["normalized_entropy"])

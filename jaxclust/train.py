@@ -183,7 +183,8 @@ def _finish(config, data, labels, k, mesh, workdir, lead, start) -> dict:
   shape = data.x.shape[1:]
   summary = {"method": config.method, "dataset": config.dataset, "n": data.x.shape[0], "d": math.prod(shape),
              "shape": list(shape), "k": k, "seed": config.seed, "devices": mesh.size,
-             "processes": jax.process_count(), "wall_seconds": time.perf_counter() - start}
+             "processes": jax.process_count(), "wall_seconds": time.perf_counter() - start,
+             "train_seconds": runs.train_seconds(workdir)}
   if data.y is not None:
     summary.update(cluster_metrics.evaluate(data.y, labels))
   balance = cluster_metrics.cluster_balance(jnp.asarray(labels), k=k)

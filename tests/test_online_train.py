@@ -49,6 +49,8 @@ def test_cli_run_logs_predicts_and_resumes_after_sigkill(tmp_path):
   resumed = json.loads((workdir / "summary.json").read_text())
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
   assert resumed["acc"] == reference["acc"]
+  killed = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert resumed["train_seconds"] == pytest.approx(sum({r["epoch"]: r["seconds"] for r in killed}.values()))
 
 
 def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):

@@ -200,6 +200,8 @@ def test_killed_scan_run_resumes_to_the_uninterrupted_result(tmp_path):
   assert [r["stage"] for r in records(workdir)].count("pretext") == 1, "the pretext was trained again"
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
   assert resumed["acc"] == reference["acc"]
+  once = {(r["stage"], r.get("epoch")): r["seconds"] for r in records(workdir) if "seconds" in r}
+  assert len(once) == 1 + 3 + 1 and resumed["train_seconds"] == pytest.approx(sum(once.values()))
 
 
 def test_scan_refuses_tabular_data(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import kill_cli_run
-from jaxclust import cli, configs, parallel, train
+from jaxclust import cli, configs, parallel, runs, train
 
 ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
@@ -46,6 +46,20 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
   for key in ("acc", "nmi", "ari"):
     assert resumed[key] == reference[key]
+  # train_seconds sums both processes' work, each epoch and interval once; wall_seconds is the last process's.
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  once = {(r["stage"], r.get("epoch"), r.get("step")): r["seconds"] for r in lines if "seconds" in r}
+  assert len(once) == 4 + 8 and resumed["train_seconds"] == pytest.approx(sum(once.values()))
+
+
+def test_train_seconds_counts_an_epoch_redone_after_a_kill_once(tmp_path):
+  records = [{"stage": "pretrain", "epoch": 1, "seconds": 1.0}, {"stage": "pretrain", "epoch": 2, "seconds": 2.0},
+             {"stage": "pretrain", "epoch": 2, "seconds": 3.0},  # killed before its save: redone
+             {"stage": "cluster", "step": 0, "changed": 1.0}, {"stage": "cluster", "step": 0, "seconds": 0.5},
+             {"stage": "cluster", "epoch": 1, "seconds": 0.25}, {"stage": "mine", "neighbors": 5}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  assert runs.train_seconds(tmp_path) == 1.0 + 3.0 + 0.5 + 0.25
+  assert runs.train_seconds(tmp_path / "elsewhere") == 0.0
 
 
 def test_finished_workdir_is_not_trained_again(tmp_path):
