@@ -178,7 +178,10 @@ def _eval(args) -> int:
     scores = jaxclust.metrics.evaluate(data.y, labels)
     line += f" ACC={scores['acc']:.4f} NMI={scores['nmi']:.4f} ARI={scores['ari']:.4f}"
   balance = jaxclust.metrics.cluster_balance(labels, k=summary["k"])
-  print(line + f" size_entropy={float(balance['normalized_entropy']):.4f} wall={summary['wall_seconds']:.1f}s")
+  line += f" size_entropy={float(balance['normalized_entropy']):.4f} wall={summary['wall_seconds']:.1f}s"
+  if "train_seconds" in summary:  # the epochs' time over every process of a resumed run; older runs lack it
+    line += f" train={summary['train_seconds']:.1f}s"
+  print(line)
   return 0
 
 

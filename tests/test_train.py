@@ -156,7 +156,8 @@ def test_predict_and_eval_on_a_finished_run(tmp_path, capsys):
   assert "ACC=" in capsys.readouterr().out
   assert cli.main(["eval", "--workdir", str(tmp_path)]) == 0
   summary = json.loads((tmp_path / "summary.json").read_text())
-  assert f"ACC={summary['acc']:.4f}" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert f"ACC={summary['acc']:.4f}" in out and f"train={summary['train_seconds']:.1f}s" in out
   with pytest.raises(ValueError, match="input has 10 features but the run"):
     train.predict(tmp_path, np.zeros((3, 10), np.float32))
   assert cli.main(["eval", "--workdir", str(tmp_path / "nothing")]) == 2
