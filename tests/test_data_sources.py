@@ -126,7 +126,44 @@ def short_labels(tmp_path):
   return str(tmp_path / "s.npz")
 
 
+def truncated(suffix):
+  def make(tmp_path):
+    whole, cut = tmp_path / f"whole{suffix}", tmp_path / f"cut{suffix}"
+    x = np.random.default_rng(0).random((50, 4))
+    np.save(whole, x) if suffix == ".npy" else np.savez(whole, x=x)
+    cut.write_bytes(whole.read_bytes()[:100])  # a download or copy that stopped early
+    return str(cut)
+  return make
+
+
+def not_numpy(tmp_path):
+  path = tmp_path / "text.npy"
+  path.write_text("1,2\n3,4\n")
+  return str(path)
+
+
+def a_folder(tmp_path):
+  (tmp_path / "folder.npz").mkdir()
+  return str(tmp_path / "folder.npz")
+
+
+def one_number(tmp_path):
+  np.save(tmp_path / "one.npy", np.float32(3.0))
+  return str(tmp_path / "one.npy")
+
+
+def not_utf8_csv(tmp_path):
+  (tmp_path / "binary.csv").write_bytes(bytes(range(256)))
+  return str(tmp_path / "binary.csv")
+
+
 @pytest.mark.parametrize("make,kwargs,message", [
+    (truncated(".npz"), {}, r"cannot read .*cut.npz, is it truncated or corrupt\? \(BadZipFile"),
+    (truncated(".npy"), {}, r"cannot read .*cut.npy: EOF"),
+    (not_numpy, {}, r"text.npy is not a NumPy .npy file: it starts with bytes b'1,2\\n3,'"),
+    (a_folder, {}, r"folder.npz is not a file"),
+    (one_number, {}, r"one.npy holds a single number, not rows of features"),
+    (not_utf8_csv, {}, r"cannot read .*binary.csv: 'utf-8' codec can't decode"),
     (lambda p: "imagenet42", {}, r"unknown dataset 'imagenet42'"),
     (lambda p: str(p / "missing.npy"), {}, r"missing.npy does not exist"),
     (lambda p: "mnist", {"data_dir_is_tmp": True}, r"train-images-idx3-ubyte\[.gz\] not found"),

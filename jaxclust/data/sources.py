@@ -123,8 +123,11 @@ def _load_usps(data_dir) -> Dataset:
 def load_array_file(path, *, labels: str | None = None) -> Dataset:
   """Features from ``.npy``, ``.npz`` or ``.csv`` (header optional), with optional labels."""
   path = Path(path)
-  if not path.is_file():
+  if not path.exists():
     raise ValueError(f"data file {path} does not exist")
+  if not path.is_file():
+    raise ValueError(f"data file {path} is not a file")
+  _check_magic(path)
   y = None
   try:
     if path.suffix == ".npy":
@@ -145,17 +148,41 @@ def load_array_file(path, *, labels: str | None = None) -> Dataset:
         y = archive[label_key] if label_key else None
     else:
       x, y = _read_csv(path, labels)
-  except (OSError, EOFError) as e:
-    raise ValueError(f"cannot read {path}: {e}") from e
   except ValueError as e:
     if str(path) in str(e):
       raise
     raise ValueError(f"cannot read {path}: {e}") from e
+  except Exception as e:
+    # A damaged file surfaces as whatever numpy, zipfile or zlib trips over first (BadZipFile,
+    # zlib.error, EOFError, tokenize.TokenError, ...): all of them are the file's fault, not a bug.
+    raise ValueError(f"cannot read {path}, is it truncated or corrupt? ({type(e).__name__}: {e})") from e
   if not np.issubdtype(x.dtype, np.number):
     raise ValueError(f"{path} holds {x.dtype} values, not numbers")
+  if x.ndim == 0:
+    raise ValueError(f"{path} holds a single number, not rows of features")
   if x.ndim == 1:
     x = x[:, None]
   return Dataset(x.astype(np.float32), None if y is None else np.asarray(y), path.stem)
+
+
+_MAGIC = {".npy": (b"\x93NUMPY",), ".npz": (b"PK\x03\x04", b"PK\x05\x06")}  # a NumPy header; a zip archive
+
+
+def _check_magic(path: Path) -> None:
+  """Refuses a .npy/.npz file that does not start as one: numpy would call any other bytes "pickled
+  (object) data", which misleads about what is wrong."""
+  if path.suffix not in _MAGIC:
+    return
+  try:
+    with open(path, "rb") as f:
+      head = f.read(6)
+  except OSError as e:
+    raise ValueError(f"cannot read {path}: {e}") from e
+  if not head:
+    raise ValueError(f"data file {path} is empty")
+  if not any(head.startswith(m) for m in _MAGIC[path.suffix]):
+    kind = "a NumPy .npy file" if path.suffix == ".npy" else "a NumPy .npz (zip) archive"
+    raise ValueError(f"data file {path} is not {kind}: it starts with bytes {head!r}")
 
 
 def _read_csv(path, label_column):
