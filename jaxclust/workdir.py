@@ -298,8 +298,8 @@ class Lock:
     age = time.time() - holder.get("heartbeat", 0.0)
     if age > self.stale_s:
       return f"its heartbeat is {age:.0f} s old (limit {self.stale_s:.0f} s)"
-    pid = holder.get("pid")
-    if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid, holder.get("pid_started")):
+    pid, here = holder.get("pid"), holder.get("host") == socket.gethostname()
+    if here and isinstance(pid, int) and pid > 0 and not _alive(pid, holder.get("pid_started")):
       return "that process is no longer running"
     return None
 
@@ -317,7 +317,7 @@ class Lock:
     if not moved:  # a new holder's lock, not the dead one: put it back
       try:
         os.link(aside, self.file)
-      except FileExistsError:
+      except OSError:  # yet another lock came in (or no hard links here): that one stands
         pass
     aside.unlink()
     return moved
@@ -355,8 +355,8 @@ class Lock:
           self.log(f"{self.file} is no longer this process's: another process took the workdir over")
           return
         write_text(self.file, json.dumps(self._record(start)))
-      except OSError as e:  # a passing storage error: the next beat tries again
-        self.log(f"could not refresh {self.file} ({e})")
+      except Exception as e:  # pylint: disable=broad-except  # storage errors of any backend: a dead
+        self.log(f"could not refresh {self.file} ({e})")  # heartbeat thread would let others take over
 
   def release(self):
     """Stops the heartbeat and removes the lock if it is still ours."""

@@ -238,6 +238,17 @@ def test_release_removes_only_our_own_lock(tmp_path):
   assert not (tmp_path / "other").exists()
 
 
+def test_lock_without_hard_links(tmp_path, monkeypatch):
+  def no_links(*_):
+    raise PermissionError(1, "Operation not permitted")  # as on FUSE mounts such as gcsfuse
+
+  monkeypatch.setattr(os, "link", no_links)
+  with workdirs.Lock(tmp_path):
+    with pytest.raises(ValueError, match=rf"in use by pid {os.getpid()}"):
+      workdirs.Lock(tmp_path).acquire()
+  assert os.listdir(tmp_path) == []
+
+
 def test_of_processes_taking_over_a_dead_lock_together_one_wins(tmp_path):
   _write_lock(tmp_path, heartbeat=time.time() - 120)
   start = time.time() + 2.0  # after the interpreters have started
