@@ -355,8 +355,9 @@ class Lock:
           self.log(f"{self.file} is no longer this process's: another process took the workdir over")
           return
         write_text(self.file, json.dumps(self._record(start)))
-      except Exception as e:  # pylint: disable=broad-except  # storage errors of any backend: a dead
-        self.log(f"could not refresh {self.file} ({e})")  # heartbeat thread would let others take over
+      # Any backend's storage error: the next beat tries again (a dead heartbeat would let others take over).
+      except Exception as e:  # pylint: disable=broad-except
+        self.log(f"could not refresh {self.file} ({e})")
 
   def release(self):
     """Stops the heartbeat and removes the lock if it is still ours."""
