@@ -7,28 +7,24 @@ come from :mod:`jaxclust.configs`, a ``--config`` file and ``--set key=value`` o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
+import ml_collections
 import numpy as np
-
-_DATASETS = ("digits",)
-
-
-def _load(name: str):
-  if name == "digits":  # 1797 8x8 handwritten digits, shipped inside scikit-learn: no download
-    from sklearn.datasets import load_digits
-    x, y = load_digits(return_X_y=True)
-    return x.astype(np.float32) / 16.0, y
-  raise ValueError(f"unknown dataset {name!r}; available: {', '.join(_DATASETS)}")
-
 
 def _kmeans(args) -> int:
   import jax
   import jaxclust
+  from jaxclust.data import sources
 
-  x, y = _load(args.dataset)
-  k = len(np.unique(y)) if args.k is None else args.k
+  data = sources.load(args.dataset, data_dir=args.data_dir)
+  x = data.x.reshape(data.x.shape[0], -1)  # images become rows of pixels
+  if args.k is None and data.y is None:
+    raise ValueError(f"--dataset {args.dataset} has no labels to count clusters from: give --k")
+  k = len(np.unique(data.y)) if args.k is None else args.k
   print(f"dataset={args.dataset} n={x.shape[0]} d={x.shape[1]} k={k} n_init={args.n_init} "
         f"devices={jax.device_count()} ({jax.default_backend()})")
   start = time.perf_counter()
@@ -36,50 +32,138 @@ def _kmeans(args) -> int:
                         spherical=args.spherical)
   labels = np.asarray(out.labels)
   seconds = time.perf_counter() - start
-  scores = jaxclust.metrics.evaluate(y, labels)
   balance = jaxclust.metrics.cluster_balance(out.labels, k=k)
   print(f"inertia={float(out.inertia):.4f} n_iter={int(out.n_iter)} converged={bool(out.converged)} "
         f"time={seconds:.2f}s (compilation included)")
-  print(f"ACC={scores['acc']:.4f} NMI={scores['nmi']:.4f} ARI={scores['ari']:.4f} "
-        f"size_entropy={float(balance['normalized_entropy']):.4f}")
+  line = f"size_entropy={float(balance['normalized_entropy']):.4f}"
+  if data.y is not None:
+    scores = jaxclust.metrics.evaluate(data.y, labels)
+    line = f"ACC={scores['acc']:.4f} NMI={scores['nmi']:.4f} ARI={scores['ari']:.4f} " + line
+  print(line)
   return 0
 
 
 def make_config(method: str, dataset: str, *, data_dir=None, config_file=None, settings=()):
-  """The ``fit`` configuration: defaults (or ``config_file``'s ``get_config()``) with ``key=value`` overrides."""
-  import ast
-  import runpy
+  """The ``fit`` configuration: defaults (or ``config_file``'s ``get_config()``) with ``key=value`` overrides.
 
+  Raises:
+    ValueError: a config file that is missing, fails or defines no ``get_config()``; a setting that
+      does not exist or a value that does not fit its type, naming the setting.
+  """
   from jaxclust import configs
 
-  config = runpy.run_path(config_file)["get_config"]() if config_file else configs.get_config(method, dataset)
+  config = _read_config_file(config_file, method) if config_file else configs.get_config(method, dataset)
   config.method, config.dataset = method, dataset
   if data_dir:
     config.data_dir = data_dir
   for assignment in settings:
-    name, _, text = assignment.partition("=")
-    if not _:
+    name, equals, text = assignment.partition("=")
+    if not equals:
       raise ValueError(f"--set {assignment!r} must look like key=value, e.g. cluster.tol=0.01")
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    target, *path = name.split(".")[::-1]
+    *groups, target = name.split(".")
     node = config
-    for part in reversed(path):
+    for depth, part in enumerate(groups):
       if part not in node:
         raise ValueError(f"--set {name}: unknown setting {part!r}")
       node = node[part]
+      if not isinstance(node, ml_collections.ConfigDict):
+        raise ValueError(f"--set {name}: {'.'.join(groups[:depth + 1])} is a setting, not a group of settings")
     if target not in node:
       raise ValueError(f"--set {name}: unknown setting {target!r}; available: {sorted(node.keys())}")
-    if isinstance(node[target], bool):
-      if text.lower() not in ("true", "false"):
-        raise ValueError(f"--set {name}={text!r}: expected true or false")
-      value = text.lower() == "true"
-    elif isinstance(node[target], (int, float)):
-      value = type(node[target])(value)
-    node[target] = value
+    node[target] = _parse_setting(name, text, node[target])
   return config
+
+
+def _read_config_file(path, method: str):
+  """``get_config()`` of the Python file ``path``; every way the file can fail is one ValueError naming it."""
+  import runpy
+
+  if not Path(path).is_file():
+    raise ValueError(f"--config {path}: no such file")
+  try:
+    namespace = runpy.run_path(str(path))
+  except SyntaxError as e:
+    raise ValueError(f"--config {path}: syntax error on line {e.lineno}: {e.msg}") from e
+  except Exception as e:  # the user's code: whatever it raises is the file's fault, reported as such
+    raise ValueError(f"--config {path} failed while running: {type(e).__name__}: {e}") from e
+  if not callable(namespace.get("get_config")):
+    raise ValueError(f"--config {path} defines no get_config() function")
+  try:
+    config = namespace["get_config"]()
+  except Exception as e:
+    raise ValueError(f"--config {path}: get_config() raised {type(e).__name__}: {e}") from e
+  if isinstance(config, dict):
+    config = ml_collections.ConfigDict(config)
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(f"--config {path}: get_config() returned {type(config).__name__}, expected an "
+                     "ml_collections.ConfigDict")
+  if config.get("method", method) != method:  # another method's settings would fail deep in its driver
+    raise ValueError(f"--config {path} is a {config.method!r} config, not {method!r}")
+  return config
+
+
+def _parse_setting(name: str, text: str, default):
+  """``text`` as a value of ``default``'s type: ``--set`` is typed by the setting it changes."""
+  import ast
+
+  def refuse(expected):
+    return ValueError(f"--set {name}={text!r}: expected {expected} (default {default!r})")
+
+  if isinstance(default, bool):
+    if text.strip().lower() not in ("true", "false"):
+      raise refuse("true or false")
+    return text.strip().lower() == "true"
+  if isinstance(default, int):
+    number = _number(text)
+    # 1e3 is accepted as 1000 (it is whole); 2.7 is refused, never truncated to 2.
+    if number is None or not float(number).is_integer():
+      raise refuse("an integer")
+    return int(number)
+  if isinstance(default, float):
+    number = _number(text)
+    if number is None:
+      raise refuse("a finite number")
+    return float(number)
+  if isinstance(default, str):
+    try:  # a quoted string, as in Python: 'conv' or "conv"
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      return text
+    return value if isinstance(value, str) else text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = None
+  if isinstance(default, tuple):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      value = (value,)  # hidden=500: one layer
+    if not isinstance(value, (tuple, list)):
+      raise refuse("a comma-separated tuple, e.g. " + ",".join(map(str, default)))
+    flat = [v for v in default if not isinstance(v, tuple)]
+    if default and len(flat) == len(default) and all(isinstance(v, int) and not isinstance(v, bool) for v in default):
+      if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise refuse("a tuple of integers, e.g. " + ",".join(map(str, default)))
+    elif default and len(flat) == len(default):
+      if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise refuse("a tuple of numbers, e.g. " + ",".join(map(str, default)))
+      value = tuple(float(v) for v in value)
+    return tuple(value)
+  if value is None and text.strip() not in ("None", "none"):
+    return text
+  return value
+
+
+def _number(text: str):
+  """``text`` as an int or finite float, or None."""
+  try:
+    return int(text)
+  except ValueError:
+    pass
+  try:
+    value = float(text)
+  except ValueError:
+    return None
+  return value if np.isfinite(value) else None
 
 
 def _initialize_distributed(args) -> None:
@@ -116,6 +200,7 @@ def _fit(args) -> int:
   config = make_config(args.method, args.dataset, data_dir=args.data_dir, config_file=args.config,
                        settings=args.set or [])
   workdir = args.workdir or f"workdirs/{config.method}_{config.dataset.replace('/', '_')}_seed{config.seed}"
+  _check_workdir(workdir)
   if config.method == "scan":
     from jaxclust import scan_train
     scan_train.fit(config, workdir, stage=args.stage)
@@ -131,12 +216,58 @@ def _fit(args) -> int:
   return 0
 
 
+def _check_workdir(workdir: str) -> None:
+  """Refuses a local workdir that cannot become a run's folder, before any data is loaded."""
+  if "://" in workdir:  # a URL (gs://...): only the library's workdir code can judge it
+    return
+  path = Path(workdir)
+  if path.exists() and not path.is_dir():
+    raise ValueError(f"--workdir {workdir} is a file; expected a folder (an existing one or a new one)")
+  existing = path
+  while not existing.exists() and existing != existing.parent:
+    existing = existing.parent
+  if not existing.is_dir():
+    raise ValueError(f"--workdir {workdir}: {existing} is a file, so no folder can be made under it")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir {workdir}: folder {existing} is not writable")
+
+
+_OUTPUTS = (".npy", ".csv")
+
+
+def _check_output(output: str) -> None:
+  """Refuses a ``predict --output`` that could not be written, before any data is loaded."""
+  path = Path(output)
+  if path.suffix.lower() not in _OUTPUTS:
+    raise ValueError(f"--output {output}: expected a file name ending in .npy or .csv, got "
+                     f"{path.suffix or 'no extension'}")
+  if path.is_dir():
+    raise ValueError(f"--output {output} is a folder; expected a file name ending in .npy or .csv")
+  if path.parent.exists() and not path.parent.is_dir():
+    raise ValueError(f"--output {output}: {path.parent} is a file, not a folder")
+  if not path.parent.is_dir():
+    raise ValueError(f"--output {output}: folder {path.parent} does not exist")
+  if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    raise ValueError(f"--output {output} is not writable")
+
+
+def _write_labels(output: str, labels: np.ndarray) -> None:
+  """``labels`` to exactly ``output``: .npy, or .csv with one label a line under a ``label`` header."""
+  if Path(output).suffix.lower() == ".npy":
+    with open(output, "wb") as f:  # np.save(name) would append .npy to a name lacking it
+      np.save(f, labels)
+  else:
+    with open(output, "w") as f:
+      f.write("label\n" + "".join(f"{int(label)}\n" for label in labels))
+
+
 def _predict(args) -> int:
   from jaxclust import train
   from jaxclust.data import sources
 
   import json
-  from pathlib import Path
+  if args.output:
+    _check_output(args.output)
   data = sources.load(args.input, data_dir=args.data_dir)
   config_path = Path(args.workdir) / "config.json"
   method = json.loads(config_path.read_text()).get("method") if config_path.exists() else None
@@ -149,7 +280,7 @@ def _predict(args) -> int:
   else:
     labels = train.predict(args.workdir, data.x)
   if args.output:
-    np.save(args.output, labels)
+    _write_labels(args.output, labels)
   counts = np.bincount(labels)
   print(f"{len(labels)} rows -> clusters with sizes {counts.tolist()}" + (f"; saved to {args.output}" if args.output else ""))
   if data.y is not None:
@@ -161,7 +292,6 @@ def _predict(args) -> int:
 
 def _eval(args) -> int:
   import json
-  from pathlib import Path
 
   import jaxclust
   from jaxclust.data import sources
@@ -185,10 +315,50 @@ def _eval(args) -> int:
   return 0
 
 
+class _UsageError(Exception):
+  """A command line that argparse refuses, reported as one line like every other user mistake."""
+
+
+class _Parser(argparse.ArgumentParser):
+
+  def error(self, message):  # argparse's own prints the usage block, then exits
+    raise _UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _fit_epilog(argv) -> str:
+  """The settings of the method named in ``fit``'s arguments ``argv``, with defaults and meanings."""
+  from jaxclust import configs
+
+  method, dataset, skip = None, "digits", False
+  for i, token in enumerate(argv):
+    if skip:
+      skip = False
+    elif token.startswith("--dataset="):
+      dataset = token.partition("=")[2]
+    elif token == "--dataset" and i + 1 < len(argv):
+      dataset, skip = argv[i + 1], True
+    elif token.startswith("-"):  # an option's value (--stage scan) is not the method
+      skip = "=" not in token and token not in ("-h", "--help", "--distributed")
+    elif method is None:
+      method = token
+  if method not in configs.METHODS:
+    return "`jaxclust fit METHOD --help` lists the method's settings with their defaults and meanings."
+  rows = [(name, repr(value), configs.HELP.get(name, ""))
+          for name, value in configs.flatten(configs.get_config(method, dataset))]
+  name_width = max(len(name) for name, _, _ in rows)
+  value_width = min(max(len(value) for _, value, _ in rows), 18)  # a longer value pushes its meaning on
+  lines = [f"settings of {method} and their defaults for --dataset {dataset} (change them with --set KEY=VALUE):"]
+  lines += [f"  {name:<{name_width}}  {value:<{value_width}}  {meaning}" for name, value, meaning in rows]
+  return "\n".join(lines)
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="jaxclust", description=__doc__.splitlines()[0])
+  argv = sys.argv[1:] if argv is None else list(argv)
+  parser = _Parser(prog="jaxclust", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
-  fit = sub.add_parser("fit", help="train (or resume) a deep clustering method in a workdir")
+  fit = sub.add_parser("fit", help="train (or resume) a deep clustering method in a workdir",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=_fit_epilog(argv[1:]) if argv[:1] == ["fit"] else None)
   fit.add_argument("method", choices=("dec", "idec", "vade", "scan", "swav", "deepcluster"))
   fit.add_argument("--stage", default=None, choices=("pretext", "mine", "scan", "selflabel"),
                    help="scan only: stop once this stage is done (earlier stages run or resume first)")
@@ -208,8 +378,10 @@ def main(argv=None) -> int:
   fit.add_argument("--coordinator-bind", default=None, metavar="HOST:PORT",
                    help="where process 0 listens (default: JAX's, every interface at the coordinator's port)")
   km = sub.add_parser("kmeans", help="k-means on a dataset, with ACC/NMI/ARI against its labels")
-  km.add_argument("--dataset", default="digits", choices=_DATASETS)
-  km.add_argument("--k", type=int, default=None, help="clusters (default: number of classes)")
+  km.add_argument("--dataset", default="digits",
+                  help="digits (bundled), mnist, fashion_mnist, usps (with --data-dir), tfds:NAME, or a .npy/.npz/.csv file")
+  km.add_argument("--data-dir", default=None)
+  km.add_argument("--k", type=int, default=None, help="clusters (default: number of classes; required without labels)")
   km.add_argument("--n-init", type=int, default=10, help="restarts, run batched")
   km.add_argument("--seed", type=int, default=0)
   km.add_argument("--spherical", action="store_true", help="cosine k-means")
@@ -217,15 +389,17 @@ def main(argv=None) -> int:
   pred.add_argument("--workdir", required=True)
   pred.add_argument("--input", required=True, help="a .npy/.npz/.csv file or a dataset name, with the run's features")
   pred.add_argument("--data-dir", default=None)
-  pred.add_argument("--output", default=None, help="where to save the labels (.npy)")
+  pred.add_argument("--output", default=None, help="where to save the labels: a .npy file, or .csv (a `label` column)")
   ev = sub.add_parser("eval", help="metrics of a finished run")
   ev.add_argument("--workdir", required=True)
-  args = parser.parse_args(argv)
   commands = {"fit": _fit, "kmeans": _kmeans, "predict": _predict, "eval": _eval}
   try:
+    args = parser.parse_args(argv)
     return commands[args.command](args)
-  except ValueError as e:
-    print(f"jaxclust: error: {e}", file=sys.stderr)
+  except SystemExit as e:  # --help: returned like every other outcome, so main() can be called in-process
+    return e.code if isinstance(e.code, int) else 0
+  except (ValueError, _UsageError) as e:
+    print("jaxclust: error: " + " ".join(str(e).split("\n")), file=sys.stderr)  # one line, always
     return 2
 
 

@@ -11,6 +11,122 @@ import ml_collections
 
 METHODS = ("dec", "idec", "vade", "scan", "swav", "deepcluster")
 
+# One line per setting, by its dotted name, for ``jaxclust fit METHOD --help``. Every setting of every
+# method needs one (tests/test_cli.py checks), so a new setting is documented where it is added.
+HELP = {
+    # Shared by every method.
+    "method": "the method (the command's METHOD)",
+    "dataset": "what to cluster (the command's --dataset)",
+    "data_dir": "folder with the dataset's files (the command's --data-dir)",
+    "seed": "random seed of initialization, batches and augmentation",
+    "n_clusters": "clusters to find; 0 = the number of classes in the dataset's labels",
+    "input": "'device' (data kept on the devices) or 'tf.data' (batches from a host tf.data pipeline)",
+    "checkpoint_every": "epochs (DEC/IDEC: target refreshes) between checkpoints",
+    "keep_checkpoints": "checkpoints kept in the workdir; older ones are deleted",
+    # DEC / IDEC / VaDE: the autoencoder.
+    "standardize": "z-score every feature with the training data's mean and standard deviation",
+    "model": "autoencoder: 'mlp' (the papers' fully connected one) or 'conv' (DEC/IDEC on images)",
+    "hidden": "widths of the mlp encoder's hidden layers (the decoder mirrors them)",
+    "conv_channels": "channels of the conv encoder's stride-2 3x3 convolutions",
+    "latent": "dimension of the embedding that is clustered",
+    "pretrain.epochs": "autoencoder pretraining epochs",
+    "pretrain.batch_size": "autoencoder pretraining batch size",
+    "pretrain.learning_rate": "Adam learning rate of autoencoder pretraining",
+    "pretrain.loss": "reconstruction loss: 'mse' or 'bce' (Bernoulli logits, for data in [0, 1])",
+    "pretrain.init_from": "a workdir whose pretrained autoencoder to start from (skips pretraining)",
+    # DEC / IDEC clustering stage (VaDE uses only kmeans_n_init).
+    "cluster.batch_size": "DEC/IDEC clustering batch size",
+    "cluster.learning_rate": "SGD learning rate of the DEC/IDEC clustering stage",
+    "cluster.momentum": "SGD momentum of the DEC/IDEC clustering stage",
+    "cluster.update_interval": "steps between refreshes of the DEC target distribution P",
+    "cluster.tol": "stop when fewer than this fraction of labels change between refreshes",
+    "cluster.max_steps": "most DEC/IDEC clustering steps",
+    "cluster.kmeans_n_init": "k-means restarts on the embeddings that start the clusters (VaDE: its GMM)",
+    "cluster.gamma": "weight of IDEC's reconstruction loss (0 = DEC, the decoder is dropped)",
+    # VaDE.
+    "vade.epochs": "VaDE training epochs (after pretraining)",
+    "vade.batch_size": "VaDE batch size",
+    "vade.learning_rate": "VaDE's initial Adam learning rate",
+    "vade.lr_decay": "factor applied to VaDE's learning rate every lr_decay_epochs",
+    "vade.lr_decay_epochs": "epochs between VaDE learning-rate decays",
+    "vade.min_learning_rate": "floor of VaDE's decayed learning rate",
+    # SCAN, SwAV, DeepCluster-v2: the network.
+    "backbone": "network: 'small_cnn', 'resnet18', 'resnet34' or 'resnet50'",
+    "stem": "ResNet stem: 'cifar' (one 3x3 convolution) or 'imagenet' (7x7 stride 2 and max-pool)",
+    "dtype": "compute dtype of the network: 'float32' or 'bfloat16'",
+    "cnn_channels": "channels of the small_cnn backbone's convolution blocks",
+    # SCAN.
+    "augment.crop_scale": "(low, high) area fraction of SCAN's random resized crops",
+    "augment.flip_p": "probability of a horizontal flip in SCAN's views",
+    "pretext.method": "pretext task: 'simclr' or 'moco' (MoCo v2)",
+    "pretext.epochs": "pretext (contrastive) training epochs",
+    "pretext.batch_size": "pretext batch size",
+    "pretext.temperature": "temperature of the contrastive loss",
+    "pretext.optimizer": "pretext optimizer: 'sgd' or 'lars'",
+    "pretext.learning_rate": "pretext learning rate (cosine schedule)",
+    "pretext.weight_decay": "pretext weight decay",
+    "pretext.head_hidden": "hidden width of the projection head",
+    "pretext.head_out": "output dimension of the projection head",
+    "pretext.momentum": "MoCo: momentum of the key encoder's moving average",
+    "pretext.queue_size": "MoCo: negative keys kept in the queue",
+    "pretext.warmup_epochs": "linear learning-rate warm-up epochs before the cosine schedule",
+    "pretext.init_from": "a SCAN workdir whose finished pretext to start from (skips the pretext)",
+    "mine.neighbors": "nearest neighbours mined for every image",
+    "mine.chunk_size": "rows per chunk of the forward passes and the neighbour search",
+    "mine.features": "what neighbours are mined on: 'projection' (head output) or 'backbone' (pooled features)",
+    "scan.epochs": "SCAN clustering-stage epochs",
+    "scan.batch_size": "SCAN clustering-stage batch size",
+    "scan.learning_rate": "Adam learning rate of the SCAN stage",
+    "scan.weight_decay": "weight decay of the SCAN stage",
+    "scan.entropy_weight": "weight of the entropy term that spreads images over the clusters",
+    "scan.heads": "clustering heads trained together; the one with the lowest loss is kept",
+    "scan.update_backbone": "train the backbone too (false: the heads alone, on frozen features)",
+    "scan.augment": "feed augmented views of the image and its neighbour (false: the images as they are)",
+    "selflabel.epochs": "self-labeling epochs (0 skips the stage)",
+    "selflabel.batch_size": "self-labeling batch size",
+    "selflabel.learning_rate": "Adam learning rate of self-labeling",
+    "selflabel.weight_decay": "weight decay of self-labeling",
+    "selflabel.threshold": "confidence above which an image's prediction becomes its label",
+    "selflabel.strong_ops": "random RandAugment-style ops in the strong view",
+    "selflabel.cutout": "side of the Cutout square as a fraction of the image side (0: off)",
+    # SwAV / DeepCluster-v2.
+    "crops": "multi-crop views: ((count, size, (low, high) area fraction), ...), large crops first",
+    "prototypes": "prototypes (trainable cluster centres) per set",
+    "temperature": "softmax temperature of the prototype scores",
+    "batch_size": "training batch size",
+    "epochs": "training epochs",
+    "readout": "how fewer clusters than prototypes are read out: 'kmeans' or 'knn'",
+    "readout_neighbors": "neighbours per embedding of the 'knn' readout",
+    "eval_every": "epochs between the readouts logged while over-clustering",
+    "optimizer": "optimizer: 'lars' or 'adam'",
+    "learning_rate": "peak learning rate (after warm-up, then a cosine decay)",
+    "final_lr_fraction": "final learning rate as a fraction of the peak",
+    "weight_decay": "weight decay",
+    "warmup_epochs": "linear learning-rate warm-up epochs",
+    "head_hidden": "hidden width of the projection head",
+    "head_out": "output dimension of the projection head (the embedding)",
+    "flip_p": "probability of a horizontal flip of every crop",
+    "freeze_prototypes_steps": "SwAV: steps at the start during which the prototypes are not updated",
+    "queue_length": "SwAV: past embeddings queued to stabilize small-batch assignments (0: none)",
+    "queue_start_epoch": "SwAV: epoch from which the queue is used",
+    "sinkhorn_epsilon": "SwAV: entropy weight of the Sinkhorn-Knopp assignment",
+    "prototype_sets": "DeepCluster-v2: sets of prototypes, each from its own k-means",
+    "bank_crops": "DeepCluster-v2: crops whose embeddings the memory bank keeps",
+    "bank_source": "DeepCluster-v2: bank filled while 'training' or refilled at each 'epoch_end'",
+    "kmeans_warm_start": "DeepCluster-v2: start each epoch's k-means from the last epoch's centroids",
+}
+
+
+def flatten(config, prefix: str = "") -> list[tuple[str, object]]:
+  """``[(dotted name, value), ...]`` of every setting in ``config``, nested groups included."""
+  out = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      out.extend(flatten(value, f"{prefix}{key}."))
+    else:
+      out.append((prefix + key, value))
+  return out
+
 
 def get_config(method: str, dataset: str = "digits") -> ml_collections.ConfigDict:
   if method not in METHODS:
