@@ -57,7 +57,7 @@ def main():
   import numpy as np
   import optax
 
-  from jaxclust import train as jtrain
+  from jaxclust.methods import dec as jdec
   from jaxclust.data import sources
   from jaxclust.methods import dec, pretrain
   from jaxclust.models.autoencoder import MLPAutoencoder
@@ -97,7 +97,7 @@ def main():
   z = ae.apply({"params": state.params}, x, method=ae.encode)
   dstate = dec.init(state.params, z[:10], n, sgd)
   refresh = jax.jit(functools.partial(dec.refresh_target, model=ae))
-  interval = jtrain._dec_interval(ae, sgd, 0.0, steps, 256, n, None)
+  interval = jdec._interval(ae, sgd, 0.0, steps, 256, n, None)
 
   def timed(fn):
     tick = time.perf_counter()

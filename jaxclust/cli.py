@@ -15,6 +15,8 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from jaxclust.validation import Diverged
+
 def _kmeans(args) -> int:
   import jax
   import jaxclust
@@ -195,24 +197,22 @@ def _initialize_distributed(args) -> None:
 
 def _fit(args) -> int:
   _initialize_distributed(args)
-  from jaxclust import train
+  from jaxclust import engine, methods
 
   config = make_config(args.method, args.dataset, data_dir=args.data_dir, config_file=args.config,
                        settings=args.set or [])
   workdir = args.workdir or f"workdirs/{config.method}_{config.dataset.replace('/', '_')}_seed{config.seed}"
   _check_workdir(workdir)
-  if config.method == "scan":
+  if config.method in methods.REGISTRY:
+    engine.fit(config, workdir, stop_after=args.stage)
+  elif config.method == "scan":  # not yet on the engine
     from jaxclust import scan_train
     scan_train.fit(config, workdir, stage=args.stage)
-  elif config.method in ("swav", "deepcluster"):
+  else:
     if args.stage:
       raise ValueError(f"--stage is for scan; {config.method} has one stage")
     from jaxclust import online_train
     online_train.fit(config, workdir)
-  elif args.stage:
-    raise ValueError(f"--stage is for scan; {config.method} runs its stages in one go")
-  else:
-    train.fit(config, workdir)
   return 0
 
 
@@ -262,23 +262,23 @@ def _write_labels(output: str, labels: np.ndarray) -> None:
 
 
 def _predict(args) -> int:
-  from jaxclust import train
+  from jaxclust import engine, methods
+  from jaxclust import workdir as workdirs
   from jaxclust.data import sources
 
-  import json
   if args.output:
     _check_output(args.output)
   data = sources.load(args.input, data_dir=args.data_dir)
-  config_path = Path(args.workdir) / "config.json"
-  method = json.loads(config_path.read_text()).get("method") if config_path.exists() else None
-  if method == "scan":
+  config_path = workdirs.path(args.workdir) / "config.json"
+  method = workdirs.read_json(config_path).get("method") if config_path.exists() else None
+  if method is None or method in methods.REGISTRY:
+    labels = engine.predict(args.workdir, data.x)
+  elif method == "scan":  # not yet on the engine
     from jaxclust import scan_train
     labels = scan_train.predict(args.workdir, data.x)
-  elif method in ("swav", "deepcluster"):
+  else:
     from jaxclust import online_train
     labels = online_train.predict(args.workdir, data.x)
-  else:
-    labels = train.predict(args.workdir, data.x)
   if args.output:
     _write_labels(args.output, labels)
   counts = np.bincount(labels)
@@ -291,26 +291,27 @@ def _predict(args) -> int:
 
 
 def _eval(args) -> int:
-  import json
-
+  """The metrics of a finished run from what fit saved (labels, true labels): the dataset is not read."""
   import jaxclust
-  from jaxclust.data import sources
+  from jaxclust import workdir as workdirs
 
-  workdir = Path(args.workdir)
-  if not (workdir / "summary.json").exists():
+  workdir = workdirs.path(args.workdir)
+  summary = workdirs.open(workdir)
+  if summary is None:
     raise ValueError(f"{workdir} holds no finished run (no summary.json)")
-  summary = json.loads((workdir / "summary.json").read_text())
-  config = json.loads((workdir / "config.json").read_text())
-  data = sources.load(config["dataset"], data_dir=config["data_dir"] or None)
-  labels = np.load(workdir / "labels.npy")
+  labels = workdirs.load_npy(workdir / "labels.npy")
   line = f"{summary['method']} on {summary['dataset']} (seed {summary['seed']}): n={len(labels)} k={summary['k']}"
-  if data.y is not None:
-    scores = jaxclust.metrics.evaluate(data.y, labels)
+  if (workdir / "true_labels.npy").exists():
+    scores = jaxclust.metrics.evaluate(workdirs.load_npy(workdir / "true_labels.npy"), labels)
     line += f" ACC={scores['acc']:.4f} NMI={scores['nmi']:.4f} ARI={scores['ari']:.4f}"
+  elif "acc" in summary:  # a run finished before fit saved the true labels
+    line += f" ACC={summary['acc']:.4f} NMI={summary['nmi']:.4f} ARI={summary['ari']:.4f}"
   balance = jaxclust.metrics.cluster_balance(labels, k=summary["k"])
   line += f" size_entropy={float(balance['normalized_entropy']):.4f} wall={summary['wall_seconds']:.1f}s"
   if "train_seconds" in summary:  # the epochs' time over every process of a resumed run; older runs lack it
     line += f" train={summary['train_seconds']:.1f}s"
+  if summary.get("collapsed"):
+    line += " collapsed=True"
   print(line)
   return 0
 
@@ -401,6 +402,9 @@ def main(argv=None) -> int:
   except (ValueError, _UsageError) as e:
     print("jaxclust: error: " + " ".join(str(e).split("\n")), file=sys.stderr)  # one line, always
     return 2
+  except Diverged as e:  # the loss or the parameters stopped being finite
+    print("jaxclust: error: " + " ".join(str(e).split("\n")), file=sys.stderr)
+    return 3
 
 
 if __name__ == "__main__":

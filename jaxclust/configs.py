@@ -2,7 +2,7 @@
 
 ``get_config(method, dataset)`` returns a ``ConfigDict`` that the CLI overrides from the command
 line (``--set cluster.tol=0.01``) or from a file (``--config FILE.py`` defining ``get_config()``).
-Library code never reads it: :mod:`jaxclust.train` unpacks it into plain arguments.
+Library code never reads it: each method module (:mod:`jaxclust.methods`) unpacks it into plain arguments.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 
 
+
+class Diverged(RuntimeError):
+  """A run whose loss or parameters stopped being finite: it stopped (the command line exits with code 3)."""
+
 def is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 

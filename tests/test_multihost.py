@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import SUBPROCESS_XLA_FLAGS
-from jaxclust import parallel, train
+from jaxclust import engine, parallel
 from jaxclust.data import stream
 from test_stream import stored_tfds
 from test_train import fast_config, two_process_config, two_process_settings
@@ -22,8 +22,8 @@ TESTS = Path(__file__).parent
 
 @pytest.mark.parametrize("method", ["dec", "vade"])
 def test_fit_on_8_devices_equals_1_device(tmp_path, method):
-  one = train.fit(fast_config(method), tmp_path / "one", log=lambda _: None, mesh=parallel.make_mesh(1))
-  eight = train.fit(fast_config(method), tmp_path / "eight", log=lambda _: None)
+  one = engine.fit(fast_config(method), tmp_path / "one", log=lambda _: None, mesh=parallel.make_mesh(1))
+  eight = engine.fit(fast_config(method), tmp_path / "eight", log=lambda _: None)
   assert (one["devices"], eight["devices"]) == (1, 8)
   # digits has 1,797 rows: on 8 devices they are padded to 1,800 and the padding is masked out.
   labels = [np.load(tmp_path / name / "labels.npy") for name in ("one", "eight")]
@@ -59,7 +59,7 @@ def test_two_processes_equal_one_process(tmp_path):
   for data_input in inputs:
     config = two_process_config(data_input)  # tf.data: each process reads its slice of the same global batches
     one, two = tmp_path / data_input / "one", tmp_path / data_input / "two"
-    reference = train.fit(config, one, log=lambda _: None, mesh=parallel.make_mesh(4))
+    reference = engine.fit(config, one, log=lambda _: None, mesh=parallel.make_mesh(4))
     summary = json.loads((two / "summary.json").read_text())
     assert summary["processes"] == 2 and json.loads((two / "config.json").read_text())["input"] == data_input
     np.testing.assert_array_equal(np.load(two / "labels.npy"), np.load(one / "labels.npy"))
@@ -93,5 +93,5 @@ def test_batch_not_divisible_by_devices_is_refused(tmp_path):
   config = fast_config("dec")
   config.cluster.batch_size = 60
   with pytest.raises(ValueError, match="cluster.batch_size=60 is not divisible by the 8 devices"):
-    train.fit(config, tmp_path / "run", log=lambda _: None)
+    engine.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()

@@ -81,7 +81,7 @@ def test_cli_settings_keep_their_types():
 def test_training_path_never_imports_tensorflow(tmp_path):
   """TensorFlow is installed here, but fit's logging must not pull it in (7 s, absent on GPUs)."""
   code = ("import sys\n"
-          "import jaxclust.train\n"
+          "import jaxclust.engine, jaxclust.methods.dec\n"
           "from jaxclust.metric_writer import ScalarWriter\n"
           f"ScalarWriter({str(tmp_path)!r}).write(1, {{'loss': 1.0}})\n"
           "print('tensorflow' in sys.modules)\n")

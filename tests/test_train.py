@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import kill_cli_run
-from jaxclust import cli, configs, parallel, runs, train
+from jaxclust import cli, configs, engine, parallel
+from jaxclust import workdir as workdirs
 
 ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
@@ -36,11 +37,11 @@ def two_process_config(data_input: str):
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-  reference = train.fit(fast_config(), tmp_path / "reference", log=lambda _: None, mesh=ONE_DEVICE)
+  reference = engine.fit(fast_config(), tmp_path / "reference", log=lambda _: None, mesh=ONE_DEVICE)
   workdir = tmp_path / "killed"
   # saves 1-3: pretraining epochs; 4: the stage boundary; 5, 6, ...: clustering intervals
   kill_cli_run("dec", workdir, FAST, checkpoint=6)
-  resumed = train.fit(fast_config(), workdir, log=lambda _: None, mesh=ONE_DEVICE)
+  resumed = engine.fit(fast_config(), workdir, log=lambda _: None, mesh=ONE_DEVICE)
   stages = [json.loads(l)["stage"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert stages.count("pretrain") == 4, "the resumed run trained the autoencoder again"
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
@@ -49,7 +50,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
   # train_seconds sums both processes' work, each epoch and interval once; wall_seconds is the last process's.
   lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   once = {(r["stage"], r.get("epoch"), r.get("step")): r["seconds"] for r in lines if "seconds" in r}
-  assert len(once) == 4 + 8 and resumed["train_seconds"] == pytest.approx(sum(once.values()))
+  assert len(once) == 4 + 9  # 4 pretraining epochs, 8 intervals and the last refresh
+  assert resumed["train_seconds"] == pytest.approx(sum(once.values()))
 
 
 def test_train_seconds_counts_an_epoch_redone_after_a_kill_once(tmp_path):
@@ -58,19 +60,19 @@ def test_train_seconds_counts_an_epoch_redone_after_a_kill_once(tmp_path):
              {"stage": "cluster", "step": 0, "changed": 1.0}, {"stage": "cluster", "step": 0, "seconds": 0.5},
              {"stage": "cluster", "epoch": 1, "seconds": 0.25}, {"stage": "mine", "neighbors": 5}]
   (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-  assert runs.train_seconds(tmp_path) == 1.0 + 3.0 + 0.5 + 0.25
-  assert runs.train_seconds(tmp_path / "elsewhere") == 0.0
+  assert workdirs.train_seconds(tmp_path) == 1.0 + 3.0 + 0.5 + 0.25
+  assert workdirs.train_seconds(tmp_path / "elsewhere") == 0.0
 
 
 def test_finished_workdir_is_not_trained_again(tmp_path):
   lines = []
-  summary = train.fit(fast_config(), tmp_path, log=lines.append)
+  summary = engine.fit(fast_config(), tmp_path, log=lines.append)
   # The run's last line is its summary, floats to 4 decimals.
   assert lines[-1].startswith("final: method=dec dataset=digits n=1797 d=64 shape=[8, 8, 1] k=10 ")
   assert f" acc={summary['acc']:.4f} nmi={summary['nmi']:.4f} " in lines[-1]
   stamp = (tmp_path / "labels.npy").stat().st_mtime_ns
   messages = []
-  assert train.fit(fast_config(), tmp_path, log=messages.append) == summary
+  assert engine.fit(fast_config(), tmp_path, log=messages.append) == summary
   assert "finished run" in messages[0]
   assert (tmp_path / "labels.npy").stat().st_mtime_ns == stamp
 
@@ -79,12 +81,12 @@ def test_other_configuration_is_refused(tmp_path):
   config = fast_config()
   config.pretrain.epochs = 1
   config.cluster.max_steps = 10
-  train.fit(config, tmp_path, log=lambda _: None)
+  engine.fit(config, tmp_path, log=lambda _: None)
   (tmp_path / "summary.json").unlink()  # an unfinished run
   other = fast_config()
   with pytest.raises(ValueError, match=r"another configuration \(differs in cluster.max_steps: 10 -> 80, "
                                        r"pretrain.epochs: 1 -> 4\)"):
-    train.fit(other, tmp_path, log=lambda _: None)
+    engine.fit(other, tmp_path, log=lambda _: None)
 
 
 def test_setting_added_since_the_run_started_resumes_at_its_default(tmp_path):
@@ -92,7 +94,7 @@ def test_setting_added_since_the_run_started_resumes_at_its_default(tmp_path):
   keeps its default (the old behaviour), and is refused when the setting is changed."""
   config = fast_config()
   config.pretrain.epochs, config.cluster.max_steps = 1, 10
-  summary = train.fit(config, tmp_path, log=lambda _: None)
+  summary = engine.fit(config, tmp_path, log=lambda _: None)
   path = tmp_path / "config.json"
 
   def as_an_older_version_wrote_it(**extra):
@@ -102,7 +104,7 @@ def test_setting_added_since_the_run_started_resumes_at_its_default(tmp_path):
     path.write_text(json.dumps({**saved, **extra}))
 
   as_an_older_version_wrote_it()
-  resumed = train.fit(config, tmp_path, log=lambda _: None)
+  resumed = engine.fit(config, tmp_path, log=lambda _: None)
   assert {k: v for k, v in resumed.items() if k != "wall_seconds"} == {
       k: v for k, v in summary.items() if k != "wall_seconds"}
   saved = json.loads(path.read_text())
@@ -112,29 +114,29 @@ def test_setting_added_since_the_run_started_resumes_at_its_default(tmp_path):
   changed = fast_config()
   changed.pretrain.epochs, changed.cluster.max_steps, changed.latent = 1, 10, 5
   with pytest.raises(ValueError, match=r"differs in latent: '\(absent\)' -> 5\)"):
-    train.fit(changed, tmp_path, log=lambda _: None)
+    engine.fit(changed, tmp_path, log=lambda _: None)
 
   as_an_older_version_wrote_it(retired=1)  # a setting this version no longer has is not guessed at
   with pytest.raises(ValueError, match=r"differs in retired: 1 -> '\(absent\)'\)"):
-    train.fit(config, tmp_path, log=lambda _: None)
+    engine.fit(config, tmp_path, log=lambda _: None)
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path):
   config = fast_config()
   config.cluster.max_steps = 10
-  train.fit(config, tmp_path, log=lambda _: None)
+  engine.fit(config, tmp_path, log=lambda _: None)
   (tmp_path / "summary.json").unlink()
   latest = max((p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
   for f in latest.rglob("*"):
     if f.is_file() and f.stat().st_size > 0 and "meta" not in str(f):
       f.write_bytes(b"corrupt")
   with pytest.raises(ValueError, match=r"cannot be restored"):
-    train.fit(config, tmp_path, log=lambda _: None)
+    engine.fit(config, tmp_path, log=lambda _: None)
 
 
 @pytest.mark.parametrize("method", ["idec", "vade"])
 def test_other_methods_run_end_to_end(tmp_path, method):
-  summary = train.fit(fast_config(method), tmp_path, log=lambda _: None)
+  summary = engine.fit(fast_config(method), tmp_path, log=lambda _: None)
   assert summary["method"] == method and 0.0 < summary["acc"] <= 1.0
   lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert lines[0]["stage"] == "pretrain" and lines[-1]["stage"] == "cluster"
@@ -145,10 +147,10 @@ def test_predict_and_eval_on_a_finished_run(tmp_path, capsys):
   from sklearn.datasets import load_digits
 
   from jaxclust import cli
-  train.fit(fast_config(), tmp_path, log=lambda _: None)
+  engine.fit(fast_config(), tmp_path, log=lambda _: None)
   x, y = load_digits(return_X_y=True)
   np.savez(tmp_path / "new.npz", x=(x[:100] / 16.0).astype(np.float32), y=y[:100])
-  labels = train.predict(tmp_path, (x[:100] / 16.0).astype(np.float32))
+  labels = engine.predict(tmp_path, (x[:100] / 16.0).astype(np.float32))
   np.testing.assert_array_equal(labels, np.load(tmp_path / "labels.npy")[:100])  # same rows, same clusters
   assert cli.main(["predict", "--workdir", str(tmp_path), "--input", str(tmp_path / "new.npz"),
                    "--output", str(tmp_path / "pred.npy")]) == 0
@@ -158,8 +160,8 @@ def test_predict_and_eval_on_a_finished_run(tmp_path, capsys):
   summary = json.loads((tmp_path / "summary.json").read_text())
   out = capsys.readouterr().out
   assert f"ACC={summary['acc']:.4f}" in out and f"train={summary['train_seconds']:.1f}s" in out
-  with pytest.raises(ValueError, match="input has 10 features but the run"):
-    train.predict(tmp_path, np.zeros((3, 10), np.float32))
+  with pytest.raises(ValueError, match=r"input has rows of shape \(10,\) but the run"):
+    engine.predict(tmp_path, np.zeros((3, 10), np.float32))
   assert cli.main(["eval", "--workdir", str(tmp_path / "nothing")]) == 2
 
 
@@ -184,22 +186,22 @@ def test_a_run_that_failed_on_bad_data_does_not_claim_the_workdir(tmp_path):
   config = fast_config()
   config.dataset, config.data_dir = "mnist", str(tmp_path / "nowhere")
   with pytest.raises(ValueError, match=r"not found|pass data_dir"):
-    train.fit(config, tmp_path / "run", log=lambda _: None)
+    engine.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run" / "config.json").exists()
   good = fast_config()
   good.cluster.max_steps = 10
   good.data_dir = str(tmp_path / "elsewhere")  # digits ignores data_dir; a different path must not block resume
-  train.fit(good, tmp_path / "run", log=lambda _: None)
+  engine.fit(good, tmp_path / "run", log=lambda _: None)
   (tmp_path / "run" / "summary.json").unlink()
   good.data_dir = ""
-  train.fit(good, tmp_path / "run", log=lambda _: None)
+  engine.fit(good, tmp_path / "run", log=lambda _: None)
 
 
 def test_init_from_starts_from_another_runs_autoencoder(tmp_path):
-  train.fit(fast_config("dec"), tmp_path / "dec", log=lambda _: None)
+  engine.fit(fast_config("dec"), tmp_path / "dec", log=lambda _: None)
   config = fast_config("idec")
   config.pretrain.init_from = str(tmp_path / "dec")
-  train.fit(config, tmp_path / "idec", log=lambda _: None)
+  engine.fit(config, tmp_path / "idec", log=lambda _: None)
   records = {name: [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
              for name in ("dec", "idec")}
   assert not [r for r in records["idec"] if r["stage"] == "pretrain"]
@@ -212,12 +214,12 @@ def test_init_from_without_a_pretrained_autoencoder_is_refused(tmp_path):
   config = fast_config("idec")
   config.pretrain.init_from = str(tmp_path / "nothing")
   with pytest.raises(ValueError, match="init_from=.*nothing.*no pretrained_autoencoder"):
-    train.fit(config, tmp_path / "run", log=lambda _: None)
+    engine.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()
-  train.fit(fast_config("dec"), tmp_path / "small", log=lambda _: None)
+  engine.fit(fast_config("dec"), tmp_path / "small", log=lambda _: None)
   config.pretrain.init_from, config.hidden = str(tmp_path / "small"), (32, 32)
   with pytest.raises(ValueError, match="does not fit this configuration"):
-    train.fit(config, tmp_path / "other", log=lambda _: None)
+    engine.fit(config, tmp_path / "other", log=lambda _: None)
 
 
 def test_standardize_uses_training_statistics_and_refuses_constant_features(tmp_path):
@@ -229,7 +231,7 @@ def test_standardize_uses_training_statistics_and_refuses_constant_features(tmp_
   config = fast_config()
   config.dataset, config.standardize, config.hidden = str(tmp_path / "table.npz"), True, (32, 32)
   config.latent = 2
-  summary = train.fit(config, tmp_path / "run", log=lambda _: None)
+  summary = engine.fit(config, tmp_path / "run", log=lambda _: None)
   stats = np.load(tmp_path / "run" / "standardization.npz")
   np.testing.assert_allclose(stats["mean"], x.astype(np.float32).mean(0), rtol=1e-5, atol=1e-3)
   np.testing.assert_allclose(stats["std"], x.astype(np.float32).std(0), rtol=1e-5)
@@ -237,13 +239,13 @@ def test_standardize_uses_training_statistics_and_refuses_constant_features(tmp_
   # tiny 4-epoch run here reached 0.85 when this test was written.
   assert summary["acc"] > 0.7
   # predict applies the saved statistics to new rows: the training rows get their training labels.
-  np.testing.assert_array_equal(train.predict(tmp_path / "run", x[:50].astype(np.float32)),
+  np.testing.assert_array_equal(engine.predict(tmp_path / "run", x[:50].astype(np.float32)),
                                 np.load(tmp_path / "run" / "labels.npy")[:50])
   x[:, 1] = 7.0
   np.savez(tmp_path / "constant.npz", x=x.astype(np.float32), y=y)
   config.dataset = str(tmp_path / "constant.npz")
   with pytest.raises(ValueError, match=r"1 feature\(s\) have zero variance \(columns 1\)"):
-    train.fit(config, tmp_path / "constant_run", log=lambda _: None)
+    engine.fit(config, tmp_path / "constant_run", log=lambda _: None)
   assert not (tmp_path / "constant_run").exists()
 
 
@@ -251,27 +253,27 @@ def test_conv_autoencoder_runs_dec_and_predicts(tmp_path):
   from sklearn.datasets import load_digits
   config = fast_config("idec")
   config.model, config.conv_channels = "conv", (8, 16)
-  summary = train.fit(config, tmp_path / "run", log=lambda _: None)
+  summary = engine.fit(config, tmp_path / "run", log=lambda _: None)
   assert summary["shape"] == [8, 8, 1]
   # 4 pretraining epochs of a tiny conv net: ACC 0.395 when this test was written (chance: about 0.1).
   assert summary["acc"] > 0.3
   x = (load_digits().data[:40] / 16.0).astype(np.float32)
-  np.testing.assert_array_equal(train.predict(tmp_path / "run", x), np.load(tmp_path / "run" / "labels.npy")[:40])
+  np.testing.assert_array_equal(engine.predict(tmp_path / "run", x), np.load(tmp_path / "run" / "labels.npy")[:40])
 
 
 def test_conv_autoencoder_needs_images_and_an_ae_method(tmp_path):
   config = fast_config("vade")
   config.model = "conv"
   with pytest.raises(ValueError, match="model='conv' is offered for dec and idec"):
-    train.fit(config, tmp_path / "vade", log=lambda _: None)
+    engine.fit(config, tmp_path / "vade", log=lambda _: None)
   np.savez(tmp_path / "table.npz", x=np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32))
   config = fast_config("dec")
   config.model, config.dataset, config.n_clusters = "conv", str(tmp_path / "table.npz"), 3
   with pytest.raises(ValueError, match=r"model='conv' needs images \[H, W, C\].*\(4,\)"):
-    train.fit(config, tmp_path / "table", log=lambda _: None)
+    engine.fit(config, tmp_path / "table", log=lambda _: None)
   config.model = "transformer"
   with pytest.raises(ValueError, match="model='transformer' must be 'mlp' or 'conv'"):
-    train.fit(config, tmp_path / "table", log=lambda _: None)
+    engine.fit(config, tmp_path / "table", log=lambda _: None)
   assert not (tmp_path / "vade").exists() and not (tmp_path / "table").exists()
 
 
@@ -279,7 +281,7 @@ def test_an_unknown_input_is_refused_before_the_workdir_is_claimed(tmp_path):
   config = fast_config("dec")
   config.input = "hdf5"
   with pytest.raises(ValueError, match="input='hdf5' must be 'device' or 'tf.data'"):
-    train.fit(config, tmp_path / "run", log=lambda _: None)
+    engine.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()
 
 
@@ -296,11 +298,11 @@ def test_out_of_range_settings_are_refused_before_any_work(tmp_path, setting, va
   section, _, name = setting.rpartition(".")
   (config[section] if section else config)[name] = value
   with pytest.raises(ValueError, match=message):
-    train.fit(config, tmp_path / "run", log=lambda _: None)
+    engine.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("driver,method", [("train", "dec"), ("scan_train", "scan"), ("online_train", "swav")])
+@pytest.mark.parametrize("driver,method", [("engine", "dec"), ("scan_train", "scan"), ("online_train", "swav")])
 def test_every_driver_returns_a_finished_run_untouched(tmp_path, driver, method):
   # No data is loaded and nothing is written: the workdir's summary comes back as it is.
   (tmp_path / "summary.json").write_text('{"acc": 0.25}')

@@ -1,0 +1,16 @@
+"""The methods: one module each, run by :mod:`jaxclust.engine`. A new method is a module and a line here."""
+
+import importlib
+
+REGISTRY = {
+    "dec": "jaxclust.methods.dec",
+    "idec": "jaxclust.methods.idec",
+    "vade": "jaxclust.methods.vade",
+}
+
+
+def get(name: str):
+  """The module of method ``name`` (imported on first use)."""
+  if name not in REGISTRY:
+    raise ValueError(f"method={name!r} must be one of {', '.join(REGISTRY)}")
+  return importlib.import_module(REGISTRY[name])

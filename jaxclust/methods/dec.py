@@ -6,6 +6,11 @@ KL(P || Q) (eq. 2). P is recomputed over the whole dataset every ``update_interv
 MNIST in the official code), not per batch; training stops when fewer than ``tol`` (0.1%) of the
 labels change between two refreshes. Centers start from k-means (n_init 20) on the embeddings.
 The official optimizer is SGD, learning rate 0.01, momentum 0.9, batch 256.
+
+A run (:func:`stages`): autoencoder pretraining (:mod:`jaxclust.methods.pretrain`), then the
+clustering stage, whose "epochs" are refresh intervals: P is refreshed over the whole dataset, the
+stopping rule is checked, then ``update_interval`` SGD steps run on random batches. IDEC is this
+method with ``cluster.gamma > 0`` (:mod:`jaxclust.methods.idec`).
 """
 
 from __future__ import annotations
@@ -16,9 +21,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxclust import engine, epochs, parallel
+from jaxclust import metrics as cluster_metrics
+from jaxclust.kernels.kmeans import kmeans
+from jaxclust.methods import networks, pretrain
 from jaxclust.models.autoencoder import reconstruction_loss
 
 
@@ -137,3 +148,120 @@ def refresh_target(state: DECState, x, mask=None, *, model, alpha: float = 1.0):
 def predict(model: nn.Module, params, x, *, alpha: float = 1.0):
   """Hard cluster of each row of ``x``: the argmax of Q."""
   return jnp.argmax(soft_assignment(embed(model, params, x), params["centers"], alpha), axis=-1)
+
+
+# -- The run: what the engine (jaxclust.engine) calls.
+
+def prepare(config, data, mesh) -> engine.Prepared:
+  return pretrain.prepare(config, data, mesh=mesh, batch_sizes=("pretrain.batch_size", "cluster.batch_size"))
+
+
+def stages(run):
+  model = networks.autoencoder(run.config, run.shape)
+  return pretrain.stage(run, model), _cluster_stage(run, model)
+
+
+def readout(run, state) -> engine.Readout:
+  """The clusters of the last refresh; confidence, the largest soft assignment."""
+  q = _soft_assignment_jit(networks.autoencoder(run.config, run.shape), state.params, run.x)
+  return engine.Readout(parallel.fetch(state.labels)[:run.n], parallel.fetch(jnp.max(q, -1))[:run.n])
+
+
+def assign(run, state, x):
+  """Clusters of new rows ``x`` under a finished run: the argmax of Q."""
+  return parallel.fetch(_predict_jit(networks.autoencoder(run.config, run.shape), state.params,
+                                     jnp.asarray(x.reshape(len(x), -1))))
+
+
+def _cluster_stage(run, model) -> engine.Stage:
+  c = run.config.cluster
+  tx = sgd(c.learning_rate, c.momentum)
+  d = int(np.prod(run.shape))
+
+  def placed(ae_params, centers):
+    """The state on the mesh: per-row target and labels sharded like the data, the rest replicated."""
+    state = init(ae_params, centers, run.rows, tx, keep_decoder=c.gamma > 0)
+    return parallel.put(state, run.mesh).replace(
+        target=parallel.put(np.full((run.rows, run.k), 1.0 / run.k, np.float32), run.mesh, P("data")),
+        labels=parallel.put(np.full((run.rows,), -1, np.int32), run.mesh, P("data")))
+
+  def template(run):
+    ae_params = pretrain.init(model, jax.random.key(0), jnp.zeros((1, d)), optax.adam(1.0)).params
+    return placed(jax.tree.map(np.asarray, ae_params), np.zeros((run.k, run.config.latent), np.float32))
+
+  def start(run, pretrained):
+    """Centers from k-means (``kmeans_n_init`` restarts) on the pretrained embeddings. The embeddings of
+    the real rows are replicated on every device: [n, latent] is small, and k-means on it gives the same
+    centers on every device count and host layout."""
+    z = _embed_valid(model, pretrained.params, run.x, run.n, NamedSharding(run.mesh, P()))
+    out = kmeans(z, run.k, rng=jax.random.fold_in(run.key, 2), n_init=c.kmeans_n_init)
+    run.log(f"k-means on embeddings: inertia {float(out.inertia):.4f}")
+    state = placed(jax.tree.map(np.asarray, pretrained.params), np.asarray(out.centers))
+    labels = np.full((run.rows,), -1, np.int32)
+    labels[:run.n] = np.asarray(out.labels)
+    return state.replace(labels=parallel.put(labels, run.mesh, P("data")))
+
+  def epoch(run, state, i):
+    steps = i * c.update_interval
+    state, changed = _refresh(model)(state, run.x, run.mask)
+    record = {"step": steps, "changed": float(changed)}
+    if run.y is not None:
+      record.update(cluster_metrics.evaluate(run.y, parallel.fetch(state.labels)[:run.n]))
+    if steps >= c.max_steps or (steps > 0 and float(changed) < c.tol):
+      return state, {**record, "stop": "tol" if float(changed) < c.tol else "max_steps"}
+    if run.host is None:
+      interval = _interval(model, tx, c.gamma, c.update_interval, c.batch_size, run.n, epochs.shard(run.mesh))
+      state, m = interval(state, run.x, jax.random.fold_in(run.key, 2_000_000 + steps))
+    else:
+      step = epochs.host_step(train_step, model=model, tx=tx, gamma=c.gamma)
+      state, m = epochs.host_epoch(step, state, None, run.host_batches(
+          c.batch_size, (run.config.seed, 2, steps), steps=c.update_interval))
+    return state, {**record, "loss": float(jnp.mean(m["loss"]))}
+
+  intervals = -(-c.max_steps // c.update_interval) + 1  # the last refresh only checks the stopping rule
+  return engine.Stage("cluster", intervals, start, template, epoch)
+
+
+@functools.lru_cache(maxsize=None)
+def _refresh(model):
+  return jax.jit(functools.partial(refresh_target, model=model), donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=None)
+def _interval(model, tx, gamma, update_interval, batch_size, n, batch_sharding):
+  """``update_interval`` steps on random batches of the first ``n`` rows, as one compiled scan."""
+  step = functools.partial(train_step, model=model, tx=tx, gamma=gamma)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def interval(state, x, rng):
+    # Batches are consecutive slices of shuffled passes over the data (one permutation per pass):
+    # drawing each batch with jax.random.choice(replace=False) sorts all n rows per step, which
+    # made an MNIST interval 3x slower.
+    needed = update_interval * batch_size
+    passes = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(rng, -(-needed // n)))
+    index = passes.reshape(-1)[:needed].reshape(update_interval, batch_size)
+
+    def one(state, i):
+      xb = x[i]
+      if batch_sharding is not None:
+        xb, i = jax.lax.with_sharding_constraint((xb, i), batch_sharding)
+      return step(state, {"x": xb, "index": i}, None)
+
+    return jax.lax.scan(one, state, index)
+
+  return interval
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _embed_valid(model, params, x, n, sharding):
+  return jax.lax.with_sharding_constraint(model.apply({"params": params}, x[:n], method=model.encode), sharding)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict_jit(model, params, x):
+  return predict(model, params, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _soft_assignment_jit(model, params, x):
+  return soft_assignment(embed(model, params, x), params["centers"])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from jaxclust.methods import dec
 from jaxclust.methods.dec import DECState, embed, predict, refresh_target  # noqa: F401  (IDEC's API)
+# The run is DEC's with the configuration's cluster.gamma (0.1 in IDEC's configs).
+from jaxclust.methods.dec import assign, prepare, readout, stages  # noqa: F401, E402
 
 GAMMA = 0.1
 

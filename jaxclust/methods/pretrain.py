@@ -10,15 +10,24 @@ no Python runs per step.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax import struct
 
+from jaxclust import engine, epochs, parallel
+from jaxclust import workdir as workdirs
+from jaxclust.methods import networks
 from jaxclust.models.autoencoder import reconstruction_loss
+from jaxclust.validation import check_count
+
+PRETRAINED = "pretrained_autoencoder"  # the folder of a run's pretrained autoencoder (pretrain.init_from)
 
 
 class PretrainState(struct.PyTreeNode):
@@ -51,16 +60,7 @@ def train_step(state: PretrainState, batch, rng, *, model, tx, loss: str = "mse"
                        opt_state=opt_state), {"loss": loss}
 
 
-def epoch_batches(rng, n: int, batch_size: int):
-  """``[steps, batch_size]`` shuffled row indices covering all ``n`` rows once, and their mask.
-
-  The last batch is padded (with row 0, masked out) so every sample is used and shapes stay static.
-  """
-  steps = -(-n // batch_size)
-  order = jax.random.permutation(rng, n)
-  padded = jnp.concatenate([order, jnp.zeros(steps * batch_size - n, order.dtype)])
-  mask = jnp.arange(steps * batch_size) < n
-  return padded.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+epoch_batches = epochs.epoch_batches
 
 
 @functools.partial(jax.jit, static_argnames=("model", "tx", "batch_size", "loss", "n", "batch_sharding"),
@@ -85,3 +85,81 @@ def train_epoch(state: PretrainState, x, rng, *, model, tx, batch_size: int = 25
 
   state, metrics = jax.lax.scan(step, state, (index, mask))
   return state, {"loss": jnp.mean(metrics["loss"])}
+
+
+def prepare(config, data, *, mesh, batch_sizes, conv: bool = True):
+  """The autoencoder methods' checks before a workdir is claimed, and their rows ``[n, d]`` float32.
+
+  ``batch_sizes`` names the settings whose batches are split over the mesh's devices."""
+  x = np.asarray(data.x.reshape(data.x.shape[0], -1), np.float32)
+  k = config.n_clusters or (len(np.unique(data.y)) if data.y is not None else 0)
+  if k == 0:
+    raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
+  k = check_count(k, "n_clusters", low=1, high=len(x), high_name="n_samples")
+  networks.autoencoder(config, data.x.shape[1:], conv=conv)  # an unknown model, or conv on tabular data
+  if config.pretrain.init_from and not (workdirs.path(config.pretrain.init_from) / PRETRAINED).exists():
+    raise ValueError(f"pretrain.init_from={config.pretrain.init_from!r}: no {PRETRAINED} in it "
+                     "(it is written when a run finishes pretraining)")
+  for name in batch_sizes:
+    size = config[name.split(".")[0]][name.split(".")[1]]
+    if size % mesh.size:
+      raise ValueError(f"{name}={size} is not divisible by the {mesh.size} devices of the mesh: every device "
+                       "takes an equal share of each batch")
+  return engine.Prepared(k, x)
+
+
+def stage(run, model) -> engine.Stage:
+  """Autoencoder pretraining (Adam on the reconstruction error), or another run's pretrained autoencoder
+  (``pretrain.init_from``, then no epochs). Its end saves the autoencoder apart from the rotating
+  checkpoints, so that other runs can start from it."""
+  c = run.config.pretrain
+  tx = optax.adam(c.learning_rate)
+  example = jnp.zeros((2, math.prod(run.shape)))
+
+  def template(run):
+    return parallel.put(init(model, jax.random.key(0), example, tx), run.mesh)
+
+  def start(run, previous):
+    state = parallel.put(init(model, jax.random.fold_in(run.key, 0), example, tx), run.mesh)
+    if c.init_from:
+      run.log(f"autoencoder from {c.init_from}; pretraining skipped")
+      return state.replace(params=load_pretrained(c.init_from, state.params))
+    return state
+
+  def epoch(run, state, epoch):
+    if run.host is None:
+      state, m = train_epoch(state, run.x, jax.random.fold_in(run.key, 1_000_000 + epoch), model=model, tx=tx,
+                             batch_size=c.batch_size, loss=c.loss, n=run.n, batch_sharding=epochs.shard(run.mesh))
+    else:
+      step = epochs.host_step(train_step, model=model, tx=tx, loss=c.loss)
+      state, m = epochs.host_epoch(step, state, None, run.host_batches(c.batch_size, (run.config.seed, 1, epoch)))
+    return state, {"loss": float(m["loss"])}
+
+  def end(run, state):
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(run.workdir / PRETRAINED, state.params, force=True)
+    checkpointer.wait_until_finished()
+
+  return engine.Stage("pretrain", 0 if c.init_from else c.epochs, start, template, epoch, end)
+
+
+def load_pretrained(source, template):
+  """The pretrained autoencoder parameters saved by a run in workdir ``source``.
+
+  ``template`` (parameters of the model to fill) fixes the expected shapes: an autoencoder of
+  another architecture, or a run whose pretraining has not finished, is an error.
+  """
+  path = workdirs.path(source) / PRETRAINED
+  if not path.exists():
+    raise ValueError(f"pretrain.init_from={str(source)!r}: no {PRETRAINED} in it "
+                     "(it is written when a run finishes pretraining)")
+  checkpointer = ocp.StandardCheckpointer()
+  try:
+    stored = jax.tree.map(lambda a: tuple(a.shape), dict(checkpointer.metadata(path).item_metadata.tree))
+  except Exception as e:  # orbax raises many types for unreadable checkpoints
+    raise ValueError(f"pretrain.init_from={str(source)!r}: {path} cannot be read ({type(e).__name__}: {e})") from e
+  wanted = jax.tree.map(lambda a: tuple(a.shape), template)
+  if stored != wanted:
+    raise ValueError(f"pretrain.init_from={str(source)!r} holds an autoencoder that does not fit this "
+                     f"configuration: stored shapes {stored}, wanted {wanted}")
+  return checkpointer.restore(path, jax.tree.map(ocp.utils.to_shape_dtype_struct, template))

@@ -1,0 +1,399 @@
+"""The training engine: one loop that runs every method, and everything a run guarantees.
+
+A method (a module under :mod:`jaxclust.methods`, found through :func:`jaxclust.methods.get`) states
+what is particular to it, and nothing else:
+
+- ``prepare(config, data, mesh) -> Prepared``: refuses settings that do not fit the data or the mesh
+  (ValueError naming the value) and gives the number of clusters and the host rows it trains on (or,
+  for a dataset streamed without being loaded, its :class:`jaxclust.data.stream.Source`);
+- ``stages(run) -> (Stage, ...)``: its stages in order, each with its state, epoch and checkpoints;
+- ``readout(run, state) -> Readout``: the clusters of the training data at the end;
+- ``assign(run, state, x) -> labels``: the clusters of new rows under a finished run.
+
+The engine owns the rest, the same for every method: opening, locking and claiming the workdir
+(:mod:`jaxclust.workdir`), the configuration check, placing the data on the mesh, the epoch loop with
+progress, metrics.jsonl and TensorBoard, checkpoints keyed by (stage, progress) and resume, the
+numerical health of every epoch, the final readout, summary.json, labels, exemplars and predict.
+
+Every save records the stage and how far it got, so a run killed at any point (SIGKILL included)
+continues from its last checkpoint when ``fit`` is called again on its workdir; randomness comes from
+``config.seed`` folded with the stage and epoch, so the resumed run ends where an uninterrupted one
+would. Every stage's first save (the end of the previous stage) is kept besides the latest
+``keep_checkpoints``, so a long first stage is never rotated out by the later ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxclust import epochs, methods, parallel, reporting
+from jaxclust import metrics as cluster_metrics
+from jaxclust import workdir as workdirs
+from jaxclust.data import sources
+from jaxclust.validation import Diverged, check_settings
+
+DONE = "done"  # the stage of the final save: training has ended, the readout may not have
+_STANDARDIZATION = "standardization.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One stage of a method.
+
+  Attributes:
+    name: its name in the logs and checkpoints.
+    epochs: how many epochs (or refresh intervals) it runs at most.
+    init: ``(run, previous) -> state``: the stage's first state from the previous stage's last one
+      (None for the first stage).
+    template: ``run -> state`` with the stage's structure, dtypes and shardings, to restore into.
+    epoch: ``(run, state, epoch) -> (state, record)`` trains epoch ``epoch`` (from 0). ``record`` is
+      logged (with ``loss`` when it trained); ``record["stop"]`` ends the stage early (DEC's tol).
+    end: ``(run, state) -> None`` after its last epoch: files that other runs or stages read.
+  """
+  name: str
+  epochs: int
+  init: Callable[[Any, Any], Any]
+  template: Callable[[Any], Any]
+  epoch: Callable[[Any, Any, int], tuple[Any, dict]] | None = None
+  end: Callable[[Any, Any], None] | None = None
+
+
+class Prepared(NamedTuple):
+  """What a method trains on: ``k`` clusters reported; ``rows`` ``[n, ...]`` on the host, placed on the
+  devices by the engine; or, streamed (``input="tf.data"`` on a dataset never loaded whole), ``rows``
+  None and ``source`` the stream, with its ``n`` and the ``shape`` of what the network sees."""
+  k: int
+  rows: np.ndarray | None
+  source: Any = None
+  n: int | None = None
+  shape: tuple | None = None
+
+
+class Readout(NamedTuple):
+  """The end of a run: ``labels [n]``; ``confidence [n]`` (for the exemplars; None: any members);
+  ``files``, arrays saved as ``NAME.npy`` for predict (None: that file removed, so that predict cannot
+  read one another readout left); ``summary``, fields added to summary.json; ``images`` and ``y``, the
+  images the first labels belong to and the true labels, where the engine holds none (a streamed dataset)."""
+  labels: np.ndarray
+  confidence: np.ndarray | None = None
+  files: dict = {}
+  summary: dict = {}
+  images: np.ndarray | None = None
+  y: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class Run:
+  """What a method's stages see of a run. ``x`` (the rows on the devices, padded to ``rows``) and
+  ``mask`` (False on the padding) are None when predicting; ``host`` holds the rows on the host when
+  batches come from tf.data (``input="tf.data"``)."""
+  config: ml_collections.ConfigDict
+  workdir: Any  # etils.epath.Path
+  mesh: jax.sharding.Mesh
+  k: int
+  n: int
+  shape: tuple
+  rows: int
+  y: np.ndarray | None = None
+  x: jax.Array | None = None
+  mask: jax.Array | None = None
+  host: np.ndarray | None = None
+  source: Any = None  # the stream of a streamed dataset (jaxclust.data.stream.Source)
+  meta: dict = dataclasses.field(default_factory=dict)
+  summary: dict = dataclasses.field(default_factory=dict)  # a finished run's, when predicting
+  log: Callable[[str], None] = print
+  logger: reporting.Logger | None = None
+
+  @property
+  def key(self) -> jax.Array:
+    return jax.random.key(self.config.seed)
+
+  @property
+  def lead(self) -> bool:
+    return jax.process_index() == 0
+
+  def record(self, stage: str, **fields):
+    """A line in the logs outside the epochs (mining's neighbour accuracy, an initialization's figures)."""
+    if self.logger is not None:
+      self.logger.record(stage=stage, **fields)
+
+  def host_batches(self, batch_size: int, seed_path: tuple, steps: int | None = None):
+    """Shuffled batches ``{"x", "index", "mask"}`` of the host rows by tf.data (``input="tf.data"``): one
+    pass, or ``steps`` batches; the shuffle seeded by ``seed_path``."""
+    from jaxclust.data import pipeline  # imports TensorFlow: only runs with input="tf.data" need it
+    seed = int(np.random.SeedSequence(seed_path).generate_state(1)[0] >> 1)
+    return pipeline.batches(self.host, batch_size=batch_size, seed=seed, mesh=self.mesh, steps=steps)
+
+
+def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None) -> dict:
+  """Runs (or resumes) ``config.method`` on ``config.dataset`` in ``workdir``; returns the summary.
+
+  Data parallel over ``mesh`` (default: every device of every process, one "data" axis). In a
+  multi-host job every process calls ``fit`` with the same arguments; each contributes its own block
+  of rows, all run the same steps, and only process 0 writes. With ``stop_after`` the run stops once
+  that stage is done (``{"stage": name}`` is returned); running again continues.
+  """
+  check_settings(config)  # before anything is loaded or written
+  method = methods.get(config.method)
+  if config.get("input", "device") not in ("device", "tf.data"):
+    raise ValueError(f"input={config.input!r} must be 'device' or 'tf.data'")
+  lead = jax.process_index() == 0
+  log = log if lead else (lambda _: None)
+  path = workdirs.path(workdir)
+  finished = workdirs.open(path)
+  if finished is not None:
+    log(f"{path} holds a finished run; not training again (use another --workdir for a new run)")
+    return finished
+  start = time.perf_counter()
+  streamed = config.get("input", "device") == "tf.data"
+  if streamed and str(config.dataset).startswith("tfds:"):  # never loaded whole (ImageNet)
+    from jaxclust.data import stream
+    data = stream.open_source(config.dataset, data_dir=config.data_dir or None)
+  else:
+    data = sources.load(config.dataset, data_dir=config.data_dir or None)
+  stats = _standardization(data.x) if config.get("standardize") else None
+  if stats is not None:
+    data = data._replace(x=((data.x - stats["mean"]) / stats["std"]).astype(np.float32))
+  mesh = mesh or parallel.make_mesh()
+  prepared = method.prepare(config, data, mesh)
+  y = getattr(data, "y", None)
+  with workdirs.Lock(path, lead=lead, log=log):
+    workdirs.claim(path, config, lead=lead)  # only now, with data and settings known valid
+    if stats is not None and lead:
+      workdirs.save_npz(path / _STANDARDIZATION, **stats)
+    if prepared.rows is None:
+      x = mask = None
+      n, shape, rows = prepared.n, tuple(prepared.shape), prepared.n
+    else:
+      x, mask = parallel.global_rows(np.asarray(prepared.rows, np.float32), mesh)
+      n, shape, rows = data.x.shape[0], tuple(data.x.shape[1:]), x.shape[0]
+    run = Run(config, path, mesh, prepared.k, n, shape, rows, y=y, x=x, mask=mask,
+              host=prepared.rows if streamed else None, source=prepared.source, log=log,
+              logger=reporting.Logger(path, log, start, workdirs.append_line, enabled=lead))
+    log(f"{config.method} on {config.dataset}: n={run.n} rows {run.shape} k={run.k} on {mesh.size} device(s), "
+        f"workdir {path}")
+    state, stopped = _train(method, run, stop_after)
+    run.logger.close()
+    if stopped:
+      log(f"stage {stop_after} done; run again without --stage to continue")
+      return {"stage": stop_after}
+    summary = _finish(method, run, state, getattr(data, "x", None), start)
+  line = "final: " + reporting.format_fields(summary)
+  if summary["collapsed"]:
+    line += (" WARNING: collapsed (cluster-size entropy below 0.1 or fewer than half of the clusters used); "
+             "try a lower learning rate or another seed")
+  log(line)
+  return summary
+
+
+def _train(method, run: Run, stop_after):
+  """The stages from the latest save to the end; ``(state, stopped at stop_after)``."""
+  stages = method.stages(run)
+  names = [stage.name for stage in stages]
+  if stop_after is not None and stop_after not in names:
+    raise ValueError(f"stage={stop_after!r} must be one of {', '.join(names)}")
+  policy = _StageStarts(set())
+  manager = ocp.CheckpointManager(run.workdir / "checkpoints", options=ocp.CheckpointManagerOptions(
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+          [ocp.checkpoint_managers.LatestN(run.config.keep_checkpoints), policy])))
+  saves = manager.latest_step() or 0
+  for step in manager.all_steps():
+    if _meta(manager, step, run)["progress"] == 0:
+      policy.steps.add(step)
+  run.meta = _meta(manager, saves, run) if saves else {"stage": names[0], "progress": 0, "rows": run.rows}
+  if run.meta.get("rows", run.rows) != run.rows:
+    raise ValueError(f"{run.workdir} was trained with the data padded to {run.meta['rows']} rows, for another "
+                     f"number of devices; this mesh has {run.mesh.size} devices ({run.rows} rows): resume it on "
+                     "as many devices")
+  first = len(stages) if run.meta["stage"] == DONE else names.index(run.meta["stage"])
+  if stop_after is not None and names.index(stop_after) < first:  # already past it: nothing later is trained
+    return None, True
+  if saves:
+    state = _restore(manager, saves, stages[min(first, len(stages) - 1)].template(run), run)
+    at = run.meta["stage"] if first < len(stages) else "the end of training"
+    run.log(f"resuming from checkpoint {saves}: {at}, {run.meta['progress']} of "
+            f"{stages[min(first, len(stages) - 1)].epochs} epochs done")
+  else:
+    state = stages[0].init(run, None)
+
+  def save(state, stage, progress, **extra):
+    nonlocal saves
+    saves += 1
+    if progress == 0:
+      policy.steps.add(saves)
+    run.meta = {"stage": stage, "progress": progress, "rows": run.rows, **extra}
+    manager.save(saves, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                meta=ocp.args.JsonSave(run.meta)))
+
+  def healthy(state, stage, where, loss=None):
+    if (loss is None or math.isfinite(loss)) and bool(epochs.all_finite(state)):
+      return
+    manager.wait_until_finished()
+    last = manager.latest_step()
+    kept = (f"the last good checkpoint is {run.workdir / 'checkpoints' / str(last)} (kept)" if last
+            else "no checkpoint was saved")
+    raise Diverged(f"stage {stage} diverged at {where}: {'loss ' + str(loss) + ', ' if loss is not None else ''}"
+                   f"{'non-finite parameters' if loss is None or math.isfinite(loss) else 'stopped'}; {kept}; "
+                   "usual causes: a learning rate too high, or data on a large scale (try standardize=True)")
+
+  for index in range(first, len(stages)):
+    stage = stages[index]
+    done = run.meta["progress"] if index == first else 0
+    if index > first or not saves:
+      if index > first:
+        state = stage.init(run, state)
+      healthy(state, stage.name, "its start")
+      if index > first:
+        save(state, stage.name, 0)  # a stage boundary is always saved
+    run.logger.stage(stage.name, stage.epochs, done)
+    every = run.config.get("checkpoint_every", 1)
+    for epoch in range(done, stage.epochs):
+      tick = time.perf_counter()
+      state, record = stage.epoch(run, state, epoch)
+      loss = record.get("loss")
+      healthy(state, stage.name, f"epoch {epoch + 1}", None if loss is None else float(loss))
+      position = {} if "step" in record else {"epoch": epoch + 1, "of": stage.epochs}
+      run.logger.record(1, stage=stage.name, **position, **record, seconds=time.perf_counter() - tick)
+      if "stop" in record:
+        break
+      if (epoch + 1) % every == 0 and epoch + 1 < stage.epochs:
+        save(state, stage.name, epoch + 1)
+    if stage.end is not None:
+      stage.end(run, state)
+    if stop_after == stage.name:
+      manager.wait_until_finished()
+      return state, True
+  if run.meta["stage"] != DONE:
+    save(state, DONE, 0)  # the final state, for predict
+  manager.wait_until_finished()
+  return state, False
+
+
+def _finish(method, run: Run, state, images, start) -> dict:
+  """The readout of a trained run: labels, the method's files, exemplars and summary.json (written by the
+  lead process); returns the summary."""
+  out = method.readout(run, state)
+  labels = np.asarray(out.labels)
+  y = run.y if out.y is None else out.y
+  images = images if out.images is None else out.images
+  summary = {"method": run.config.method, "dataset": run.config.dataset, "n": run.n, "d": math.prod(run.shape),
+             "shape": list(run.shape), "k": run.k, "seed": run.config.seed, "devices": run.mesh.size,
+             "processes": jax.process_count(), **out.summary, "wall_seconds": time.perf_counter() - start,
+             "train_seconds": workdirs.train_seconds(run.workdir)}
+  if y is not None:
+    summary.update(cluster_metrics.evaluate(y, labels))
+  sizes = np.bincount(labels, minlength=run.k)
+  summary["size_entropy"] = float(cluster_metrics.cluster_balance(jnp.asarray(labels), k=run.k)["normalized_entropy"])
+  summary["collapsed"] = bool(summary["size_entropy"] < 0.1 or np.sum(sizes > 0) < run.k / 2)
+  if run.lead:
+    workdirs.save_npy(run.workdir / "labels.npy", labels)
+    if y is not None:  # eval reads them instead of loading the dataset again
+      workdirs.save_npy(run.workdir / "true_labels.npy", np.asarray(y))
+    for name, array in out.files.items():
+      if array is None:  # a file this readout does not make: another run's must never reach predict
+        (run.workdir / f"{name}.npy").unlink(missing_ok=True)
+      else:
+        workdirs.save_npy(run.workdir / f"{name}.npy", array)
+    if images is not None and images.ndim == 4:  # a row of each cluster's most typical members
+      confidence = np.ones(len(labels), np.float32) if out.confidence is None else np.asarray(out.confidence)
+      with (run.workdir / "exemplars.png").open("wb") as f:
+        reporting.write_exemplars(f, images, labels[:len(images)], confidence[:len(images)], min(run.k, 20))
+    workdirs.write_json(run.workdir / "summary.json", summary)
+  return summary
+
+
+def predict(workdir, x) -> np.ndarray:
+  """Clusters of new rows ``x`` (``[m, ...]``, shaped and scaled as the training data) under a finished run."""
+  path = workdirs.path(workdir)
+  summary = workdirs.open(path)
+  if summary is None:
+    raise ValueError(f"{path} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
+  config = ml_collections.ConfigDict(workdirs.read_json(path / "config.json"))
+  method = methods.get(config.method)
+  x = np.asarray(x, np.float32)
+  shape = tuple(summary["shape"])
+  if x.ndim < 2 or math.prod(x.shape[1:]) != math.prod(shape):
+    raise ValueError(f"input has rows of shape {tuple(x.shape[1:])} but the run {path} was trained on {shape}")
+  if not np.all(np.isfinite(x)):
+    raise ValueError("input has NaN or Inf values")
+  x = x.reshape(len(x), *shape)
+  if config.get("standardize"):  # the training data's statistics, saved by fit
+    stats = workdirs.load_npz(path / _STANDARDIZATION)
+    x = ((x - stats["mean"]) / stats["std"]).astype(np.float32)
+  manager = ocp.CheckpointManager(path / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step()
+  run = Run(config, path, parallel.make_mesh(1), summary["k"], summary["n"], shape, 0, summary=summary,
+            log=lambda _: None)
+  run.meta = _meta(manager, step, run)
+  run.rows = run.meta["rows"]
+  state = _restore(manager, step, method.stages(run)[-1].template(run), run)
+  manager.close()
+  return np.asarray(method.assign(run, state, x))
+
+
+def _meta(manager, step, run) -> dict:
+  return _restore(manager, step, None, run)
+
+
+def _restore(manager, step, template, run):
+  """Checkpoint ``step``'s state shaped and placed as ``template`` (its meta when ``template`` is None). A
+  checkpoint that cannot be restored stops the run with one line; the details go to error.log."""
+  try:
+    if template is None:
+      return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+  except Exception as e:  # orbax raises many types; a corrupt run must stop, never be overwritten
+    folder = run.workdir / "checkpoints" / str(step)
+    if run.lead:
+      workdirs.append_line(run.workdir / "error.log", "".join(traceback.format_exception(e)))
+    earlier = [s for s in manager.all_steps() if s < step]
+    then = (f"remove that folder to resume from checkpoint {max(earlier)}" if earlier
+            else "remove the workdir to start again")
+    raise ValueError(f"checkpoint {folder} cannot be restored ({type(e).__name__}); {then} "
+                     f"(details in {run.workdir / 'error.log'})") from e
+
+
+@dataclasses.dataclass
+class _StageStarts(ocp.checkpoint_managers.PreservationPolicy):
+  """Keeps the checkpoints in ``steps``: every stage's first save, which is the end of the previous one."""
+  steps: set
+
+  def should_preserve(self, checkpoints, *, context):
+    return [c.step in self.steps for c in checkpoints]
+
+
+def _standardization(x) -> dict:
+  """Per-feature mean and standard deviation of the rows of ``x``; a feature with zero variance is an error."""
+  rows = x.reshape(len(x), -1)
+  mean, std = rows.mean(axis=0, dtype=np.float64), rows.std(axis=0, dtype=np.float64)
+  constant = np.flatnonzero(std <= 1e-12 * np.maximum(np.abs(mean), 1.0))
+  if constant.size:
+    shown = ", ".join(map(str, constant[:10])) + (", ..." if constant.size > 10 else "")
+    raise ValueError(f"standardize=True, but {constant.size} feature(s) have zero variance (columns {shown}): "
+                     "drop them from the data or set standardize=False")
+  return {"mean": mean.astype(np.float32).reshape(x.shape[1:]), "std": std.astype(np.float32).reshape(x.shape[1:])}
+
+
+def warn_collapse(labels, k: int, what: str = "clusters") -> dict:
+  """Size entropy and empty count of ``k`` clusters, with a warning when they collapse (a method's epochs
+  log it)."""
+  sizes = np.bincount(labels, minlength=k)
+  p = sizes[sizes > 0] / sizes.sum()
+  out = {"size_entropy": float(-np.sum(p * np.log(p)) / math.log(k)), "empty_clusters": int(np.sum(sizes == 0))}
+  if out["size_entropy"] < 0.5 or out["empty_clusters"]:
+    warnings.warn(f"{what} are collapsing: normalized size entropy {out['size_entropy']:.3f}, "
+                  f"{out['empty_clusters']} of {k} empty")
+  return out
