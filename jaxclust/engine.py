@@ -244,9 +244,9 @@ def _train(method, run: Run, stop_after):
     last = manager.latest_step()
     kept = (f"the last good checkpoint is {run.workdir / 'checkpoints' / str(last)} (kept)" if last
             else "no checkpoint was saved")
-    raise Diverged(f"stage {stage} diverged at {where}: {'loss ' + str(loss) + ', ' if loss is not None else ''}"
-                   f"{'non-finite parameters' if loss is None or math.isfinite(loss) else 'stopped'}; {kept}; "
-                   "usual causes: a learning rate too high, or data on a large scale (try standardize=True)")
+    what = "non-finite parameters" if loss is None or math.isfinite(loss) else f"loss {loss}"
+    raise Diverged(f"stage {stage} diverged at {where}: {what}; {kept}; usual causes: a learning rate too high, "
+                   "or data on a large scale (try standardize=True)")
 
   for index in range(first, len(stages)):
     stage = stages[index]
@@ -332,7 +332,8 @@ def predict(workdir, x) -> np.ndarray:
   if config.get("standardize"):  # the training data's statistics, saved by fit
     stats = workdirs.load_npz(path / _STANDARDIZATION)
     x = ((x - stats["mean"]) / stats["std"]).astype(np.float32)
-  manager = ocp.CheckpointManager(path / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = ocp.CheckpointManager(path / "checkpoints", options=ocp.CheckpointManagerOptions(
+      read_only=True, save_interval_steps=0, create=False))
   step = manager.latest_step()
   run = Run(config, path, parallel.make_mesh(1), summary["k"], summary["n"], shape, 0, summary=summary,
             log=lambda _: None)

@@ -22,9 +22,19 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa
 
 
 class ScalarWriter:
-  """Appends ``{tag: value}`` scalars at a step to an event file under ``logdir``."""
+  """Appends ``{tag: value}`` scalars at a step to an event file under ``logdir``.
+
+  tensorboard's own writer reaches local folders only: under a URL ``logdir`` (``gs://...``) the event
+  file is written in a local temporary folder and copied whole to ``logdir`` at every write (an event
+  file of a run is a few kilobytes)."""
 
   def __init__(self, logdir):
+    self._remote = None
+    if "://" in str(logdir):
+      import tempfile
+      from etils import epath
+      self._remote, logdir = epath.Path(str(logdir)), tempfile.mkdtemp(prefix="jaxclust-events-")
+      self._remote.mkdir(parents=True, exist_ok=True)
     Path(logdir).mkdir(parents=True, exist_ok=True)
     self._writer = EventFileWriter(str(logdir))
 
@@ -33,6 +43,14 @@ class ScalarWriter:
     self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
                                            summary=summary_pb2.Summary(value=values)))
     self._writer.flush()
+    self._upload()
 
   def close(self) -> None:
     self._writer.close()
+    self._upload()
+
+  def _upload(self):
+    if self._remote is not None:
+      local = Path(self._writer.get_logdir())
+      for file in local.iterdir():
+        (self._remote / file.name).write_bytes(file.read_bytes())

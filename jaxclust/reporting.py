@@ -21,7 +21,7 @@ class Logger:
 
   def __init__(self, workdir, log, start: float, append, enabled: bool = True):
     self.workdir, self.log, self.start, self.append, self.enabled = workdir, log, start, append, enabled
-    self.writer = ScalarWriter(str(workdir / "tensorboard")) if enabled else None
+    self.writer = ScalarWriter(workdir / "tensorboard") if enabled else None
     self.bar = None
 
   def stage(self, name: str, total: int, done: int):
