@@ -1,6 +1,6 @@
 """One training epoch as a compiled ``lax.scan`` against a Python loop over one compiled step.
 
-Why the image drivers loop in Python on CPU (:func:`jaxclust.runs.epoch_runner`): XLA's CPU
+Why the image drivers loop in Python on CPU (:func:`jaxclust.epochs.epoch_runner`): XLA's CPU
 backend ran the small CNN's SimCLR step several times slower inside a compiled loop than alone.
 Both variants run the same step on the same synthetic MNIST-shaped data in this process; the
 script prints seconds per step and their ratio.
@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxclust import runs
+from jaxclust import epochs
 from jaxclust.data import augment
 from jaxclust.methods import simclr
 from jaxclust.models import heads, resnet
@@ -39,7 +39,7 @@ def main():
         f"batch {args.batch} (x2 views), {args.steps} steps per epoch")
   seconds = {}
   for name, loop in (("lax.scan", False), ("python loop", True)):
-    epoch = runs.batch_epoch(step, args.batch, n, None, loop=loop)
+    epoch = epochs.batch_epoch(step, args.batch, n, None, loop=loop)
     state = simclr.init(model, jax.random.key(0), x[:2], tx)
     state, m = epoch(state, x, jax.random.key(1))  # compiles
     jax.block_until_ready(m)

@@ -5,12 +5,12 @@
 For each checkpoint (default: the latest) of a `jaxclust fit swav|deepcluster` workdir on a labelled
 dataset held on the devices, prints ACC/NMI/ARI of readout="kmeans" (spherical k-means of the
 embeddings into n_clusters) and readout="knn" (the prototypes grouped by the nearest neighbours of
-their members, jaxclust/readout.py; `--neighbors` of them), both computed by the driver's own code,
+their members, jaxclust/readout.py; `--neighbors` of them), both computed by the methods' own code,
 with the seconds each took (the first checkpoint's include compiling) and the size entropy of its
 clusters; and, of the prototype clusters
 (each image counted in its nearest prototype's), their purity (each cluster as its majority label: the
 best ACC any grouping of them could reach) and the normalized entropy of their usage with the number
-unused (what the driver's collapse warning looks at). With `--confusion`, each readout's contingency
+unused (what the collapse warning looks at). With `--confusion`, each readout's contingency
 table follows its line: one row per true class, the clusters as columns in their Hungarian order (the
 diagonal is what ACC counts), so the digits a run mixes can be read off.
 """
@@ -26,8 +26,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from scipy.optimize import linear_sum_assignment
 
-from jaxclust import collapse, configs, metrics, online_train, parallel, runs
+from jaxclust import collapse, configs, engine, methods, metrics, parallel
 from jaxclust.data import sources
+from jaxclust.methods import online
 
 
 def main():
@@ -39,7 +40,7 @@ def main():
   args = parser.parse_args()
   workdir = args.workdir.absolute()
   saved = json.loads((workdir / "config.json").read_text())
-  if saved.get("method") not in online_train.METHODS:
+  if saved.get("method") not in ("swav", "deepcluster"):
     raise SystemExit(f"{str(workdir)!r} is a {saved.get('method')!r} workdir, not swav or deepcluster")
   defaults = json.loads(configs.get_config(saved["method"], saved["dataset"]).to_json())
   config = ml_collections.ConfigDict({**defaults, **saved})  # settings newer than the run: their defaults
@@ -50,15 +51,13 @@ def main():
     raise SystemExit(f"{config.dataset!r} has no labels to compare against")
   y, n = np.asarray(data.y), len(data.y)
   clusters = config.n_clusters or int(y.max()) + 1
-  manager = ocp.CheckpointManager(workdir / "checkpoints")
+  manager = ocp.CheckpointManager(workdir / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
   steps = args.step or [manager.latest_step()]
-  model = online_train._model(config, config.prototypes)
-  template = online_train._init(config, model, jax.random.key(0), jnp.zeros((2, *data.x.shape[1:])),
-                                online_train._tx(config, n), n, config.prototypes)
+  scorer = methods.get(config.method).scorer(config)
   x = jnp.asarray(np.asarray(data.x, np.float32))
   for step in steps:
-    state = runs.restore(manager, step, template)["state"]
-    codes = parallel.fetch(online_train._labels_jit(config.method, model, state, x, n))
+    state = restore(manager, step, config, workdir, data.x.shape[1:], n)
+    codes = parallel.fetch(scorer.code(state, x, n))
     purity = sum(np.bincount(y[codes == c]).max() for c in np.unique(codes)) / n
     usage = collapse.usage(codes, config.prototypes, "entropy", "unused")  # what the collapse monitor warns on
     tables = []
@@ -67,7 +66,7 @@ def main():
     for readout in ("kmeans", "knn"):
       config.readout = readout
       tick = time.perf_counter()
-      labels, _ = online_train._labels(config, model, state, x, n, clusters)
+      labels, _ = online.labels(config, scorer, state, x, n, clusters)
       seconds = time.perf_counter() - tick  # the first call of each readout includes compiling it
       scores = metrics.evaluate(y, labels)
       scores["size_entropy"] = collapse.usage(labels, clusters, "entropy", "empty")["entropy"]
@@ -79,6 +78,16 @@ def main():
     print(line, flush=True)
     for name, classes, table in tables:
       print(_matched(name, classes, table), flush=True)
+
+
+def restore(manager, step, config, workdir, shape, n):
+  """Checkpoint ``step``'s state of a run of ``config`` on ``n`` images of ``shape``, on one device."""
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  # Checkpoints written before the engine have no "rows": those runs padded nothing on one device.
+  run = engine.Run(config, workdir, parallel.make_mesh(1), config.prototypes, n, tuple(shape), meta.get("rows", n))
+  template = methods.get(config.method).stages(run)[-1].template(run)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+  return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
 
 
 def _matched(name, classes, table):

@@ -17,14 +17,15 @@ import argparse
 import json
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxclust import configs, online_train, runs
+from jaxclust import configs
 from jaxclust.data import sources
+from jaxclust.methods import swav
+from readout_compare import restore  # this folder's script: run as python experiments/swav_geometry.py
 
 
 def geometry(z, prototypes):
@@ -56,14 +57,12 @@ def main():
   data = sources.load(config.dataset, data_dir=config.data_dir or None)
   x = jnp.asarray(np.asarray(data.x[:args.images], np.float32))
   n = len(data.x)
-  manager = ocp.CheckpointManager(workdir / "checkpoints")
-  model = online_train._model(config, config.prototypes)
-  template = online_train._init(config, model, jax.random.key(0), jnp.zeros((2, *x.shape[1:])),
-                                online_train._tx(config, n), n, config.prototypes)
+  manager = ocp.CheckpointManager(workdir / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
+  scorer = swav.scorer(config)
   for step in args.step or sorted(manager.all_steps()):
-    state = runs.restore(manager, step, template)["state"]
-    z = online_train._embed_jit("swav", model, state, x, len(x))
-    g = geometry(z, online_train._unit_prototypes("swav", state))
+    state = restore(manager, step, config, workdir, x.shape[1:], n)
+    z = scorer.embed(state, x, len(x))
+    g = geometry(z, scorer.prototypes(state))
     print(f"{workdir.name} checkpoint {step}: spread {g['spread']:.4f}, effective rank {g['effective_rank']:.2f}, "
           f"in span {g['in_span']:.4f} (random {g['random_in_span']:.3f}), score spread {g['score_spread']:.4f}, "
           f"prototype cosines {g['prototype_cos_min']:.3f} to {g['prototype_cos_max']:.3f}", flush=True)

@@ -3,12 +3,13 @@ this machine; run with PYTHONPATH at two checkouts to compare them (RESULTS.md, 
 import time, functools, jax, jax.numpy as jnp, numpy as np
 from jaxclust.methods import swav
 from jaxclust.data import augment
-from jaxclust import online_train, configs
+from jaxclust import configs
+from jaxclust.methods import online
 c = configs.get_config("swav", "mnist")
-model = online_train._model(c, 30)
+model = swav.network(c)  # the recipe's 30 prototypes
 images = jnp.asarray(np.random.default_rng(0).random((256, 28, 28, 1)), jnp.float32)
 crops = tuple((int(n), int(s), tuple(sc)) for n, s, sc in c.crops)
-tx = online_train._tx(c, 70000)
+tx = online.optimizer(c, 70000)
 state = swav.init(model, jax.random.key(1), images[:2], tx, queue_length=0)
 step = jax.jit(functools.partial(swav.train_step, model=model, tx=tx, augment=functools.partial(augment.multi_crop, crops=crops, flip_p=0.0), epsilon=c.sinkhorn_epsilon), donate_argnums=0)
 state, m = step(state, {"image": images}, jax.random.key(5)); jax.block_until_ready(m)

@@ -49,14 +49,15 @@ def target_stability(targets, previous, y):
   return out
 
 
-def monitor(labels, codes, clusters, k, loss, method, figures=None):
+def monitor(labels, codes, clusters, k, loss, figures=None, *, name: str, advice: str):
   """What shows a collapse: the usage of the ``k`` prototypes (``codes``: each image's nearest prototype)
-  and how far the loss is from ln K (both methods' loss is a cross-entropy over the K prototypes).
+  and how far the loss is from ln K (a cross-entropy over the K prototypes, in SwAV and DeepCluster-v2).
   Also the size entropy and empty clusters of the reported ``clusters`` (``labels``), recorded only:
   when over-clustering, the readout of a barely trained network may group almost every image together
   while training is healthy (the kNN readout on epoch 1 did, on MNIST), so the warning looks at the
   prototypes. ``figures`` (SwAV's ``batch_spread`` from the training steps, and :func:`geometry` when the
-  epoch computed the embeddings) is recorded and quoted by the ln K warning."""
+  epoch computed the embeddings) is recorded and quoted by the ln K warning, which names the method
+  (``name``) and what to try (``advice``)."""
   out = {}
   if labels is not None:
     out.update(usage(labels, clusters, "size_entropy", "empty_clusters"))
@@ -65,10 +66,6 @@ def monitor(labels, codes, clusters, k, loss, method, figures=None):
   out["loss_minus_ln_k"] = loss - math.log(k)
   out.update(figures or {})
   if abs(out["loss_minus_ln_k"]) < 0.01 * math.log(k):
-    name = {"swav": "SwAV", "deepcluster": "DeepCluster-v2"}[method]
-    # SwAV: with sinkhorn_epsilon halved, the MNIST seed that had collapsed did not (experiments/RESULTS.md).
-    advice = {"swav": "try a lower sinkhorn_epsilon, a lower learning rate or more prototype-freeze steps",
-              "deepcluster": "try a lower learning rate"}[method]
     shape = "".join(f", {key.replace('_', ' ')} {out[key]:.4f}" for key in (
         "embedding_spread", "prototype_span", "batch_spread") if key in out)
     warnings.warn(f"{name} loss {loss:.4f} sits at ln K = {math.log(k):.4f}, the value of uniform predictions: "

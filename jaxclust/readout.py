@@ -24,13 +24,19 @@ and it scored 0.82-0.84 on four of six DeepCluster-v2 checkpoints where the neig
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.cluster.hierarchy import cut_tree, linkage
 from scipy.spatial.distance import squareform
 
-from jaxclust import validation
+from jaxclust import parallel, validation
+from jaxclust.kernels.kmeans import kmeans
+from jaxclust.kernels.knn import knn
+
+READOUTS = ("kmeans", "knn")
 
 
 def cluster_transitions(clusters, other_clusters, k: int, mask=None):
@@ -94,3 +100,49 @@ def group_clusters(transitions, n_groups: int, prototypes) -> np.ndarray:
     nearest = visited[np.argmax(prototypes[unvisited] @ prototypes[visited].T, axis=1)]
     groups[unvisited] = groups[nearest]
   return groups
+
+
+def over_cluster(z, clusters: int, *, readout: str, rng, codes=None, neighbors: int = 0, prototypes=None):
+  """``clusters`` clusters of rows whose K prototype clusters are more: ``(labels [n], files)``, where
+  ``files`` is what assigns new rows to them (``{"centroids"}`` or ``{"groups"}``).
+
+  Args:
+    z: ``[n, e]`` unit embeddings of the rows (row-sharded or on the host).
+    clusters: how many clusters to report, fewer than the prototypes.
+    readout: ``"kmeans"``: spherical k-means of ``z`` into ``clusters`` (10 restarts, key ``rng``); a new
+      row joins the nearest of the unit ``centroids [clusters, e]``. ``"knn"``: the prototype clusters
+      grouped by the ``neighbors`` nearest neighbours of their members (:func:`neighbor_groups`); a row's
+      cluster is its prototype's group, ``groups [K]``.
+    codes: ``[n]`` each row's prototype (``"knn"`` only).
+    prototypes: ``[K, e]`` unit prototypes (``"knn"`` only).
+  """
+  if readout == "knn":
+    groups = neighbor_groups(jnp.asarray(z), jnp.asarray(codes), neighbors, clusters, prototypes)
+    return groups[parallel.fetch(codes)], {"groups": groups}
+  if readout != "kmeans":
+    raise ValueError(f"readout={readout!r} must be one of {', '.join(READOUTS)}")
+  out = kmeans(jnp.asarray(z), clusters, rng=rng, n_init=10, spherical=True)
+  return parallel.fetch(out.labels), {"centroids": np.asarray(parallel.fetch(_unit(out.centers)))}
+
+
+def neighbor_groups(z, codes, neighbors: int, clusters: int, prototypes) -> np.ndarray:
+  """:func:`group_clusters` of the prototype clusters ``codes [n]`` by :func:`neighbor_transitions`."""
+  transitions = neighbor_transitions(z, codes, neighbors, prototypes.shape[0])
+  return group_clusters(parallel.fetch(transitions), clusters, parallel.fetch(prototypes))
+
+
+def neighbor_transitions(z, codes, neighbors: int, k: int):
+  """:func:`cluster_transitions` from each row's cluster to those of its ``neighbors`` nearest neighbours
+  in ``z`` (cosine, the row itself left out)."""
+  nearest = knn(z, neighbors + 1).indices[:, 1:]  # column 0: the row itself (or an exact duplicate of it)
+  return _transitions_jit(codes, nearest, k)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _transitions_jit(codes, nearest, k):
+  return cluster_transitions(codes, codes[nearest], k)
+
+
+def _unit(v):
+  v = v.astype(jnp.float32)
+  return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)

@@ -1,4 +1,5 @@
-"""jaxclust fit swav / deepcluster: end to end, SIGKILL and resume to the same result, the ImageNet recipe."""
+"""jaxclust fit swav / deepcluster on the engine: end to end, SIGKILL and resume to the same result, the
+ImageNet recipe."""
 
 import json
 
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import kill_cli_run, run_cli
-from jaxclust import collapse, configs, online_train, parallel
+from jaxclust import collapse, configs, engine, parallel
+from jaxclust import workdir as workdirs
+from jaxclust.methods import deepcluster, swav
 
 ONE_DEVICE = parallel.make_mesh(1)  # the kill-and-resume tests run on one device
 
@@ -15,12 +18,34 @@ TINY = {"swav": ["epochs=3", "cnn_channels=(8, 16)", "queue_length=256", "queue_
         "deepcluster": ["epochs=3", "cnn_channels=(8, 16)"]}
 
 
+# What each method's collapse warnings say: its name and what to try.
+WORDS = {method: {"name": method.NAME, "advice": method.COLLAPSE_ADVICE} for method in (swav, deepcluster)}
+
+
 def tiny_config(method):
   c = configs.get_config(method, "digits")
   c.epochs, c.cnn_channels = 3, (8, 16)
   if method == "swav":
     c.queue_length, c.queue_start_epoch = 256, 0
   return c
+
+
+def final_state(workdir):
+  """The last checkpoint's state of the finished run in ``workdir``, restored as predict restores it."""
+  import jax
+  import ml_collections
+  import orbax.checkpoint as ocp
+  from jaxclust import methods
+  summary = json.loads((workdir / "summary.json").read_text())
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  manager = ocp.CheckpointManager(workdir / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step()
+  rows = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]["rows"]
+  run = engine.Run(config, workdirs.path(workdir), ONE_DEVICE, summary["k"], summary["n"], tuple(summary["shape"]),
+                   rows)
+  template = methods.get(config.method).stages(run)[-1].template(run)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+  return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
 
 
 def test_cli_run_logs_predicts_and_resumes_after_sigkill(tmp_path):
@@ -40,9 +65,9 @@ def test_cli_run_logs_predicts_and_resumes_after_sigkill(tmp_path):
   from jaxclust.data import sources
   images = sources.load("digits").x
   labels = np.load(tmp_path / "reference" / "labels.npy")
-  assert np.mean(online_train.predict(tmp_path / "reference", images) == labels) >= 0.999
+  assert np.mean(engine.predict(tmp_path / "reference", images) == labels) >= 0.999
   with pytest.raises(ValueError, match="trained on"):
-    online_train.predict(tmp_path / "reference", images[:, :4, :4])
+    engine.predict(tmp_path / "reference", images[:, :4, :4])
   workdir = tmp_path / "killed"
   kill_cli_run(method, workdir, TINY[method], checkpoint=2)  # epoch 2 saved: the bank refreshed
   run_cli(method, workdir, TINY[method])
@@ -57,7 +82,7 @@ def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):
   """DeepCluster-v2 trained on 30 prototypes, reported as 10 clusters; predict uses the saved centroids."""
   c = tiny_config("deepcluster")
   c.epochs, c.prototypes, c.n_clusters, c.eval_every = 2, 30, 10, 2
-  summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+  summary = engine.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
   assert (summary["k"], summary["prototypes"], summary["prototype_sets"]) == (10, 30, c.prototype_sets)
   # The first targets are the k-means clusters of the initial network's embeddings (the bank is filled
   # with them, as in the paper's code), far from chance (random unit vectors: NMI about 0.03 here);
@@ -76,31 +101,30 @@ def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):
   np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=1e-5)
   from jaxclust.data import sources
   images = sources.load("digits").x
-  np.testing.assert_array_equal(online_train.predict(tmp_path / "run", images), labels)
+  np.testing.assert_array_equal(engine.predict(tmp_path / "run", images), labels)
 
 
 def test_resume_may_change_only_what_changes_neither_training_nor_result(tmp_path):
-  from jaxclust import runs
   c = configs.get_config("deepcluster", "mnist")
-  runs.check_same_config(tmp_path, c)
+  workdirs.check_same_config(tmp_path, c)
   c.eval_every, c.data_dir = 1, "/elsewhere"
-  runs.check_same_config(tmp_path, c)
+  workdirs.check_same_config(tmp_path, c)
   saved = json.loads((tmp_path / "config.json").read_text())
   assert (saved["eval_every"], saved["data_dir"]) == (1, "/elsewhere"), "the resumed settings are not recorded"
   c.readout = "kmeans"  # changes the reported clusters
   with pytest.raises(ValueError, match=r"differs in readout: 'knn' -> 'kmeans'\)"):
-    runs.check_same_config(tmp_path, c)
+    workdirs.check_same_config(tmp_path, c)
   # A run saved while DeepCluster-v2's configs still carried SwAV's unused queue and freeze settings resumes.
   old = tmp_path / "old"
   old.mkdir()
   d = configs.get_config("deepcluster", "mnist")
   (old / "config.json").write_text(json.dumps({**json.loads(d.to_json()), "freeze_prototypes_steps": 100,
                                                 "queue_length": 0, "queue_start_epoch": 0}))
-  runs.check_same_config(old, d)
+  workdirs.check_same_config(old, d)
   s = configs.get_config("swav", "mnist")  # SwAV reads them: a run without them is another run
   (old / "config.json").write_text(json.dumps({**json.loads(s.to_json()), "queue_length": 256}))
   with pytest.raises(ValueError, match=r"differs in queue_length: 256 -> 0\)"):
-    runs.check_same_config(old, s)
+    workdirs.check_same_config(old, s)
 
 
 def test_collapse_warning_looks_at_the_prototypes_not_the_readout():
@@ -114,25 +138,23 @@ def test_collapse_warning_looks_at_the_prototypes_not_the_readout():
   one_group = np.where(codes < 29, 0, 1)  # a readout of 10 clusters that put all but ~1/30 in one
   with warnings.catch_warnings():
     warnings.simplefilter("error")
-    out = collapse.monitor(one_group, codes, 10, 30, 1.0, "deepcluster")
+    out = collapse.monitor(one_group, codes, 10, 30, 1.0, **WORDS[deepcluster])
   np.testing.assert_allclose(out["size_entropy"], stats.entropy(np.bincount(one_group)) / np.log(10), rtol=1e-6)
   np.testing.assert_allclose(out["prototype_entropy"], stats.entropy(np.bincount(codes)) / np.log(30), rtol=1e-6)
   assert (out["empty_clusters"], out["unused_prototypes"]) == (8, 0)
   collapsed = np.where(codes < 28, 3, codes)  # only 3, 28 and 29 used
   with pytest.warns(UserWarning, match=r"prototypes are collapsing: .* 0\.\d+, 27 of 30 prototypes unused"):
-    collapse.monitor(codes % 10, collapsed, 10, 30, 1.0, "deepcluster")
+    collapse.monitor(codes % 10, collapsed, 10, 30, 1.0, **WORDS[deepcluster])
   # One prototype per cluster: the labels are the codes.
   with pytest.warns(UserWarning, match="8 of 10 prototypes unused"):
-    assert "prototype_entropy" not in collapse.monitor(one_group, one_group, 10, 10, 1.0, "swav")
-  for method, name, advice in (("swav", "SwAV", "try a lower sinkhorn_epsilon"),
-                               ("deepcluster", "DeepCluster-v2", "try a lower learning rate")):
+    assert "prototype_entropy" not in collapse.monitor(one_group, one_group, 10, 10, 1.0, **WORDS[swav])
+  for method, name, advice in ((swav, "SwAV", "try a lower sinkhorn_epsilon"),
+                               (deepcluster, "DeepCluster-v2", "try a lower learning rate")):
     with pytest.warns(UserWarning, match=f"{name} loss 2.3026 sits at ln K.*{advice}"):
-      collapse.monitor(codes % 10, codes % 10, 10, 10, float(np.log(10)), method)
+      collapse.monitor(codes % 10, codes % 10, 10, 10, float(np.log(10)), **WORDS[method])
 
 
-def test_the_driver_trains_with_the_configured_sinkhorn_epsilon(tmp_path, monkeypatch):
-  from jaxclust.methods import swav
-
+def test_the_engine_trains_with_the_configured_sinkhorn_epsilon(tmp_path, monkeypatch):
   class Seen(Exception):
     pass
 
@@ -143,7 +165,7 @@ def test_the_driver_trains_with_the_configured_sinkhorn_epsilon(tmp_path, monkey
   c = tiny_config("swav")
   c.epochs, c.sinkhorn_epsilon = 1, 0.0375
   with pytest.raises(Seen) as seen:
-    online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+    engine.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
   assert seen.value.args == (0.0375,)
 
 
@@ -169,7 +191,7 @@ def test_geometry_of_the_embeddings_against_numpy():
   assert geometry == {"embedding_spread": 0.0, "prototype_span": 0.0}
   with pytest.warns(UserWarning, match=r"SwAV loss 1.6094 sits at ln K .* collapsed, embedding spread 0.0000, "
                                        r"prototype span 0.0000"):
-    out = collapse.monitor(None, None, 5, 5, float(np.log(5)), "swav", geometry)
+    out = collapse.monitor(None, None, 5, 5, float(np.log(5)), geometry, **WORDS[swav])
   assert out["prototype_span"] == 0.0
 
 
@@ -180,7 +202,7 @@ def test_epoch_end_bank_keeps_the_targets_on_the_content(tmp_path):
   c = tiny_config("deepcluster")
   c.epochs, c.prototypes, c.n_clusters, c.bank_source = 2, 30, 10, "epoch_end"
   c.kmeans_warm_start, c.keep_checkpoints = True, 2
-  summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+  summary = engine.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
   lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert lines[1]["targets_nmi_labels"] > 0.25 and lines[1]["targets_nmi_previous"] > 0.25
   # The last epoch's clusters come from the embeddings that refilled the bank, the summary's from a
@@ -190,19 +212,17 @@ def test_epoch_end_bank_keeps_the_targets_on_the_content(tmp_path):
   # the bank refilled after epoch 1); a warm start does not draw from the key.
   import jax
   import orbax.checkpoint as ocp
-  from jaxclust.methods import deepcluster
   first, second = (ocp.StandardCheckpointer().restore(tmp_path / "run" / "checkpoints" / str(i) / "state")
                    for i in (1, 2))
   again = deepcluster.recluster(deepcluster.DeepClusterState(**first), jax.random.key(123), warm_start=True)
   np.testing.assert_array_equal(again.assignments, second["assignments"])
   np.testing.assert_allclose(again.prototypes, second["prototypes"], atol=1e-6)
   # The logged prototype usage is that of the last checkpoint's nearest prototypes, computed from the
-  # images (the path predict takes) rather than from the embeddings the driver reused.
+  # images (the path predict takes) rather than from the embeddings the epoch reused.
   from scipy import stats
   from jaxclust.data import sources
   images = jax.numpy.asarray(sources.load("digits").x, np.float32)
-  codes = np.asarray(online_train._labels_jit("deepcluster", online_train._model(c, 30),
-                                              deepcluster.DeepClusterState(**second), images, len(images)))
+  codes = np.asarray(deepcluster.scorer(c).code(deepcluster.DeepClusterState(**second), images, len(images)))
   np.testing.assert_allclose(lines[1]["prototype_entropy"], stats.entropy(np.bincount(codes)) / np.log(30),
                              rtol=1e-5)
   assert lines[1]["unused_prototypes"] == 30 - len(np.unique(codes))
@@ -215,13 +235,13 @@ def test_imagenet_recipe():
   assert (c.backbone, c.stem, c.crops, c.prototypes, c.temperature, c.batch_size, c.queue_length,
           c.queue_start_epoch, c.optimizer) == ("resnet50", "imagenet", ((2, 224, (0.14, 1.0)), (6, 96, (0.05, 0.14))),
                                                 3000, 0.1, 4096, 3840, 15, "lars")
-  model = online_train._model(c, c.prototypes)
+  model = swav.network(c)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 96, 96, 3)))
   z, scores = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 224, 224, 3))), shapes)
   assert z.shape == (2, 128) and scores.shape == (2, 3000)
   assert c.sinkhorn_epsilon == 0.05 and "sinkhorn_epsilon" not in configs.get_config("deepcluster", "mnist")
-  swav = configs.get_config("swav", "mnist")  # measured: experiments/RESULTS.md
-  assert (swav.prototypes, swav.epochs, swav.sinkhorn_epsilon, swav.readout) == (30, 30, 0.025, "knn")
+  mnist = configs.get_config("swav", "mnist")  # measured: experiments/RESULTS.md
+  assert (mnist.prototypes, mnist.epochs, mnist.sinkhorn_epsilon, mnist.readout) == (30, 30, 0.025, "knn")
   digits = configs.get_config("deepcluster", "mnist")  # measured on four seeds: experiments/RESULTS.md
   assert (digits.prototypes, digits.epochs, digits.readout, digits.n_clusters) == (200, 40, "knn", 10)
   d = configs.get_config("deepcluster", "tfds:imagenet2012")
@@ -234,50 +254,50 @@ def test_bad_settings_are_refused_before_the_workdir_is_claimed(tmp_path):
   c = tiny_config("swav")
   c.batch_size = 100
   with pytest.raises(ValueError, match="batch_size=100 is not divisible by the 8 devices"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("deepcluster")
   c.prototypes = 5000
   with pytest.raises(ValueError, match="prototypes=5000"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("deepcluster")
   c.prototype_sets = 0
   with pytest.raises(ValueError, match="prototype_sets=0 must be >= 1"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("deepcluster")
   c.bank_source = "queue"
   with pytest.raises(ValueError, match="bank_source='queue' must be 'training' or 'epoch_end'"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("deepcluster")
   del c["kmeans_warm_start"]
   c.kmeans_warm_start = "false"  # a config file's string: refused, not read as True
   with pytest.raises(ValueError, match="kmeans_warm_start='false' must be True or False"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("deepcluster")
   c.epochs = 0
   with pytest.raises(ValueError, match="epochs=0 must be >= 1"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("deepcluster")
   c.eval_every = 0
   with pytest.raises(ValueError, match="eval_every=0 must be >= 1"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("swav")
   c.batch_size = 0
   with pytest.raises(ValueError, match="batch_size=0 must be >= 1"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("swav")
   c.temperature = float("nan")
   with pytest.raises(ValueError, match="temperature=nan must be a finite number > 0"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("swav")
   c.sinkhorn_epsilon = 0.0
   with pytest.raises(ValueError, match="sinkhorn_epsilon=0.0 must be a finite number > 0"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("swav")
   c.crops = ((2, 8, (0.5, 1.0)), (2, 0, (0.1, 0.3)))
   with pytest.raises(ValueError, match=r"crops\[1\] size=0 must be >= 1"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c = tiny_config("deepcluster")
   c.bank_crops = 3
   with pytest.raises(ValueError, match=r"bank_crops=3 must be <= crops\[0\]\[0\], the large crops=2"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()

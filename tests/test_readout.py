@@ -1,5 +1,5 @@
-"""readout="knn": cluster transitions against a loop, the grouping against scikit-learn, the driver end to end
-(neighbour counts against scikit-learn's exact neighbours)."""
+"""readout="knn": cluster transitions against a loop, the grouping against scikit-learn, SwAV and DeepCluster-v2
+end to end (neighbour counts against scikit-learn's exact neighbours)."""
 
 import itertools
 
@@ -10,7 +10,7 @@ import pytest
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import adjusted_rand_score
 
-from jaxclust import readout, runs
+from jaxclust import readout
 
 
 def test_transitions_count_each_pair_from_its_rows_cluster():
@@ -92,36 +92,37 @@ def test_bad_input_is_refused_with_its_value():
 
 
 @pytest.mark.parametrize("method", ["swav", "deepcluster"])
-def test_driver_reads_out_the_neighbour_groups_and_predict_uses_them(tmp_path, method):
+def test_a_run_reads_out_the_neighbour_groups_and_predict_uses_them(tmp_path, method):
   """30 prototypes on digits read out as 10 clusters by their members' nearest neighbours."""
   import json
 
   from sklearn.neighbors import NearestNeighbors
 
-  from jaxclust import online_train, parallel
+  from jaxclust import engine, methods, parallel
   from jaxclust.data import sources
-  from test_online_train import tiny_config
+  from jaxclust.methods import online
+  from test_online_train import final_state, tiny_config
   c = tiny_config(method)
   c.epochs, c.prototypes, c.n_clusters, c.readout, c.readout_neighbors = 2, 30, 10, "knn", 5
   (tmp_path / "run").mkdir()
   np.save(tmp_path / "run" / "centroids.npy", np.zeros((10, c.head_out)))  # another readout's file: removed
-  summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=parallel.make_mesh(1))
+  summary = engine.fit(c, tmp_path / "run", log=lambda _: None, mesh=parallel.make_mesh(1))
   groups, labels = np.load(tmp_path / "run" / "groups.npy"), np.load(tmp_path / "run" / "labels.npy")
   assert not (tmp_path / "run" / "centroids.npy").exists()
   assert groups.shape == (30,) and set(groups) <= set(range(10))
   images = np.asarray(sources.load("digits").x, np.float32)
-  np.testing.assert_array_equal(online_train.predict(tmp_path / "run", images), labels)
-  state, model, n = _final_state(tmp_path, c), online_train._model(c, 30), len(images)
+  np.testing.assert_array_equal(engine.predict(tmp_path / "run", images), labels)
+  state, scorer, n = final_state(tmp_path / "run"), methods.get(method).scorer(c), len(images)
   # Each image's cluster is its prototype's group.
-  codes = np.asarray(online_train._labels_jit(method, model, state, images, n))
+  codes = np.asarray(scorer.code(state, images, n))
   np.testing.assert_array_equal(labels, groups[codes])
   last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
   assert last["acc"] == summary["acc"]  # the same readout each epoch and at the end
   # The collapse figures of the last state's embeddings (SwAV's 30 prototypes in head_out dimensions).
-  z = np.asarray(online_train._embed_jit(method, model, state, images, n), np.float64)
+  z = np.asarray(scorer.embed(state, images, n), np.float64)
   np.testing.assert_allclose(last["embedding_spread"], 1 - np.sum(z.mean(0) ** 2), rtol=1e-4)
   if method == "swav":
-    prototypes = np.asarray(online_train._unit_prototypes(method, state), np.float64)
+    prototypes = np.asarray(scorer.prototypes(state), np.float64)
     projector = np.linalg.pinv(prototypes) @ prototypes
     np.testing.assert_allclose(last["prototype_span"], np.mean(np.sum((z @ projector) ** 2, 1)), rtol=1e-4)
   else:
@@ -131,44 +132,30 @@ def test_driver_reads_out_the_neighbour_groups_and_predict_uses_them(tmp_path, m
   nearest = np.array([[j for j in row if j != i][:5] for i, row in enumerate(nearest)])
   counts = np.zeros((30, 30))
   np.add.at(counts, (np.repeat(codes, 5), codes[nearest].reshape(-1)), 1.0)
-  transitions = online_train._neighbor_transitions(jnp.asarray(z, jnp.float32), jnp.asarray(codes), 5, 30)
+  transitions = readout.neighbor_transitions(jnp.asarray(z, jnp.float32), jnp.asarray(codes), 5, 30)
   np.testing.assert_array_equal(transitions, counts)
-  prototypes = np.asarray(online_train._unit_prototypes(method, state))
-  grouped = online_train._neighbor_groups(jnp.asarray(z, jnp.float32), jnp.asarray(codes), 5, 10,
-                                          jnp.asarray(prototypes))
+  prototypes = np.asarray(scorer.prototypes(state))
+  grouped = readout.neighbor_groups(jnp.asarray(z, jnp.float32), jnp.asarray(codes), 5, 10, jnp.asarray(prototypes))
   np.testing.assert_array_equal(grouped, groups)
   assert adjusted_rand_score(readout.group_clusters(counts, 10, prototypes), groups) == 1.0
   # The 8-device mesh (rows sharded, padded to 1800) groups the same.
   mesh = parallel.make_mesh(8)
-  labels8, grouping8 = online_train._labels(c, model, parallel.put(state, mesh),
-                                            parallel.global_rows(images, mesh)[0], n, 10)
+  labels8, grouping8 = online.labels(c, scorer, parallel.put(state, mesh), parallel.global_rows(images, mesh)[0], n, 10)
   assert adjusted_rand_score(grouping8["groups"], groups) == 1.0
   np.testing.assert_array_equal(labels8, labels)
 
 
-def _final_state(tmp_path, c):
-  import jax
-  import orbax.checkpoint as ocp
-  from jaxclust import online_train
-  n = 1797
-  model = online_train._model(c, c.prototypes)
-  template = online_train._init(c, model, jax.random.key(0), jnp.zeros((2, 8, 8, 1)), online_train._tx(c, n), n,
-                                c.prototypes)
-  manager = ocp.CheckpointManager(tmp_path / "run" / "checkpoints")
-  return runs.restore(manager, manager.latest_step(), template)["state"]
-
-
-def test_driver_refuses_an_unknown_readout_and_a_bad_neighbour_count(tmp_path):
-  from jaxclust import online_train
+def test_an_unknown_readout_and_a_bad_neighbour_count_are_refused(tmp_path):
+  from jaxclust import engine
   from test_online_train import tiny_config
   c = tiny_config("deepcluster")
   c.readout = "spectral"
   with pytest.raises(ValueError, match="readout='spectral' must be 'kmeans' or 'knn'"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c.readout, c.readout_neighbors = "knn", 1797
   with pytest.raises(ValueError, match=r"readout_neighbors=1797 must be <= n_samples - 1=1796"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   c.readout_neighbors = 0
   with pytest.raises(ValueError, match="readout_neighbors=0 must be >= 1"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None)
+    engine.fit(c, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()

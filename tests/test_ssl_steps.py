@@ -170,7 +170,7 @@ def test_moco_step_queue_momentum_and_sharding():
 
 def test_epoch_loop_on_cpu_equals_the_compiled_scan():
   """The CPU path (one compiled step per batch) trains exactly as the accelerator path (lax.scan)."""
-  from jaxclust import runs
+  from jaxclust import epochs
   model = heads.Pretext(resnet.SmallCNN(channels=(8, 16)), heads.ProjectionHead(16, 8))
   tx = optax.sgd(0.1, momentum=0.9)
   aug = augment.batch(augment.simclr_view, size=(28, 28), scale=(0.2, 1.0))
@@ -179,7 +179,7 @@ def test_epoch_loop_on_cpu_equals_the_compiled_scan():
   out = {}
   for loop in (False, True):
     state = simclr.init(model, jax.random.key(1), x[:2], tx)
-    out[loop] = runs.batch_epoch(step, 8, 20, None, loop=loop)(state, x, jax.random.key(3))
+    out[loop] = epochs.batch_epoch(step, 8, 20, None, loop=loop)(state, x, jax.random.key(3))
   assert int(out[True][0].step) == int(out[False][0].step) == 3  # 20 rows: 3 batches of 8, the last padded
   np.testing.assert_allclose(out[True][1]["loss"], out[False][1]["loss"], rtol=1e-5)
   chex.assert_trees_all_close(out[True][0].params, out[False][0].params, rtol=1e-4, atol=1e-6)

@@ -2,14 +2,12 @@
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from conftest import kill_cli_run, run_cli
-from jaxclust import configs, online_train, parallel, runs
+from jaxclust import configs, engine, parallel
 from jaxclust.data import sources, stream
 
 ONE_DEVICE = parallel.make_mesh(1)
@@ -105,9 +103,9 @@ def test_streamed_swav_trains_predicts_and_resumes_to_the_same_result(tmp_path):
   labels = np.load(tmp_path / "reference" / "labels.npy")
   assert labels.shape == (1797,)
   # The final pass streams the images untransformed (8x8 crops of 8x8 digits): predict agrees.
-  assert np.mean(online_train.predict(tmp_path / "reference", sources.load("digits").x) == labels) >= 0.999
+  assert np.mean(engine.predict(tmp_path / "reference", sources.load("digits").x) == labels) >= 0.999
   with pytest.raises(ValueError, match="trained on"):
-    online_train.predict(tmp_path / "reference", sources.load("digits").x[:, :4, :4])
+    engine.predict(tmp_path / "reference", sources.load("digits").x[:, :4, :4])
   workdir = tmp_path / "killed"
   kill_cli_run("swav", workdir, TINY_STREAM, checkpoint=1)
   run_cli("swav", workdir, TINY_STREAM)
@@ -122,17 +120,15 @@ def test_streamed_swav_reads_out_neighbour_groups_as_the_device_path_does(tmp_pa
   c = configs.get_config("swav", "digits")
   c.epochs, c.cnn_channels, c.queue_length, c.input = 1, (8, 16), 0, "tf.data"
   c.prototypes, c.n_clusters, c.readout, c.readout_neighbors = 30, 10, "knn", 5
-  online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+  engine.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
   groups, labels = np.load(tmp_path / "run" / "groups.npy"), np.load(tmp_path / "run" / "labels.npy")
   assert not (tmp_path / "run" / "centroids.npy").exists()
   images = np.asarray(sources.load("digits").x, np.float32)
-  assert np.mean(online_train.predict(tmp_path / "run", images) == labels) >= 0.999
-  model = online_train._model(c, 30)
-  template = online_train._init(c, model, jax.random.key(0), jnp.zeros((2, 8, 8, 1)), online_train._tx(c, 1797),
-                                1797, 30)
-  manager = ocp.CheckpointManager(tmp_path / "run" / "checkpoints")
-  state = runs.restore(manager, manager.latest_step(), template)["state"]
-  device_labels, device = online_train._labels(c, model, state, jnp.asarray(images), 1797, 10)
+  assert np.mean(engine.predict(tmp_path / "run", images) == labels) >= 0.999
+  from jaxclust.methods import online, swav
+  from test_online_train import final_state
+  state = final_state(tmp_path / "run")
+  device_labels, device = online.labels(c, swav.scorer(c), state, jnp.asarray(images), 1797, 10)
   assert adjusted_rand_score(device["groups"], groups) == 1.0
   assert np.mean(device_labels == labels) >= 0.999
 
@@ -150,7 +146,7 @@ def test_imagenet_recipe_streams_mock_imagenet_end_to_end(tmp_path):
   # an asynchronous orbax save still writing when the next epoch opens its stream.
   c.checkpoint_every = 2
   with tfds.testing.mock_data(num_examples=40):
-    summary = online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+    summary = engine.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
   assert (summary["n"], summary["k"], summary["prototypes"], summary["shape"]) == (40, 5, 20, [32, 32, 3])
   assert 0.0 < summary["acc"] <= 1.0  # mock labels: a smoke value, not a result
   assert np.load(tmp_path / "run" / "labels.npy").shape == (40,)
@@ -161,11 +157,11 @@ def test_imagenet_recipe_streams_mock_imagenet_end_to_end(tmp_path):
 def test_streaming_is_refused_for_deepcluster(tmp_path):
   c = configs.get_config("deepcluster", "digits")
   c.input = "tf.data"
-  with pytest.raises(ValueError, match="input='tf.data' streams SwAV only"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+  with pytest.raises(ValueError, match="input='tf.data' is not offered for deepcluster: its memory bank"):
+    engine.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
   c.input = "disk"
   with pytest.raises(ValueError, match="input='disk' must be"):
-    online_train.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+    engine.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
 
 
 def test_view_batches_cover_every_image_once_and_draw_neighbours():

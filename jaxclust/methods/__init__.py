@@ -6,6 +6,8 @@ REGISTRY = {
     "dec": "jaxclust.methods.dec",
     "idec": "jaxclust.methods.idec",
     "vade": "jaxclust.methods.vade",
+    "swav": "jaxclust.methods.swav",
+    "deepcluster": "jaxclust.methods.deepcluster",
 }
 
 

@@ -13,6 +13,14 @@ epoch it is filled with the embeddings of the initial network (:func:`fill_bank`
 targets are the k-means clusters of a random network's features, not of noise. The embeddings
 computed during training refresh it. Empty clusters cannot occur: the k-means kernel re-seeds them.
 The bank, prototypes and assignments are part of the state, so they are checkpointed with it.
+
+A run (:func:`stages`) is one stage of epochs on images held on the devices, with the bank (one row per
+image). Each epoch first reclusters the bank (``kmeans_warm_start``: from the last centroids), then
+trains on batches gathered and multi-cropped on the devices; with ``bank_source="epoch_end"`` the bank is
+then refilled with the trained network's embeddings of the clean images. The epochs log how far the
+targets moved (:func:`jaxclust.collapse.target_stability`). An image's cluster is its nearest centroid of
+the first prototype set, or with fewer clusters than prototypes the grouping that ``readout`` names
+(:mod:`jaxclust.methods.online`).
 """
 
 from __future__ import annotations
@@ -26,8 +34,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxclust import collapse, engine, epochs, parallel
+from jaxclust.data import augment
 from jaxclust.kernels.kmeans import kmeans
+from jaxclust.methods import networks, online
 from jaxclust.methods.swav import normalize
+from jaxclust.models import heads
+from jaxclust.validation import check_count
 
 
 class DeepClusterState(struct.PyTreeNode):
@@ -130,3 +143,115 @@ def train_step(state: DeepClusterState, batch, rng, *, model: nn.Module, tx, aug
   bank = state.bank.at[:, index].set(jnp.where(keep[None, :, None], fresh, state.bank[:, index]))
   return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                        batch_stats=batch_stats, opt_state=opt_state, bank=bank), {"loss": loss}
+
+
+# -- The run: what the engine (jaxclust.engine) calls.
+
+NAME = "DeepCluster-v2"
+COLLAPSE_ADVICE = "try a lower learning rate"
+
+
+def network(config) -> nn.Module:
+  """The configured backbone and projection head: ``[B, H, W, C]`` images to ``[B, head_out]`` embeddings."""
+  return heads.Pretext(networks.backbone(config), heads.ProjectionHead(config.head_hidden, config.head_out))
+
+
+def scorer(config) -> online.Scorer:
+  """The network scored as the shared readout needs: unit embeddings, the nearest centroid of the first
+  prototype set."""
+  model = network(config)
+  return online.Scorer(functools.partial(_embed, model), functools.partial(_code, model), unit_prototypes,
+                       span=False, name=NAME, advice=COLLAPSE_ADVICE)
+
+
+def unit_prototypes(state: DeepClusterState):
+  """``[K, e]`` the first prototype set's centroids (unit norm)."""
+  return state.prototypes[0]
+
+
+def prepare(config, data, mesh) -> engine.Prepared:
+  """The images, on the devices with the memory bank."""
+  if config.input == "tf.data":
+    raise ValueError(f"input='tf.data' is not offered for {config.method}: its memory bank keeps a row per "
+                     "image, refreshed from the batches, which needs the images on the devices (input='device')")
+  x = online.images(config, data)
+  check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.crops[0][0]),
+              high_name="crops[0][0], the large crops")
+  if config.get("bank_source", "training") not in ("training", "epoch_end"):
+    raise ValueError(f"bank_source={config.bank_source!r} must be 'training' or 'epoch_end'")
+  _, clusters = online.check(config, x.shape[0], mesh)
+  return engine.Prepared(clusters, x)
+
+
+def stages(run):
+  """One stage of ``epochs`` epochs; each reclusters the bank, then trains against those targets."""
+  config = run.config
+  model, tx = network(config), online.optimizer(config, run.n)
+  example = jnp.zeros((2, *run.shape))
+  replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
+  fill = jax.jit(fill_bank, out_shardings=replicated)  # the state stays replicated, as parallel.put placed it
+  embed = functools.partial(_embed, model)
+
+  def placed(rng):
+    # Workdirs written before prototype sets and bank crops had one of each.
+    return parallel.put(init(model, rng, example, tx, n=run.rows, k=config.prototypes, dim=config.head_out,
+                             sets=config.get("prototype_sets", 1), banks=config.get("bank_crops", 1)), run.mesh)
+
+  def start(run, previous):
+    """The first targets: k-means of the initial network's embeddings, as the paper's code fills its bank."""
+    state = placed(jax.random.fold_in(run.key, 0))
+    return fill(state, embed(state, run.x, run.rows))
+
+  def epoch(run, state, epoch):
+    rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
+    previous = parallel.fetch(state.assignments[0])[:run.n] if epoch else None  # epoch 0: no targets yet
+    # Epoch 0's prototypes are placeholders: its k-means always starts with k-means++.
+    warm = config.get("kmeans_warm_start", False) and epoch > 0
+    state = _recluster(state, jax.random.fold_in(rng, 7), run.mask, warm)
+    targets = collapse.target_stability(parallel.fetch(state.assignments[0])[:run.n], previous, run.y)
+    state, m = _epoch(model, tx, config.batch_size, run.n, online.crops(config), config.temperature, config.flip_p,
+                      epochs.shard(run.mesh))(state, run.x, rng)
+    z = None  # the trained network's embeddings of the clean images, when this epoch computes them
+    if config.get("bank_source", "training") == "epoch_end":
+      z = embed(state, run.x, run.rows)
+      state = fill(state, z)
+    loss = float(m["loss"])
+    return state, {"loss": loss, **targets, **online.epoch_record(run, state, epoch, loss, scorer(config), z=z)}
+
+  return (engine.Stage("deepcluster", config.epochs, start, lambda run: placed(jax.random.key(0)), epoch),)
+
+
+def readout(run, state) -> engine.Readout:
+  return online.readout(run, state, scorer(run.config), {"prototypes": run.config.prototypes,
+                                                         "prototype_sets": run.config.get("prototype_sets", 1)})
+
+
+def assign(run, state, x):
+  return online.assign(run, state, x, scorer(run.config))
+
+
+@functools.partial(jax.jit, donate_argnums=0, static_argnums=3)
+def _recluster(state, rng, mask, warm_start):
+  return recluster(state, rng, mask=mask, warm_start=warm_start)
+
+
+@functools.lru_cache(maxsize=None)
+def _epoch(model, tx, batch_size, n, crops, temperature, flip_p, sharding):
+  """One epoch of steps on batches of the images on the devices, multi-cropped there."""
+  views = functools.partial(augment.multi_crop, crops=crops, flip_p=flip_p)
+  step = functools.partial(train_step, model=model, tx=tx, augment=views, temperature=temperature)
+  return epochs.batch_epoch(step, batch_size, n, sharding)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _embed(model, state, x, n):
+  """Unit embeddings of the first ``n`` rows of ``x``."""
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  return epochs.chunked(lambda b: normalize(model.apply(variables, b)), x, n, 1024)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _code(model, state, x, n):
+  """The nearest centroid of the first prototype set, for each of the first ``n`` rows of ``x``."""
+  variables, first = {"params": state.params, "batch_stats": state.batch_stats}, state.prototypes[0]
+  return epochs.chunked(lambda b: jnp.argmax(normalize(model.apply(variables, b)) @ first.T, -1), x, n, 1024)

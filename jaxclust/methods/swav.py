@@ -13,6 +13,15 @@ Global Sinkhorn: the codes are normalized over the whole batch across devices. U
 with the batch sharded, the sums in :func:`jaxclust.sinkhorn_knopp` already span all devices;
 :func:`codes` also runs it under ``jax.shard_map`` with ``psum`` over the mesh axis, the explicit
 form of the same computation.
+
+A run (:func:`stages`) is one stage of epochs. The images sit on the devices and each epoch gathers
+and multi-crops its batches there (:func:`jaxclust.epochs.batch_epoch`); with ``input="tf.data"`` they
+are streamed instead, read (a prepared tfds dataset such as ImageNet is never loaded whole),
+multi-cropped on the host and batched by :mod:`jaxclust.data.stream`, and the final clusters come from
+a last streamed pass under the evaluation transform. The queue joins the assignment from epoch
+``queue_start_epoch``; the prototypes are frozen for the first ``freeze_prototypes_steps`` steps. An
+image's cluster is its prototype of highest score, or with fewer clusters than prototypes the grouping
+that ``readout`` names (:mod:`jaxclust.methods.online`).
 """
 
 from __future__ import annotations
@@ -26,7 +35,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxclust import collapse, engine, epochs, parallel
+from jaxclust.data import augment, stream
 from jaxclust.kernels.sinkhorn import sinkhorn_knopp
+from jaxclust.methods import networks, online
 
 
 def normalize(v, axis: int = -1):
@@ -186,3 +198,150 @@ def train_step(state: SwAVState, batch, rng, *, model: SwAVModel, tx, augment: C
   spread = 1.0 - jnp.mean(jnp.stack([jnp.sum(jnp.mean(z, 0) ** 2) for z in new_embeddings]))
   return state.replace(step=state.step + 1, params=optax.apply_updates(params, updates), batch_stats=batch_stats,
                        opt_state=opt_state, queue=queue, queue_filled=filled), {"loss": loss, "batch_spread": spread}
+
+
+# -- The run: what the engine (jaxclust.engine) calls.
+
+NAME = "SwAV"
+# With sinkhorn_epsilon halved, the MNIST seed that had collapsed did not (experiments/RESULTS.md).
+COLLAPSE_ADVICE = "try a lower sinkhorn_epsilon, a lower learning rate or more prototype-freeze steps"
+
+
+def network(config) -> SwAVModel:
+  """The configured backbone, projection and ``config.prototypes`` prototypes."""
+  return SwAVModel(networks.backbone(config), hidden=config.head_hidden, out=config.head_out,
+                   prototypes=config.prototypes)
+
+
+def scorer(config) -> online.Scorer:
+  """The network scored as the shared readout needs: embeddings, the prototype of highest score."""
+  model = network(config)
+  return online.Scorer(functools.partial(_embed, model), functools.partial(_code, model), unit_prototypes,
+                       span=True, name=NAME, advice=COLLAPSE_ADVICE)
+
+
+def unit_prototypes(state: SwAVState):
+  """``[K, e]`` unit prototypes, the columns of the last layer."""
+  return normalize(state.params["prototypes"]["kernel"], axis=0).T
+
+
+def prepare(config, data, mesh) -> engine.Prepared:
+  """Images on the devices (``input="device"``), or streamed (``input="tf.data"``): from ``data``, a
+  loaded dataset or the :class:`jaxclust.data.stream.Source` of a tfds dataset never loaded whole. The
+  network of a streamed run sees the large crops."""
+  if isinstance(data, stream.Source):
+    source = data
+  else:
+    online.images(config, data)
+    source = stream.open_source(data) if config.input == "tf.data" else None
+  n = data.x.shape[0] if source is None else source.n
+  _, clusters = online.check(config, n, mesh)
+  if config.queue_length % mesh.size:
+    raise ValueError(f"queue_length={config.queue_length} is not divisible by the {mesh.size} devices")
+  if source is None:
+    return engine.Prepared(clusters, data.x)
+  size = int(config.crops[0][1])
+  return engine.Prepared(clusters, None, source, n, (size, size, source.channels))
+
+
+def stages(run):
+  """One stage of ``epochs`` epochs of multi-crop steps, the queue and the prototype freeze in the state."""
+  config = run.config
+  model, tx = network(config), online.optimizer(config, run.n)
+  example = jnp.zeros((2, *run.shape))
+  mesh = run.mesh if run.mesh.size > 1 else None  # the explicit global Sinkhorn only across devices
+
+  def placed(rng):
+    return parallel.put(init(model, rng, example, tx, n_assign=2, queue_length=config.queue_length), run.mesh)
+
+  def epoch(run, state, epoch):
+    rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
+    update_queue = epoch >= config.queue_start_epoch
+    if run.source is not None:  # streamed
+      step = _stream_step(model, tx, config.temperature, config.sinkhorn_epsilon, config.freeze_prototypes_steps,
+                          update_queue, mesh)
+      batches = ({"image": tuple(views)} for views in stream.multi_crop_batches(
+          run.source, crops=online.crops(config), batch_size=config.batch_size, seed=config.seed, epoch=epoch,
+          mesh=run.mesh, flip_p=config.flip_p))
+      state, m = epochs.host_epoch(step, state, rng, batches)
+      loss = float(m["loss"])
+      # A pass over a streamed dataset per epoch would cost as much as the epoch: the steps' figures only.
+      return state, {"loss": loss, **collapse.monitor(None, None, run.k, config.prototypes, loss,
+                                                      {"batch_spread": float(m["batch_spread"])}, name=NAME,
+                                                      advice=COLLAPSE_ADVICE)}
+    state, m = _epoch(model, tx, config.batch_size, run.n, online.crops(config), config.flip_p, config.temperature,
+                      config.sinkhorn_epsilon, config.freeze_prototypes_steps, update_queue,
+                      epochs.shard(run.mesh), mesh)(state, run.x, rng)
+    loss = float(m["loss"])
+    # The steps measure the spread of their batches' embeddings; the record adds the whole dataset's.
+    return state, {"loss": loss, **online.epoch_record(run, state, epoch, loss, scorer(config),
+                                                       figures={"batch_spread": float(m["batch_spread"])})}
+
+  return (engine.Stage("swav", config.epochs, lambda run, _: placed(jax.random.fold_in(run.key, 0)),
+                       lambda run: placed(jax.random.key(0)), epoch),)
+
+
+def readout(run, state) -> engine.Readout:
+  """The clusters of every image; a streamed run's in a last streamed pass under the evaluation
+  transform, in dataset order."""
+  summary = {"prototypes": run.config.prototypes}
+  if run.source is None:
+    return online.readout(run, state, scorer(run.config), summary)
+  config, model = run.config, network(run.config)
+  (z, codes), y, images = stream.predict_in_order(lambda batch: _embed_and_code(model, state, batch), run.source,
+                                                  size=int(config.crops[0][1]), batch_size=config.batch_size,
+                                                  mesh=run.mesh)
+  found = {}
+  if run.k != config.prototypes:
+    codes, found = online.group(config, run.k, z, codes, unit_prototypes(state))
+  return engine.Readout(codes, files=online.files(found), summary=summary, images=images, y=y)
+
+
+def assign(run, state, x):
+  return online.assign(run, state, x, scorer(run.config))
+
+
+@functools.lru_cache(maxsize=None)
+def _epoch(model, tx, batch_size, n, crops, flip_p, temperature, epsilon, freeze, update_queue, sharding, mesh):
+  """One epoch of steps on batches of the images on the devices, multi-cropped there."""
+  views = functools.partial(augment.multi_crop, crops=crops, flip_p=flip_p)
+  step = functools.partial(train_step, model=model, tx=tx, augment=views, temperature=temperature, epsilon=epsilon,
+                           freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
+  return epochs.batch_epoch(step, batch_size, n, sharding)
+
+
+def _given_crops(rng, crops):
+  """The ``augment`` of a streamed step: the host made the crops."""
+  return list(crops)
+
+
+@functools.lru_cache(maxsize=None)
+def _stream_step(model, tx, temperature, epsilon, freeze, update_queue, mesh):
+  step = functools.partial(train_step, model=model, tx=tx, augment=_given_crops, temperature=temperature,
+                           epsilon=epsilon, freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
+  return jax.jit(step, donate_argnums=0)
+
+
+def _scoring(state):
+  """The variables that score images in eval mode, the prototypes normalized as the steps see them."""
+  params = dict(state.params)
+  params["prototypes"] = {"kernel": normalize(params["prototypes"]["kernel"], axis=0)}
+  return {"params": params, "batch_stats": state.batch_stats}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _embed_and_code(model, state, images):
+  z, scores = model.apply(_scoring(state), images)
+  return z, jnp.argmax(scores, -1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _embed(model, state, x, n):
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  return epochs.chunked(lambda b: model.apply(variables, b)[0], x, n, 1024)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _code(model, state, x, n):
+  variables = _scoring(state)
+  return epochs.chunked(lambda b: jnp.argmax(model.apply(variables, b)[1], -1), x, n, 1024)

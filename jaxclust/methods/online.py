@@ -1,0 +1,168 @@
+"""What the online clustering methods share: SwAV and DeepCluster-v2 score a network's embeddings of
+multi-crop views against K prototypes, and report clusters from them.
+
+Each method hands its network to these functions as a :class:`Scorer`, functions of its state; nothing
+here knows a method by name. Shared are: the optimizer (:func:`optimizer`), the settings that depend on
+the data and the mesh (:func:`check`), the record of an epoch (:func:`epoch_record`: the clusters every
+``eval_every`` epochs and the collapse monitor of :mod:`jaxclust.collapse`), and the readout of a run
+and predict (:func:`labels`, :func:`readout`, :func:`assign`).
+
+A row's cluster is its prototype (the highest score) when there are as many clusters as prototypes.
+With fewer (over-clustering, as the DeepCluster papers train), ``readout`` says how the prototypes'
+clusters are grouped (:func:`jaxclust.readout.over_cluster`): by spherical k-means of the embeddings
+("kmeans", which saves ``centroids.npy``) or by the nearest neighbours of each cluster's members ("knn",
+which saves ``groups.npy``); predict assigns new images with that file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxclust import collapse, engine, parallel, readout as readouts
+from jaxclust import metrics as cluster_metrics
+from jaxclust import workdir as workdirs
+from jaxclust.validation import check_count
+
+FILES = ("centroids", "groups")  # what predict reads, one per over-clustering readout
+
+
+class Scorer(NamedTuple):
+  """A method's network as the shared readout sees it.
+
+  Attributes:
+    embed: ``(state, x, n) -> [n, e]`` unit embeddings of the first ``n`` rows of images ``x`` (jitted).
+    code: ``(state, x, n) -> [n]`` int each of those rows' prototype, the highest score (jitted).
+    prototypes: ``state -> [K, e]`` the unit prototypes.
+    span: whether the collapse monitor measures how much of the embeddings the prototypes span (a
+      method whose prototypes are learnt, not centroids of the embeddings).
+    name, advice: the method's name and what to try, in the warning of a loss stuck at ln K.
+  """
+  embed: Callable[[Any, jax.Array, int], jax.Array]
+  code: Callable[[Any, jax.Array, int], jax.Array]
+  prototypes: Callable[[Any], jax.Array]
+  span: bool
+  name: str
+  advice: str
+
+
+def optimizer(config, n: int) -> optax.GradientTransformation:
+  """Linear warm-up for ``warmup_epochs``, then cosine decay to ``final_lr_fraction`` of the learning rate
+  over ``epochs`` of ``n`` images; LARS (SwAV's optimizer, You et al. 2017) or AdamW."""
+  steps = max(1, config.epochs * -(-n // config.batch_size))
+  warmup = min(steps - 1, config.warmup_epochs * -(-n // config.batch_size))
+  schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, steps,
+                                                end_value=config.learning_rate * config.final_lr_fraction)
+  if config.optimizer == "lars":
+    return optax.lars(schedule, weight_decay=config.weight_decay, momentum=0.9)
+  if config.optimizer == "adam":
+    return optax.adamw(schedule, weight_decay=config.weight_decay)
+  raise ValueError(f"optimizer={config.optimizer!r} must be 'lars' or 'adam'")
+
+
+def crops(config) -> tuple:
+  """``config.crops`` as the hashable ``((count, size, (low, high)), ...)`` that multi-crop takes."""
+  return tuple((int(c), int(s), tuple(scale)) for c, s, scale in config.crops)
+
+
+def images(config, data) -> np.ndarray:
+  """The images ``[n, H, W, C]`` of a loaded dataset; rows of another shape are refused."""
+  if data.x.ndim != 4:
+    raise ValueError(f"{config.method} needs images [n, H, W, C]; {config.dataset!r} has rows of shape "
+                     f"{data.x.shape[1:]}")
+  return data.x
+
+
+def check(config, n: int, mesh) -> tuple[int, int]:
+  """Refuses settings that do not fit ``n`` images or the mesh (a ValueError naming the value; the shared
+  ranges were checked by :func:`jaxclust.validation.check_settings`); returns the number of prototypes
+  and of the clusters reported."""
+  k = check_count(config.prototypes, "prototypes", low=2, high=n, high_name="n_samples")
+  check_count(config.epochs, "epochs", low=1)  # one stage: no epochs would report an untrained network
+  clusters = check_count(config.n_clusters or k, "n_clusters", low=2, high=n, high_name="n_samples")
+  if config.get("readout", "kmeans") not in readouts.READOUTS:
+    raise ValueError(f"readout={config.readout!r} must be 'kmeans' or 'knn'")
+  if config.get("readout", "kmeans") == "knn":
+    check_count(config.readout_neighbors, "readout_neighbors", low=1, high=n - 1, high_name="n_samples - 1")
+  if config.batch_size % mesh.size:
+    raise ValueError(f"batch_size={config.batch_size} is not divisible by the {mesh.size} devices")
+  return k, clusters
+
+
+def epoch_record(run, state, epoch: int, loss: float, scorer: Scorer, *, z=None, figures=None) -> dict:
+  """The record of an epoch on images held on the devices: the collapse monitor and, when this epoch
+  reads out, the clusters' sizes and scores against the true labels.
+
+  With one cluster per prototype the readout is the prototypes, as cheap as their usage: every epoch.
+  Over-clustering reads out (k-means or kNN of the embeddings) every ``eval_every`` epochs and at the
+  last. ``z``: the embeddings of the ``run.rows`` rows when the epoch computed them already.
+  """
+  config, n, k = run.config, run.n, run.config.prototypes
+  figures = dict(figures or {})
+  if z is None and run.k != k:  # over-clustering: the readout and the prototype usage both need them
+    z = scorer.embed(state, run.x, run.rows)
+  clusters = None
+  if run.k == k or (epoch + 1) % config.get("eval_every", 1) == 0 or epoch + 1 == config.epochs:
+    clusters, _ = labels(config, scorer, state, run.x, n, run.k, None if z is None else z[:n])
+  prototypes = scorer.prototypes(state)
+  codes = clusters if run.k == k else parallel.fetch(_nearest_prototype(z, prototypes))[:n]
+  if z is not None:
+    figures.update({key: float(value) for key, value in collapse.geometry(z, prototypes, n, scorer.span).items()})
+  record = collapse.monitor(clusters, codes, run.k, k, loss, figures, name=scorer.name, advice=scorer.advice)
+  if run.y is not None and clusters is not None:
+    record.update(cluster_metrics.evaluate(run.y, clusters))
+  return record
+
+
+def labels(config, scorer: Scorer, state, x, n: int, clusters: int, z=None) -> tuple[np.ndarray, dict]:
+  """The clusters of the first ``n`` rows of ``x`` and what assigns new images to them (``{}``, or as
+  :func:`group`). ``z``, when given, holds their embeddings already."""
+  if clusters == config.prototypes:
+    return parallel.fetch(scorer.code(state, x, n)), {}
+  if z is None:
+    z = scorer.embed(state, x, n)
+  codes = scorer.code(state, x, n) if config.get("readout", "kmeans") == "knn" else None
+  return group(config, clusters, z, codes, scorer.prototypes(state))
+
+
+def group(config, clusters: int, z, codes, prototypes) -> tuple[np.ndarray, dict]:
+  """:func:`jaxclust.readout.over_cluster` of the embeddings ``z`` (and, for readout "knn", the prototypes
+  ``codes`` of the rows) as ``config`` says: fewer ``clusters`` than prototypes."""
+  return readouts.over_cluster(z, clusters, readout=config.get("readout", "kmeans"), rng=jax.random.key(config.seed),
+                               codes=codes, neighbors=config.get("readout_neighbors", 0), prototypes=prototypes)
+
+
+def readout(run, state, scorer: Scorer, summary: dict) -> engine.Readout:
+  """The clusters of the images on the devices; the exemplars show any members (the scores are not
+  probabilities)."""
+  clusters, found = labels(run.config, scorer, state, run.x, run.n, run.k)
+  return engine.Readout(clusters, files=files(found), summary=summary)
+
+
+def files(found: dict) -> dict:
+  """:class:`jaxclust.engine.Readout`'s ``files``: the readout's file, and None for the other one, which
+  is removed: a file left by another run in the workdir must never reach predict."""
+  return {name: found.get(name) for name in FILES}
+
+
+def assign(run, state, x, scorer: Scorer) -> np.ndarray:
+  """Clusters of new images ``x`` under a finished run: their prototype, its group (readout "knn") or the
+  nearest centroid (readout "kmeans"), as the run's settings read out."""
+  x = jnp.asarray(x)
+  if run.k == run.config.prototypes:
+    return parallel.fetch(scorer.code(state, x, len(x)))
+  if run.config.get("readout", "kmeans") == "knn":
+    return workdirs.load_npy(run.workdir / "groups.npy")[parallel.fetch(scorer.code(state, x, len(x)))]
+  centroids = jnp.asarray(workdirs.load_npy(run.workdir / "centroids.npy"))
+  return np.asarray(jnp.argmax(scorer.embed(state, x, len(x)) @ centroids.T, -1))
+
+
+@jax.jit
+def _nearest_prototype(z, prototypes):
+  """Each unit row of ``z``'s most similar unit prototype (what ``Scorer.code`` gives from the images)."""
+  return jnp.argmax(z @ prototypes.T, -1)
