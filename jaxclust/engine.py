@@ -129,12 +129,20 @@ class Run:
     if self.logger is not None:
       self.logger.record(stage=stage, **fields)
 
-  def host_batches(self, batch_size: int, seed_path: tuple, steps: int | None = None):
-    """Shuffled batches ``{"x", "index", "mask"}`` of the host rows by tf.data (``input="tf.data"``): one
-    pass, or ``steps`` batches; the shuffle seeded by ``seed_path``."""
-    from jaxclust.data import pipeline  # imports TensorFlow: only runs with input="tf.data" need it
-    seed = int(np.random.SeedSequence(seed_path).generate_state(1)[0] >> 1)
-    return pipeline.batches(self.host, batch_size=batch_size, seed=seed, mesh=self.mesh, steps=steps)
+  def batches(self, batch_size: int, epoch: int, steps: int | None = None):
+    """Shuffled batches ``{"x", "index", "mask"}`` of the streamed rows (``input="tf.data"``): one pass, or
+    ``steps`` batches; the order depends only on (seed, ``epoch``). Each process reads its own share."""
+    from jaxclust.data import stream  # imports TensorFlow: only streamed runs need it
+    return stream.row_batches(self.source, batch_size=batch_size, seed=self.config.seed, epoch=epoch,
+                              mesh=self.mesh, steps=steps)
+
+  def in_order(self, fn, batch_size: int):
+    """``fn(rows)`` (a tuple of ``[B, ...]`` arrays) over every streamed row in dataset order, as numpy
+    arrays on every process: the whole-dataset passes (targets, embeddings, predictions) of a streamed
+    run, which hold ``[n, small]`` outputs, never the rows."""
+    from jaxclust.data import stream
+    outputs, _, _ = stream.predict_in_order(fn, self.source, size=None, batch_size=batch_size, mesh=self.mesh)
+    return outputs
 
 
 def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None) -> dict:
@@ -173,9 +181,9 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None)
     workdirs.claim(path, config, lead=lead)  # only now, with data and settings known valid
     if stats is not None and lead:
       workdirs.save_npz(path / _STANDARDIZATION, **stats)
-    if prepared.rows is None:
+    if prepared.rows is None:  # streamed: per-row device arrays are padded as the rows would be
       x = mask = None
-      n, shape, rows = prepared.n, tuple(prepared.shape), prepared.n
+      n, shape, rows = prepared.n, tuple(prepared.shape), -(-prepared.n // mesh.size) * mesh.size
     else:
       x, mask = parallel.global_rows(np.asarray(prepared.rows, np.float32), mesh)
       n, shape, rows = data.x.shape[0], tuple(data.x.shape[1:]), x.shape[0]

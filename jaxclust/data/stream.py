@@ -30,7 +30,8 @@ from jaxclust.data.pipeline import tensorflow
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """Where the images come from: ``array`` ([n, H, W, C] in [0, 1]) or a tfds ``name`` and ``split``."""
+  """Where the rows come from: ``array`` (``[n, ...]``: images ``[n, H, W, C]`` in [0, 1], or feature rows)
+  or a tfds ``name`` and ``split`` of images. ``channels`` is 0 for rows that are not images."""
   n: int
   channels: int
   array: np.ndarray | None = None
@@ -45,9 +46,9 @@ def open_source(dataset, *, data_dir=None) -> Source:
   """A :class:`Source` for ``"tfds:NAME[:SPLIT]"``, or for an already loaded ``jaxclust.data.sources.Dataset``."""
   if not isinstance(dataset, str):
     x = np.asarray(dataset.x)
-    if x.ndim != 4:
-      raise ValueError(f"streaming needs images [n, H, W, C]; got rows of shape {x.shape[1:]}")
-    return Source(n=x.shape[0], channels=x.shape[-1], array=x, labels=dataset.y)
+    if x.ndim < 2:
+      raise ValueError(f"streaming needs rows [n, ...]; got an array of shape {x.shape}")
+    return Source(n=x.shape[0], channels=x.shape[-1] if x.ndim == 4 else 0, array=x, labels=dataset.y)
   if not dataset.startswith("tfds:"):
     raise ValueError(f"dataset={dataset!r}: streaming reads 'tfds:NAME[:SPLIT]' datasets or loaded arrays")
   import tensorflow_datasets as tfds
@@ -126,6 +127,55 @@ def _local(batch_size: int, mesh: Mesh) -> int:
   return batch_size // processes
 
 
+def _row_shape(source: Source) -> tuple:
+  """The shape of one row of a source whose rows all have one shape (arrays; tfds images of one size)."""
+  if source.array is not None:
+    return tuple(source.array.shape[1:])
+  import tensorflow_datasets as tfds
+  shape = tfds.builder(source.name, data_dir=source.data_dir).info.features["image"].shape
+  if None in shape:
+    raise ValueError(f"tensorflow-datasets {source.name!r} has images of varying sizes {shape}; this method needs "
+                     "rows of one shape")
+  return tuple(shape)
+
+
+def row_batches(source: Source, *, batch_size: int, seed: int, epoch: int, mesh: Mesh, steps: int | None = None,
+                prefetch: int = 2) -> Iterator[dict]:
+  """Shuffled batches ``{"x": [B, ...], "index": [B] int32, "mask": [B] bool}`` of a source's rows as they are,
+  as global arrays: one pass over every row (the last batch padded and masked), or ``steps`` batches
+  (continuing into the next shuffled passes). Each process reads only its own share of the records
+  (``tfds.split_for_jax_process`` for tfds, its slice of every global batch for arrays); ``index`` is a
+  row's position in the dataset. The order depends only on (seed, epoch), as a resumed epoch needs.
+  """
+  from jaxclust.data import pipeline
+  epoch_seed = seed * 1_000_003 + epoch
+  if source.array is not None:  # every process builds the same global order and reads its slice
+    yield from pipeline.batches(source.array, batch_size=batch_size, seed=epoch_seed, mesh=mesh, steps=steps,
+                                prefetch=prefetch)
+    return
+  tf = tensorflow()
+  local = _local(batch_size, mesh)
+  blocks = -(-source.n // jax.process_count())  # the longest block a process reads (split_for_jax_process)
+  per_pass = -(-blocks // local)
+  steps = per_pass if steps is None else steps
+  row = _row_shape(source)
+
+  def one_pass(p):
+    records = _records(source, None)  # in order, with each record's index
+    records = records.shuffle(10_000, seed=epoch_seed + 7_919 * p, reshuffle_each_iteration=False)
+    records = records.map(lambda e: {"x": tf.ensure_shape(e["image"], row), "index": tf.cast(e["index"], tf.int32),
+                                     "mask": True})
+    pad = tf.data.Dataset.from_tensors({"x": tf.zeros(row), "index": tf.constant(0, tf.int32),
+                                        "mask": False}).repeat(per_pass * local)
+    return records.concatenate(pad).take(per_pass * local)  # the same batch count on every process
+
+  data = (tf.data.Dataset.range(-(-steps // per_pass)).flat_map(one_pass).batch(local).take(steps)
+          .prefetch(prefetch))
+  sharding = NamedSharding(mesh, P("data"))
+  for batch in data.as_numpy_iterator():
+    yield {k: jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:])) for k, v in batch.items()}
+
+
 def multi_crop_batches(source: Source, *, crops, batch_size: int, seed: int, epoch: int, mesh: Mesh,
                        prefetch: int = 2, **view_options) -> Iterator[list]:
   """One epoch of SwAV multi-crop batches: lists of global ``[batch_size, size, size, C]`` arrays.
@@ -152,14 +202,16 @@ def multi_crop_batches(source: Source, *, crops, batch_size: int, seed: int, epo
     yield [jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:])) for v in batch]
 
 
-def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, prefetch: int = 2) -> Iterator[dict]:
+def eval_batches(source: Source, *, size: int | None, batch_size: int, mesh: Mesh,
+                 prefetch: int = 2) -> Iterator[dict]:
   """The whole dataset once, for prediction: ``{"image", "mask", "index", "label"}`` global arrays
   (``index``: each row's position in the dataset; in order on one process, while on several each
   batch holds the processes' shares in turn, so :func:`predict_in_order` sorts by it; ``label``: 0
   without labels).
 
   Images whose shorter side is not ``size`` are resized so that it is ``size / 0.875`` and centre-cropped
-  to ``size x size`` (the standard ImageNet evaluation transform); the last batch is padded and masked.
+  to ``size x size`` (the standard ImageNet evaluation transform); with ``size`` None the rows are read as
+  they are (rows of one shape). The last batch is padded and masked.
   """
   tf = tensorflow()
   local = _local(batch_size, mesh)
@@ -167,7 +219,7 @@ def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, pref
   def transform(example):
     image = example["image"]
     shape = tf.shape(image)
-    short = tf.minimum(shape[0], shape[1])
+    short = tf.minimum(shape[0], shape[1]) if size is not None else None
 
     def resize_and_crop():
       scale = tf.cast(tf.math.ceil(size / 0.875), tf.float32) / tf.cast(short, tf.float32)
@@ -175,8 +227,10 @@ def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, pref
       resized = tf.image.resize(image, new, method="bilinear", antialias=True)
       return tf.image.resize_with_crop_or_pad(resized, size, size)
 
-    image = tf.cond(short == size, lambda: tf.image.resize_with_crop_or_pad(image, size, size), resize_and_crop)
-    out = {"image": tf.ensure_shape(image, [size, size, source.channels]), "mask": True}
+    if size is not None:
+      image = tf.ensure_shape(tf.cond(short == size, lambda: tf.image.resize_with_crop_or_pad(image, size, size),
+                                      resize_and_crop), [size, size, source.channels])
+    out = {"image": image, "mask": True}
     if "label" in example:
       out["label"] = tf.cast(example["label"], tf.int64)
     out["index"] = tf.cast(example["index"], tf.int64)
@@ -187,8 +241,8 @@ def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, pref
   # Every process must build the same number of global batches: pad with masked-out ones.
   steps = -(-(-(-source.n // jax.process_count())) // local)
   sharding = NamedSharding(mesh, P("data"))
-  shapes = {"image": ((size, size, source.channels), np.float32), "mask": ((), bool), "label": ((), np.int64),
-            "index": ((), np.int64)}
+  row = (size, size, source.channels) if size is not None else _row_shape(source)
+  shapes = {"image": (row, np.float32), "mask": ((), bool), "label": ((), np.int64), "index": ((), np.int64)}
   batches = data.as_numpy_iterator()
   for _ in range(steps):
     batch = next(batches, {"mask": np.zeros((0,), bool)})
@@ -199,7 +253,7 @@ def eval_batches(source: Source, *, size: int, batch_size: int, mesh: Mesh, pref
            for k in shapes}
 
 
-def predict_in_order(fn, source: Source, *, size: int, batch_size: int, mesh: Mesh):
+def predict_in_order(fn, source: Source, *, size: int | None, batch_size: int, mesh: Mesh):
   """``fn(images)`` (a tuple of ``[B, ...]`` arrays) for every image of ``source`` under the evaluation
   transform of :func:`eval_batches`: the outputs as numpy in the dataset's row order on any number of
   processes, the true labels in that order (``None`` without), and the first batch's images."""

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
 from jaxclust import engine, epochs, parallel
 from jaxclust import metrics as cluster_metrics
@@ -138,7 +138,13 @@ def refresh_target(state: DECState, x, mask=None, *, model, alpha: float = 1.0):
   ``x`` may be a row-sharded global array padded to a multiple of the device count, with ``mask``
   False on the padding rows, which are excluded from P's cluster frequencies and from the count.
   """
-  q = soft_assignment(embed(model, state.params, x), state.params["centers"], alpha)
+  return refresh_from_assignments(state, soft_assignment(embed(model, state.params, x), state.params["centers"], alpha),
+                                  mask)
+
+
+def refresh_from_assignments(state: DECState, q, mask=None):
+  """:func:`refresh_target` from the soft assignments ``q`` ``[n, k]`` of the whole dataset (computed in a
+  streaming pass when the rows do not sit on the devices)."""
   labels = jnp.argmax(q, axis=-1).astype(jnp.int32)
   valid = jnp.ones(labels.shape, bool) if mask is None else mask
   changed = jnp.sum((labels != state.labels) & valid) / jnp.maximum(jnp.sum(valid), 1)
@@ -163,8 +169,16 @@ def stages(run):
 
 def readout(run, state) -> engine.Readout:
   """The clusters of the last refresh; confidence, the largest soft assignment."""
-  q = _soft_assignment_jit(networks.autoencoder(run.config, run.shape), state.params, run.x)
-  return engine.Readout(parallel.fetch(state.labels)[:run.n], parallel.fetch(jnp.max(q, -1))[:run.n])
+  q = _assignments(run, networks.autoencoder(run.config, run.shape), state.params)
+  return engine.Readout(parallel.fetch(state.labels)[:run.n], np.max(q, -1))
+
+
+def _assignments(run, model, params):
+  """Q ``[n, k]`` of every row, on the host."""
+  if run.source is None:
+    return parallel.fetch(_soft_assignment_jit(model, params, run.x))[:run.n]
+  q, = run.in_order(lambda rows: (_soft_assignment_jit(model, params, rows),), run.config.cluster.batch_size)
+  return q
 
 
 def assign(run, state, x):
@@ -190,10 +204,8 @@ def _cluster_stage(run, model) -> engine.Stage:
     return placed(jax.tree.map(np.asarray, ae_params), np.zeros((run.k, run.config.latent), np.float32))
 
   def start(run, pretrained):
-    """Centers from k-means (``kmeans_n_init`` restarts) on the pretrained embeddings. The embeddings of
-    the real rows are replicated on every device: [n, latent] is small, and k-means on it gives the same
-    centers on every device count and host layout."""
-    z = _embed_valid(model, pretrained.params, run.x, run.n, NamedSharding(run.mesh, P()))
+    """Centers from k-means (``kmeans_n_init`` restarts) on the pretrained embeddings."""
+    z = pretrain.embed(run, model, pretrained.params)
     out = kmeans(z, run.k, rng=jax.random.fold_in(run.key, 2), n_init=c.kmeans_n_init)
     run.log(f"k-means on embeddings: inertia {float(out.inertia):.4f}")
     state = placed(jax.tree.map(np.asarray, pretrained.params), np.asarray(out.centers))
@@ -203,19 +215,25 @@ def _cluster_stage(run, model) -> engine.Stage:
 
   def epoch(run, state, i):
     steps = i * c.update_interval
-    state, changed = _refresh(model)(state, run.x, run.mask)
+    if run.source is None:
+      state, changed = _refresh(model)(state, run.x, run.mask)
+    else:  # Q of every row in a streaming pass, then P over the whole dataset on the devices
+      q = np.full((run.rows, run.k), 1.0 / run.k, np.float32)  # padding rows: any valid distribution
+      q[:run.n] = _assignments(run, model, state.params)
+      mask = parallel.put(np.arange(run.rows) < run.n, run.mesh, P("data"))
+      state, changed = _refresh_streamed(state, parallel.put(q, run.mesh, P("data")), mask)
     record = {"step": steps, "changed": float(changed)}
     if run.y is not None:
       record.update(cluster_metrics.evaluate(run.y, parallel.fetch(state.labels)[:run.n]))
     if steps >= c.max_steps or (steps > 0 and float(changed) < c.tol):
       return state, {**record, "stop": "tol" if float(changed) < c.tol else "max_steps"}
-    if run.host is None:
+    if run.source is None:
       interval = _interval(model, tx, c.gamma, c.update_interval, c.batch_size, run.n, epochs.shard(run.mesh))
       state, m = interval(state, run.x, jax.random.fold_in(run.key, 2_000_000 + steps))
     else:
       step = epochs.host_step(train_step, model=model, tx=tx, gamma=c.gamma)
-      state, m = epochs.host_epoch(step, state, None, run.host_batches(
-          c.batch_size, (run.config.seed, 2, steps), steps=c.update_interval))
+      state, m = epochs.host_epoch(step, state, None, run.batches(c.batch_size, 2_000_000 + steps,
+                                                                  steps=c.update_interval))
     return state, {**record, "loss": float(jnp.mean(m["loss"]))}
 
   intervals = -(-c.max_steps // c.update_interval) + 1  # the last refresh only checks the stopping rule
@@ -225,6 +243,9 @@ def _cluster_stage(run, model) -> engine.Stage:
 @functools.lru_cache(maxsize=None)
 def _refresh(model):
   return jax.jit(functools.partial(refresh_target, model=model), donate_argnums=0)
+
+
+_refresh_streamed = jax.jit(refresh_from_assignments, donate_argnums=0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -250,11 +271,6 @@ def _interval(model, tx, gamma, update_interval, batch_size, n, batch_sharding):
     return jax.lax.scan(one, state, index)
 
   return interval
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _embed_valid(model, params, x, n, sharding):
-  return jax.lax.with_sharding_constraint(model.apply({"params": params}, x[:n], method=model.encode), sharding)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxclust import engine, epochs, parallel
 from jaxclust import workdir as workdirs
@@ -87,16 +88,22 @@ def train_epoch(state: PretrainState, x, rng, *, model, tx, batch_size: int = 25
   return state, {"loss": jnp.mean(metrics["loss"])}
 
 
-def prepare(config, data, *, mesh, batch_sizes, conv: bool = True):
-  """The autoencoder methods' checks before a workdir is claimed, and their rows ``[n, d]`` float32.
+def prepare(config, data, *, mesh, batch_sizes, conv: bool = True) -> engine.Prepared:
+  """The autoencoder methods' checks before a workdir is claimed, and their rows ``[n, d]`` float32; streamed
+  (``input="tf.data"``), their :class:`jaxclust.data.stream.Source` instead, and nothing on the devices.
 
   ``batch_sizes`` names the settings whose batches are split over the mesh's devices."""
-  x = np.asarray(data.x.reshape(data.x.shape[0], -1), np.float32)
-  k = config.n_clusters or (len(np.unique(data.y)) if data.y is not None else 0)
+  streamed_tfds = not hasattr(data, "x")  # a tfds dataset streamed without being loaded
+  if streamed_tfds:
+    from jaxclust.data import stream
+    n, shape, y = data.n, stream._row_shape(data), None  # pylint: disable=protected-access
+  else:
+    n, shape, y = data.x.shape[0], data.x.shape[1:], data.y
+  k = config.n_clusters or (len(np.unique(y)) if y is not None else 0)
   if k == 0:
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
-  k = check_count(k, "n_clusters", low=1, high=len(x), high_name="n_samples")
-  networks.autoencoder(config, data.x.shape[1:], conv=conv)  # an unknown model, or conv on tabular data
+  k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
+  networks.autoencoder(config, shape, conv=conv)  # an unknown model, or conv on tabular data
   if config.pretrain.init_from and not (workdirs.path(config.pretrain.init_from) / PRETRAINED).exists():
     raise ValueError(f"pretrain.init_from={config.pretrain.init_from!r}: no {PRETRAINED} in it "
                      "(it is written when a run finishes pretraining)")
@@ -105,7 +112,33 @@ def prepare(config, data, *, mesh, batch_sizes, conv: bool = True):
     if size % mesh.size:
       raise ValueError(f"{name}={size} is not divisible by the {mesh.size} devices of the mesh: every device "
                        "takes an equal share of each batch")
+  if streamed_tfds:
+    return engine.Prepared(k, None, data, n, tuple(shape))
+  x = np.asarray(data.x.reshape(n, -1), np.float32)
+  if config.input == "tf.data":  # each process streams its share of the rows; nothing sits on the devices
+    from jaxclust.data import sources, stream
+    return engine.Prepared(k, None, stream.open_source(sources.Dataset(x, y, data.name)), n, tuple(shape))
   return engine.Prepared(k, x)
+
+
+def embed(run, model, params, batch_size: int = 1024):
+  """The embeddings ``[n, latent]`` of every row, replicated on every device: [n, latent] is small, and
+  k-means or EM on it give the same result on every device count and host layout."""
+  replicated = NamedSharding(run.mesh, P())
+  if run.source is None:
+    return _embed_valid(model, params, run.x, run.n, replicated)
+  z, = run.in_order(lambda rows: (_encode(model, params, rows),), batch_size)
+  return jax.device_put(jnp.asarray(z), replicated)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _embed_valid(model, params, x, n, sharding):
+  return jax.lax.with_sharding_constraint(model.apply({"params": params}, x[:n], method=model.encode), sharding)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(model, params, x):
+  return model.apply({"params": params}, x, method=model.encode)
 
 
 def stage(run, model) -> engine.Stage:
@@ -127,12 +160,12 @@ def stage(run, model) -> engine.Stage:
     return state
 
   def epoch(run, state, epoch):
-    if run.host is None:
+    if run.source is None:
       state, m = train_epoch(state, run.x, jax.random.fold_in(run.key, 1_000_000 + epoch), model=model, tx=tx,
                              batch_size=c.batch_size, loss=c.loss, n=run.n, batch_sharding=epochs.shard(run.mesh))
     else:
       step = epochs.host_step(train_step, model=model, tx=tx, loss=c.loss)
-      state, m = epochs.host_epoch(step, state, None, run.host_batches(c.batch_size, (run.config.seed, 1, epoch)))
+      state, m = epochs.host_epoch(step, state, None, run.batches(c.batch_size, 1_000_000 + epoch))
     return state, {"loss": float(m["loss"])}
 
   def end(run, state):

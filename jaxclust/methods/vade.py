@@ -25,13 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxclust import engine, epochs, parallel
 from jaxclust import metrics as cluster_metrics
 from jaxclust.kernels.gmm import gmm_diag
 from jaxclust.methods import networks, pretrain
-from jaxclust.methods.dec import _embed_valid
 from jaxclust.models.autoencoder import MLPAutoencoder
 
 
@@ -143,7 +141,15 @@ def stages(run):
 
 def readout(run, state) -> engine.Readout:
   model, _ = _model(run.config, int(np.prod(run.shape)))
-  return engine.Readout(parallel.fetch(_predict_jit(model, state.params, run.x))[:run.n])
+  return engine.Readout(_labels(run, model, state.params))
+
+
+def _labels(run, model, params):
+  """The cluster of every row, on the host."""
+  if run.source is None:
+    return parallel.fetch(_predict_jit(model, params, run.x))[:run.n]
+  labels, = run.in_order(lambda rows: (_predict_jit(model, params, rows),), run.config.vade.batch_size)
+  return labels
 
 
 def assign(run, state, x):
@@ -164,7 +170,7 @@ def _mixture_stage(run, autoencoder) -> engine.Stage:
   def start(run, pretrained):
     # The mixture starts from the k-means DEC uses (n_init restarts), not scikit-learn's single run: on
     # pretrained MNIST embeddings one k-means run gave initial ACC 0.65-0.85 by seed.
-    z = _embed_valid(autoencoder, pretrained.params, run.x, run.n, NamedSharding(run.mesh, P()))
+    z = pretrain.embed(run, autoencoder, pretrained.params)
     fit = gmm_diag(z, run.k, rng=jax.random.fold_in(run.key, 2), kmeans_n_init=config.cluster.kmeans_n_init)
     run.log(f"GMM on embeddings: mean log-likelihood {float(fit.log_likelihood):.4f} after {int(fit.n_iter)} "
             "EM steps")
@@ -175,17 +181,17 @@ def _mixture_stage(run, autoencoder) -> engine.Stage:
 
   def epoch(run, state, epoch):
     rng = jax.random.fold_in(run.key, 3_000_000 + epoch)
-    if run.host is None:
+    if run.source is None:
       state, m = _epoch(model, tx, config.vade.batch_size, run.n, epochs.shard(run.mesh))(state, run.x, rng)
     else:
       step, losses = epochs.host_step(train_step, model=model, tx=tx), []
-      for batch in run.host_batches(config.vade.batch_size, (config.seed, 3, epoch)):
+      for batch in run.batches(config.vade.batch_size, 3_000_000 + epoch):
         state, m = step(state, batch, rng)  # the step folds its count into rng
         losses.append(m["loss"])
       m = {"loss": jnp.mean(jnp.stack(losses))}
     record = {"loss": float(m["loss"])}
     if run.y is not None and ((epoch + 1) % 10 == 0 or epoch + 1 == config.vade.epochs):
-      record.update(cluster_metrics.evaluate(run.y, parallel.fetch(_predict_jit(model, state.params, run.x))[:run.n]))
+      record.update(cluster_metrics.evaluate(run.y, _labels(run, model, state.params)))
     return state, record
 
   return engine.Stage("cluster", config.vade.epochs, start, template, epoch)
