@@ -17,7 +17,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from jaxclust import configs, scan_train
+from jaxclust import configs, engine
 
 
 def main():
@@ -35,7 +35,7 @@ def main():
     workdir = Path(args.out).absolute() / dataset.replace(":", "_")
     tick = time.perf_counter()
     with tfds.testing.mock_data(num_examples=args.examples):
-      summary = scan_train.fit(config, workdir, log=lambda _: None)
+      summary = engine.fit(config, workdir, log=lambda _: None)
     print(json.dumps({"dataset": dataset, "backbone": config.backbone, "stem": config.stem,
                       "shape": summary["shape"], "seconds": round(time.perf_counter() - tick, 1),
                       "exemplars": (workdir / "exemplars.png").exists()}), flush=True)

@@ -193,7 +193,7 @@ def test_view_batches_cover_every_image_once_and_draw_neighbours():
 def test_scan_with_host_views_runs_every_stage_and_resumes_between_stages(tmp_path, monkeypatch):
   """jaxclust fit scan --set input=tf.data: the four stages on tf.data views; stopping after a stage
   and running again gives the uninterrupted run's labels (views depend on seed, stage and epoch)."""
-  from jaxclust import scan_train
+  from jaxclust import engine
   from test_scan_train import records, tiny_config
   c = tiny_config()
   c.input = "tf.data"
@@ -202,11 +202,11 @@ def test_scan_with_host_views_runs_every_stage_and_resumes_between_stages(tmp_pa
   original = stream.view_batches
   monkeypatch.setattr(stream, "view_batches", lambda x, **kw: calls.append(kw.get("neighbors") is not None) or
                       original(x, **kw))
-  whole = scan_train.fit(c, tmp_path / "whole", log=lambda _: None, mesh=ONE_DEVICE)
+  whole = engine.fit(c, tmp_path / "whole", log=lambda _: None, mesh=ONE_DEVICE)
   assert calls == [False, True, True, False]  # pretext, SCAN (neighbour pairs) x 2, self-labeling
   assert [r["stage"] for r in records(tmp_path / "whole")] == ["pretext", "mine", "scan", "scan", "selflabel"]
   assert 0.0 < whole["acc"] <= 1.0
-  assert scan_train.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE, stage="scan") == {"stage": "scan"}
-  split = scan_train.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE)
+  assert engine.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE, stop_after="scan") == {"stage": "scan"}
+  split = engine.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE)
   np.testing.assert_array_equal(np.load(tmp_path / "split" / "labels.npy"), np.load(tmp_path / "whole" / "labels.npy"))
   assert split["acc"] == whole["acc"]

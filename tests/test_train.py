@@ -302,7 +302,7 @@ def test_out_of_range_settings_are_refused_before_any_work(tmp_path, setting, va
   assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("driver,method", [("engine", "dec"), ("scan_train", "scan"), ("engine", "swav")])
+@pytest.mark.parametrize("driver,method", [("engine", "dec"), ("engine", "scan"), ("engine", "swav")])
 def test_every_driver_returns_a_finished_run_untouched(tmp_path, driver, method):
   # No data is loaded and nothing is written: the workdir's summary comes back as it is.
   (tmp_path / "summary.json").write_text('{"acc": 0.25}')

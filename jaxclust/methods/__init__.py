@@ -6,6 +6,7 @@ REGISTRY = {
     "dec": "jaxclust.methods.dec",
     "idec": "jaxclust.methods.idec",
     "vade": "jaxclust.methods.vade",
+    "scan": "jaxclust.methods.scan",
     "swav": "jaxclust.methods.swav",
     "deepcluster": "jaxclust.methods.deepcluster",
 }

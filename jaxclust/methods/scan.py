@@ -1,27 +1,45 @@
 """SCAN (Van Gansbeke et al., ECCV 2020): clustering by nearest-neighbour consistency, then self-labeling.
 
-Three stages follow a pretext task (SimCLR or MoCo):
-1. mine the ``k`` nearest neighbours (20 in the paper) of every pretext embedding
-   (``jaxclust.knn``);
-2. train clustering heads so that an image and a random one of its neighbours get the same
+A run (:func:`stages`) has four stages:
+1. ``pretext``: SimCLR (``pretext.method="simclr"``, SCAN's CIFAR/STL recipe) or MoCo v2 ("moco") trains
+   the backbone, or another run's finished pretext is taken (``pretext.init_from``: one pretext, many
+   SCAN runs);
+2. ``mine``: the ``k`` nearest neighbours (20 in the paper) of every pretext embedding
+   (:func:`jaxclust.kernels.knn.knn`), saved as the workdir's ``neighbors.npy``;
+3. ``scan``: clustering heads learn to give an image and a random one of its neighbours the same
    cluster (eq. 2), with an entropy term against collapse (weight 5.0 in the official configs).
    Several heads train at once and the one with the lowest SCAN loss is kept;
-3. self-label: images assigned with confidence above 0.99 (on the image itself, the official
-   code's "standard" view; the driver passes it as the weak view) train on their strong view
-   (flip, RandAugment-style ops, Cutout) with a cross-entropy that weighs classes by their inverse
+4. ``selflabel``: images assigned with confidence above 0.99 (on the image itself, the official
+   code's "standard" view, passed as the weak view) train on their strong view (flip,
+   RandAugment-style ops, Cutout) with a cross-entropy that weighs classes by their inverse
    frequency among the confident.
+
+The losses and steps come first; the stages (what :mod:`jaxclust.engine` runs) follow. What each stage
+compiles is in :mod:`jaxclust.methods.scan_epochs`.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import warnings
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax import struct
+
+from jaxclust import engine, epochs, parallel
+from jaxclust import metrics as cluster_metrics
+from jaxclust import workdir as workdirs
+from jaxclust.data import stream
+from jaxclust.kernels.knn import knn
+from jaxclust.methods import scan_epochs
+from jaxclust.validation import check_count
 
 
 def entropy(p, axis: int = -1):
@@ -64,7 +82,7 @@ def selflabel_loss(weak_logits, strong_logits, threshold: float = 0.99, mask=Non
   view gets no gradient.
 
   When no sample is confident the loss is 0 and ``confident`` is 0 (no NaN); :func:`selflabel_step`
-  then leaves the model unchanged and the driver warns.
+  then leaves the model unchanged and the stage warns.
 
   Returns:
     ``(loss, {"confident": share of confident samples})``.
@@ -107,7 +125,7 @@ def scan_step(state: ClusterState, batch, rng, *, model: nn.Module, tx, augment:
   features ``{"features": [2B, d]}`` (the images' rows, then their neighbours').
 
   All heads train together on the sum of their losses; metrics hold each head's loss
-  (``[heads]``), from which the driver keeps the lowest.
+  (``[heads]``), from which the SCAN stage keeps the lowest.
 
   ``update_backbone=False`` trains the heads alone (the official code's
   ``update_cluster_head_only``): the backbone runs in inference mode without gradients, its
@@ -203,3 +221,286 @@ def predict(model: nn.Module, variables, images, head: int = 0):
   """Cluster of each image under head ``head`` (eval-mode BatchNorm) and its confidence."""
   probs = jax.nn.softmax(model.apply(variables, images, train=False)[head], axis=-1)
   return jnp.argmax(probs, axis=-1), jnp.max(probs, axis=-1)
+
+
+# -- The run: what the engine (jaxclust.engine) calls.
+
+NEIGHBORS = "neighbors.npy"  # the workdir's mined neighbours [n, mine.neighbors + 1], column 0 the image itself
+
+
+class HeadsState(struct.PyTreeNode):
+  """What the SCAN and self-labeling stages checkpoint: the network and each head's mean SCAN loss in
+  the last SCAN epoch, whose argmin is the head that self-labeling trains and the run reports."""
+  cluster: ClusterState
+  head_loss: jax.Array  # [heads] float32; zeros before any SCAN epoch (head 0 is then taken)
+
+
+def best_head(state: HeadsState) -> int:
+  """The head of lowest SCAN loss (ties: the first)."""
+  return int(np.argmin(parallel.fetch(state.head_loss)))
+
+
+def prepare(config, data, mesh) -> engine.Prepared:
+  """Refuses what does not fit before the workdir is claimed; SCAN trains on the images ``[n, H, W, C]``."""
+  if getattr(data, "x", None) is None:  # engine.fit opens a tfds dataset with input="tf.data" as a stream
+    raise ValueError(f"input='tf.data' streams {config.dataset!r} without loading it, which SCAN does not "
+                     "support yet: set input='device' (SCAN holds the images on the devices)")
+  if data.x.ndim != 4:
+    raise ValueError(f"SCAN needs images [n, H, W, C]; {config.dataset!r} has rows of shape {data.x.shape[1:]}")
+  n = data.x.shape[0]
+  k = config.n_clusters or (len(np.unique(data.y)) if data.y is not None else 0)
+  if k == 0:
+    raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
+  k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
+  check_count(config.mine.neighbors, "mine.neighbors", low=1, high=n - 1, high_name="n_samples - 1")
+  check_count(config.pretext.get("warmup_epochs", 0), "pretext.warmup_epochs", low=0, high=config.pretext.epochs,
+              high_name="pretext.epochs")
+  if config.mine.features not in ("projection", "backbone"):
+    raise ValueError(f"mine.features={config.mine.features!r} must be 'projection' or 'backbone'")
+  for name in ("pretext", "scan", "selflabel"):
+    if config[name].batch_size % mesh.size:
+      raise ValueError(f"{name}.batch_size={config[name].batch_size} is not divisible by the {mesh.size} devices")
+  scan_epochs.pretext_options(config)  # an unknown pretext or a queue that batches do not fill fails here
+  scan_epochs.view_options(config)  # so do bad strong-view settings
+  scan_epochs.models(config, k)
+  if config.pretext.get("init_from"):  # a source without a finished pretext fails before the workdir exists
+    _pretext_source(config)[0].close()
+  return engine.Prepared(k, np.asarray(data.x, np.float32))
+
+
+def stages(run):
+  """pretext -> mine -> scan -> selflabel."""
+  models = scan_epochs.models(run.config, run.k)
+  example = jnp.zeros((2, *run.shape))
+  mined = {}  # the neighbours mined by this process: the SCAN stage reads neighbors.npy only on resume
+  pretext = _pretext_stage(run, models["pretext"], example)
+  return (pretext, _mine_stage(run, models["pretext"], pretext.template, mined),
+          *_cluster_stages(run, models["cluster"], example, mined))
+
+
+def readout(run, state) -> engine.Readout:
+  """The clusters of the best head (eval-mode BatchNorm); confidence, its largest probability."""
+  best = best_head(state)
+  model = scan_epochs.models(run.config, run.k)["cluster"]
+  labels, confidence = scan_epochs.predict(model, _variables(state.cluster), run.x, run.n, best,
+                                           run.config.mine.chunk_size)
+  return engine.Readout(labels, confidence, summary={"best_head": best})
+
+
+def assign(run, state, x):
+  """Clusters of new images ``x`` ``[m, H, W, C]`` (in [0, 1]) under the best head of a finished run."""
+  model = scan_epochs.models(run.config, run.k)["cluster"]
+  labels, _ = scan_epochs.predict(model, _variables(state.cluster), jnp.asarray(x), len(x), best_head(state),
+                                  run.config.mine.chunk_size)
+  return labels
+
+
+def _pretext_stage(run, model, example) -> engine.Stage:
+  """1. The pretext (SimCLR or MoCo), or another run's finished pretext (``pretext.init_from``, no epochs)."""
+  config, c = run.config, run.config.pretext
+  tx = scan_epochs.pretext_tx(config, run.n)
+  options, view = scan_epochs.pretext_options(config), scan_epochs.view_options(config)
+
+  def template(run):
+    return parallel.put(scan_epochs.pretext_init(config, model, jax.random.key(0), example, tx), run.mesh)
+
+  def start(run, previous):
+    if c.get("init_from"):
+      manager, step = _pretext_source(config)
+      try:
+        state = _restore(manager, step, template(run), f"pretext.init_from={c.init_from!r}")
+      finally:
+        manager.close()
+      run.log(f"pretext from {c.init_from} (its checkpoint {step}); pretext skipped")
+      return state
+    return parallel.put(scan_epochs.pretext_init(config, model, jax.random.fold_in(run.key, 0), example, tx), run.mesh)
+
+  def epoch(run, state, epoch):
+    rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
+    if run.host is None:
+      state, m = scan_epochs.pretext_epoch(model, tx, c.batch_size, run.n, run.shape, options, view,
+                                           epochs.shard(run.mesh))(state, run.x, rng)
+    else:
+      weak, _ = scan_epochs.host_views(run.shape, *view)
+      step = epochs.host_step(options[0], model=model, tx=tx, augment=None, **dict(options[1]))
+      state, m = epochs.host_epoch(step, state, rng, stream.view_batches(
+          run.host, views=(weak, weak), batch_size=c.batch_size, seed=config.seed, epoch=epoch, mesh=run.mesh))
+    return state, {"loss": float(m["loss"])}
+
+  return engine.Stage("pretext", 0 if c.get("init_from") else c.epochs, start, template, epoch)
+
+
+def _mine_stage(run, model, template, mined) -> engine.Stage:
+  """2. Neighbour mining on the pretext network, in the stage's start: no epochs. Its state is the
+  pretext's, so its first save (kept by the engine) is the pretext's end, which ``pretext.init_from``
+  of other runs reads."""
+  config = run.config
+
+  def start(run, pretext):
+    mined_on = scan_epochs.projections if config.mine.features == "projection" else scan_epochs.features
+    features = mined_on(model, _variables(pretext), run.x, run.n, config.mine.chunk_size)
+    out = knn(features, config.mine.neighbors + 1, metric="cosine")  # column 0 is the image itself
+    mined["neighbors"] = parallel.fetch(out.indices).astype(np.int32)
+    if run.lead:
+      workdirs.save_npy(run.workdir / NEIGHBORS, mined["neighbors"])
+    record = {"neighbors": config.mine.neighbors, "features": config.mine.features}
+    if run.y is not None:  # SCAN's diagnostic: how often a neighbour shares the image's class
+      record["neighbor_accuracy"] = float(np.mean(run.y[mined["neighbors"][:, 1:]] == run.y[:, None]))
+      kmeans_labels = _kmeans_baseline(features, run.k, run.key)
+      record.update({f"kmeans_{m}": v for m, v in cluster_metrics.evaluate(run.y, kmeans_labels).items()})
+    run.record("mine", **record)
+    return pretext
+
+  return engine.Stage("mine", 0, start, template)
+
+
+def _cluster_stages(run, model, example, mined) -> tuple[engine.Stage, engine.Stage]:
+  """3. SCAN: every head trained on the mined neighbours. 4. Self-labeling of the head of lowest SCAN loss
+  on its confident predictions. Both start the network from the pretext backbone."""
+  config, c = run.config, run.config.scan
+  scan_tx, selflabel_tx = scan_epochs.scan_tx(config), scan_epochs.selflabel_tx(config)
+  view, sharding, chunk = scan_epochs.view_options(config), epochs.shard(run.mesh), config.mine.chunk_size
+  frozen = _frozen_features(config)
+  cache = {}  # per process: the neighbours on the devices, and a frozen backbone's features
+
+  def scan_template(run):
+    base = init(model, jax.random.key(0), example, scan_tx)
+    return parallel.put(HeadsState(cluster=base, head_loss=np.zeros(c.heads, np.float32)), run.mesh)
+
+  def selflabel_template(run):
+    state = scan_template(run)
+    return state.replace(cluster=state.cluster.replace(opt_state=selflabel_tx.init(state.cluster.params)))
+
+  def scan_start(run, pretext):
+    """The clustering model with the pretext backbone (params and BatchNorm statistics) and fresh heads."""
+    fresh = init(model, jax.random.fold_in(run.key, 4), example, scan_tx)
+    params = {**fresh.params, "backbone": pretext.params["backbone"]}
+    batch_stats = {**fresh.batch_stats, "backbone": pretext.batch_stats["backbone"]}
+    cluster = ClusterState(step=jnp.int32(0), params=params, batch_stats=batch_stats, opt_state=scan_tx.init(params))
+    return parallel.put(jax.tree.map(np.asarray, HeadsState(cluster, np.zeros(c.heads, np.float32))), run.mesh)
+
+  def scan_epoch(run, state, epoch):
+    if "neighbors" not in mined:  # resumed after mining
+      mined["neighbors"] = workdirs.load_npy(run.workdir / NEIGHBORS)
+    if "neighbors" not in cache:
+      cache["neighbors"] = parallel.put(mined["neighbors"], run.mesh)
+    rng = jax.random.fold_in(run.key, 2_000_000 + epoch)
+    cluster, features = state.cluster, None
+    if frozen:  # the frozen backbone's features, once: an epoch gathers rows of them
+      if "features" not in cache:
+        cache["features"] = scan_epochs.features(model, _variables(cluster), run.x, run.n, chunk)
+      features = cache["features"]
+      cluster, m = scan_epochs.scan_feature_epoch(model, scan_tx, c.batch_size, run.n, c.entropy_weight, sharding)(
+          cluster, features, cache["neighbors"], rng)
+    elif run.host is not None:
+      weak = scan_epochs.host_views(run.shape, *view)[0] if c.augment else scan_epochs.host_identity
+      step = epochs.host_step(scan_step, model=model, tx=scan_tx, augment=None, entropy_weight=c.entropy_weight,
+                              update_backbone=c.update_backbone)
+      cluster, m = epochs.host_epoch(step, cluster, rng, stream.view_batches(
+          run.host, views=(weak, weak), batch_size=c.batch_size, seed=config.seed, epoch=100_000 + epoch,
+          mesh=run.mesh, neighbors=mined["neighbors"]))
+    else:
+      cluster, m = scan_epochs.scan_epoch(model, scan_tx, c.batch_size, run.n, run.shape, c.entropy_weight,
+                                          c.update_backbone, c.augment, view, sharding)(
+                                              cluster, run.x, cache["neighbors"], rng)
+    head_loss = parallel.fetch(m["head_loss"])
+    best = int(np.argmin(head_loss))
+    record = {"loss": float(head_loss[best]), "best_head": best, "consistency": float(m["consistency"][best]),
+              "entropy": float(m["entropy"][best]), **_usage(run, model, cluster, best, features)}
+    return HeadsState(cluster, parallel.put(head_loss.astype(np.float32), run.mesh)), record
+
+  def selflabel_start(run, scanned):
+    cluster = scanned.cluster.replace(opt_state=selflabel_tx.init(scanned.cluster.params))  # a fresh optimizer
+    return parallel.put(jax.tree.map(np.asarray, scanned.replace(cluster=cluster)), run.mesh)
+
+  def selflabel_epoch(run, state, epoch):
+    s, best = config.selflabel, best_head(state)
+    rng = jax.random.fold_in(run.key, 3_000_000 + epoch)
+    if run.host is not None:
+      _, strong = scan_epochs.host_views(run.shape, *view)
+      step = epochs.host_step(selflabel_step, model=model, tx=selflabel_tx, weak=None, strong=None, head=best,
+                              threshold=s.threshold, batchnorm_train=c.update_backbone)
+      cluster, m = epochs.host_epoch(step, state.cluster, rng, stream.view_batches(
+          run.host, views=(scan_epochs.host_identity, strong), batch_size=s.batch_size, seed=config.seed,
+          epoch=200_000 + epoch, mesh=run.mesh))
+    else:
+      cluster, m = scan_epochs.selflabel_epoch(model, selflabel_tx, s.batch_size, run.n, run.shape, best, s.threshold,
+                                               c.update_backbone, view, sharding)(state.cluster, run.x, rng)
+    record = {"loss": float(m["loss"]), "confident": float(m["confident"])}
+    if record["confident"] == 0.0:
+      warnings.warn(f"self-labeling epoch {epoch + 1}: no image passed the confidence threshold {s.threshold}, "
+                    "so nothing was updated; train SCAN longer or lower selflabel.threshold")
+      record["warning"] = "no confident samples"
+    record.update(_usage(run, model, cluster, best))
+    return state.replace(cluster=cluster), record
+
+  return (engine.Stage("scan", c.epochs, scan_start, scan_template, scan_epoch),
+          engine.Stage("selflabel", config.selflabel.epochs, selflabel_start, selflabel_template, selflabel_epoch))
+
+
+def _variables(state) -> dict:
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def _usage(run, model, cluster, head, features=None) -> dict:
+  """Cluster usage of ``head`` over the dataset: a collapse guard (and ACC/NMI/ARI when labelled).
+  With ``features`` (a frozen backbone's) the heads run on them instead of the images."""
+  if features is not None:
+    labels = parallel.fetch(scan_epochs.classify(model, cluster.params, features, head))
+  else:
+    labels, _ = scan_epochs.predict(model, _variables(cluster), run.x, run.n, head, run.config.mine.chunk_size)
+  out = engine.warn_collapse(labels, run.k)
+  if run.y is not None:
+    out.update(cluster_metrics.evaluate(run.y, labels))
+  return out
+
+
+def _frozen_features(config) -> bool:
+  """Whether the SCAN stage trains the heads on precomputed features (frozen backbone, no augmentation)."""
+  return not config.scan.update_backbone and not config.scan.augment
+
+
+def _kmeans_baseline(features, k, key):
+  from jaxclust.kernels.kmeans import kmeans
+  return parallel.fetch(kmeans(features, k, rng=jax.random.fold_in(key, 5), n_init=10, spherical=True).labels)
+
+
+# The settings that shape the pretext network and its checkpointed state: a run may start from another
+# run's pretext (pretext.init_from) only if they agree.
+_PRETEXT_SHAPE = ("backbone", "stem", "cnn_channels", "pretext.method", "pretext.optimizer", "pretext.head_hidden",
+                  "pretext.head_out", "pretext.queue_size")
+
+
+def _pretext_source(config):
+  """``(manager, step)``: the read-only checkpoints of the run in ``pretext.init_from`` and the step that
+  holds the end of its pretext (the first save of its mining stage)."""
+  source = workdirs.path(config.pretext.init_from)
+  name = f"pretext.init_from={config.pretext.init_from!r}"
+  if not (source / "config.json").exists() or not (source / "checkpoints").is_dir():
+    raise ValueError(f"{name}: {source} is not a SCAN workdir (no config.json and checkpoints)")
+  theirs = workdirs.read_json(source / "config.json")
+  get = lambda c, key: functools.reduce(lambda d, part: d.get(part) if isinstance(d, dict) else None,
+                                        key.split("."), c)
+  ours = json.loads(config.to_json())
+  differ = [key for key in _PRETEXT_SHAPE if get(theirs, key) != get(ours, key)]
+  if theirs.get("method") != "scan" or differ:
+    raise ValueError(f"{name}: that run's pretext network differs from this one's in {differ or ['method']}")
+  manager = ocp.CheckpointManager(source / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
+  ends = [step for step in manager.all_steps() if _restore(manager, step, None, name)["stage"] == "mine"]
+  if not ends:
+    manager.close()
+    raise ValueError(f"{name}: {source} has no finished pretext; run it to the end of its mining first "
+                     "(`jaxclust fit scan --stage mine`)")
+  return manager, ends[0]
+
+
+def _restore(manager, step, template, name):
+  """Checkpoint ``step`` of another run: its state shaped as ``template``, or its meta (``template`` None)."""
+  try:
+    if template is None:
+      return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+  except Exception as e:  # orbax raises many types for unreadable checkpoints
+    raise ValueError(f"{name}: checkpoint {step} in {manager.directory} cannot be restored "
+                     f"({type(e).__name__}: {e})") from e

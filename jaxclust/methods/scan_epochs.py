@@ -1,6 +1,7 @@
-"""The compiled pieces of the SCAN driver (:mod:`jaxclust.scan_train`): each stage's epoch, the views
-it trains on (on device, or made by tf.data on the host for ``input="tf.data"``), and the chunked
-passes over the dataset (backbone features, projections, predictions).
+"""What SCAN's stages (:mod:`jaxclust.methods.scan`) are built from and compile: the networks and
+optimizers a configuration names, each stage's epoch, the views it trains on (on device, or made by
+tf.data on the host for ``input="tf.data"``), and the chunked passes over the dataset (backbone
+features, projections, predictions).
 
 Epoch factories are cached on their (hashable) settings, so a stage resumed in the same process reuses
 its compiled epoch.
@@ -12,10 +13,74 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from jaxclust import parallel, runs
+from jaxclust import epochs, parallel
 from jaxclust.data import augment, augment_tf
-from jaxclust.methods import scan
+from jaxclust.methods import moco, networks, scan, simclr
+from jaxclust.models import heads
+
+
+def models(config, k):
+  """``{"pretext": backbone + projection head, "cluster": backbone + config.scan.heads heads of k}``."""
+  backbone = networks.backbone(config)
+  return {"pretext": heads.Pretext(backbone, heads.ProjectionHead(config.pretext.head_hidden, config.pretext.head_out)),
+          "cluster": heads.Clusterer(backbone, k=k, heads=config.scan.heads)}
+
+
+def pretext_tx(config, n):
+  """The pretext's optimizer for ``n`` images: SGD or LARS on a cosine schedule (after a warm-up)."""
+  c = config.pretext
+  per_epoch = -(-n // c.batch_size)
+  steps = max(1, c.epochs * per_epoch)
+  warmup = c.get("warmup_epochs", 0)
+  if warmup:  # SimCLR (Chen et al. 2020): a linear warm-up, then the cosine decay
+    schedule = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, warmup * per_epoch, steps)
+  else:
+    schedule = optax.cosine_decay_schedule(c.learning_rate, steps)
+  if c.optimizer == "lars":  # SimCLR's optimizer (You et al. 2017), from optax
+    return optax.lars(schedule, weight_decay=c.weight_decay, momentum=0.9)
+  if c.optimizer != "sgd":
+    raise ValueError(f"pretext.optimizer={c.optimizer!r} must be 'sgd' or 'lars'")
+  return optax.chain(optax.add_decayed_weights(c.weight_decay), optax.sgd(schedule, momentum=0.9))
+
+
+def scan_tx(config):
+  """AdamW of the SCAN stage (official), on the heads alone when the backbone is frozen."""
+  tx = optax.adamw(config.scan.learning_rate, weight_decay=config.scan.weight_decay)
+  return tx if config.scan.update_backbone else scan.head_only(tx)
+
+
+def selflabel_tx(config):
+  """AdamW of self-labeling, a fresh optimizer state at the stage's start."""
+  return optax.adamw(config.selflabel.learning_rate, weight_decay=config.selflabel.weight_decay)
+
+
+def view_options(config):
+  """(crop scale, flip probability, strong ops, Cutout fraction) of the weak and strong views, hashable."""
+  return (tuple(config.augment.crop_scale), config.augment.flip_p, config.selflabel.strong_ops,
+          float(config.selflabel.cutout))
+
+
+def pretext_init(config, model, rng, example, tx):
+  """The pretext state (SimCLR, or MoCo with its key encoder and queue) for ``example`` images."""
+  if config.pretext.method == "moco":
+    return moco.init(model, rng, example, tx, queue_size=config.pretext.queue_size)
+  if config.pretext.method != "simclr":
+    raise ValueError(f"pretext.method={config.pretext.method!r} must be 'simclr' or 'moco'")
+  return simclr.init(model, rng, example, tx)
+
+
+def pretext_options(config):
+  """The pretext train step and its settings, hashable (the compiled epoch is cached on them)."""
+  c = config.pretext
+  if c.method not in ("simclr", "moco"):
+    raise ValueError(f"pretext.method={c.method!r} must be 'simclr' or 'moco'")
+  if c.method == "moco":
+    if c.queue_size % c.batch_size:
+      raise ValueError(f"pretext.queue_size={c.queue_size} must be a multiple of pretext.batch_size={c.batch_size}")
+    return (moco.train_step, (("momentum", c.momentum), ("temperature", c.temperature)))
+  return (simclr.train_step, (("temperature", c.temperature),))
 
 
 def _views(image_shape, crop_scale, flip_p, strong_ops, cutout):
@@ -48,30 +113,11 @@ def host_views(image_shape, crop_scale, flip_p, strong_ops, cutout):
                             cutout_size=round(cutout * size[0])))
 
 
-def host_step(train_step, **options):
-  """``train_step`` with ``options``, compiled once per distinct setting (it takes host-made ``views``)."""
-  return _host_step_cached(train_step, tuple(sorted(options.items())))
-
-
-@functools.lru_cache(maxsize=None)
-def _host_step_cached(train_step, options):
-  return jax.jit(functools.partial(train_step, **dict(options)), donate_argnums=0)
-
-
-def host_epoch(step, state, rng, batches):
-  """``step`` over host-made batches, one compiled call each; the metrics' means."""
-  history = []
-  for i, batch in enumerate(batches):
-    state, m = step(state, batch, jax.random.fold_in(rng, i))
-    history.append(m)
-  return state, jax.tree.map(lambda *a: jnp.mean(jnp.stack(a), axis=0), *history)
-
-
 @functools.lru_cache(maxsize=None)
 def pretext_epoch(model, tx, batch_size, n, image_shape, options, view, sharding):
   weak, _ = _views(image_shape, *view)
   train_step, settings = options
-  return runs.batch_epoch(functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings)),
+  return epochs.batch_epoch(functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings)),
                           batch_size, n, sharding)
 
 
@@ -79,8 +125,8 @@ def _with_neighbors(x, neighbors, index, mask, rng, sharding):
   """Rows ``index`` of ``x``, the rows of one uniformly sampled mined neighbour each (never the image
   itself, column 0), and the mask."""
   column = jax.random.randint(jax.random.fold_in(rng, 0), index.shape, 1, neighbors.shape[1])
-  rows, _, mask = runs.gather(x, index, mask, sharding)
-  neighbor_rows, _, _ = runs.gather(x, neighbors[index, column], mask, sharding)
+  rows, _, mask = epochs.gather(x, index, mask, sharding)
+  neighbor_rows, _, _ = epochs.gather(x, neighbors[index, column], mask, sharding)
   return rows, neighbor_rows, mask
 
 
@@ -94,7 +140,7 @@ def scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, update_bac
     images, neighbor_images, mask = _with_neighbors(x, neighbors, index, mask, rng, sharding)
     return step(state, {"image": images, "neighbor": neighbor_images, "mask": mask}, rng)
 
-  return runs.epoch_runner(one, batch_size, n)
+  return epochs.epoch_runner(one, batch_size, n)
 
 
 @functools.lru_cache(maxsize=None)
@@ -109,7 +155,7 @@ def scan_feature_epoch(model, tx, batch_size, n, entropy_weight, sharding):
     rows, neighbor_rows, mask = _with_neighbors(features, neighbors, index, mask, rng, sharding)
     return step(state, {"features": jnp.concatenate([rows, neighbor_rows]), "mask": mask}, rng)
 
-  return runs.epoch_runner(one, batch_size, n, loop=False)
+  return epochs.epoch_runner(one, batch_size, n, loop=False)
 
 
 @functools.lru_cache(maxsize=None)
@@ -117,24 +163,24 @@ def selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, batc
   _, strong = _views(image_shape, *view)
   step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=_unaugmented, strong=strong, head=head,
                            threshold=threshold, batchnorm_train=batchnorm_train)
-  return runs.batch_epoch(step, batch_size, n, sharding)
+  return epochs.batch_epoch(step, batch_size, n, sharding)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def features(model, variables, x, n, chunk):
   """The backbone's features of the first ``n`` rows of ``x``, ``chunk`` rows at a time."""
-  return runs.chunked(lambda b: model.apply(variables, b, method=model.features), x, n, chunk)
+  return epochs.chunked(lambda b: model.apply(variables, b, method=model.features), x, n, chunk)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def projections(model, variables, x, n, chunk):
   """The pretext network's projection output (un-normalized: the cosine kNN normalizes it)."""
-  return runs.chunked(lambda b: model.apply(variables, b), x, n, chunk)
+  return epochs.chunked(lambda b: model.apply(variables, b), x, n, chunk)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
 def _predict_jit(model, variables, x, n, head, chunk):
-  return runs.chunked(lambda b: scan.predict(model, variables, b, head), x, n, chunk)
+  return epochs.chunked(lambda b: scan.predict(model, variables, b, head), x, n, chunk)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
