@@ -197,22 +197,13 @@ def _initialize_distributed(args) -> None:
 
 def _fit(args) -> int:
   _initialize_distributed(args)
-  from jaxclust import engine, methods
+  from jaxclust import engine
 
   config = make_config(args.method, args.dataset, data_dir=args.data_dir, config_file=args.config,
                        settings=args.set or [])
   workdir = args.workdir or f"workdirs/{config.method}_{config.dataset.replace('/', '_')}_seed{config.seed}"
   _check_workdir(workdir)
-  if config.method in methods.REGISTRY:
-    engine.fit(config, workdir, stop_after=args.stage)
-  elif config.method == "scan":  # not yet on the engine
-    from jaxclust import scan_train
-    scan_train.fit(config, workdir, stage=args.stage)
-  else:
-    if args.stage:
-      raise ValueError(f"--stage is for scan; {config.method} has one stage")
-    from jaxclust import online_train
-    online_train.fit(config, workdir)
+  engine.fit(config, workdir, stop_after=args.stage)
   return 0
 
 
@@ -262,23 +253,13 @@ def _write_labels(output: str, labels: np.ndarray) -> None:
 
 
 def _predict(args) -> int:
-  from jaxclust import engine, methods
-  from jaxclust import workdir as workdirs
+  from jaxclust import engine
   from jaxclust.data import sources
 
   if args.output:
     _check_output(args.output)
   data = sources.load(args.input, data_dir=args.data_dir)
-  config_path = workdirs.path(args.workdir) / "config.json"
-  method = workdirs.read_json(config_path).get("method") if config_path.exists() else None
-  if method is None or method in methods.REGISTRY:
-    labels = engine.predict(args.workdir, data.x)
-  elif method == "scan":  # not yet on the engine
-    from jaxclust import scan_train
-    labels = scan_train.predict(args.workdir, data.x)
-  else:
-    from jaxclust import online_train
-    labels = online_train.predict(args.workdir, data.x)
+  labels = engine.predict(args.workdir, data.x)
   if args.output:
     _write_labels(args.output, labels)
   counts = np.bincount(labels)
@@ -361,8 +342,10 @@ def main(argv=None) -> int:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=_fit_epilog(argv[1:]) if argv[:1] == ["fit"] else None)
   fit.add_argument("method", choices=("dec", "idec", "vade", "scan", "swav", "deepcluster"))
-  fit.add_argument("--stage", default=None, choices=("pretext", "mine", "scan", "selflabel"),
-                   help="scan only: stop once this stage is done (earlier stages run or resume first)")
+  fit.add_argument("--stage", default=None,
+                   help="stop once this stage is done (earlier stages run or resume first; rerun to go on): "
+                        "dec, idec, vade: pretrain, cluster; scan: pretext, mine, scan, selflabel; swav: swav; "
+                        "deepcluster: deepcluster")
   fit.add_argument("--dataset", default="digits",
                    help="digits (bundled), mnist, fashion_mnist, usps (with --data-dir), tfds:NAME, or a .npy/.npz/.csv file")
   fit.add_argument("--data-dir", default=None)

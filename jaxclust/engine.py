@@ -177,22 +177,26 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None)
   mesh = mesh or parallel.make_mesh()
   prepared = method.prepare(config, data, mesh)
   y = getattr(data, "y", None)
+  if prepared.rows is None:  # streamed: per-row device arrays are padded as the rows would be
+    x = mask = None
+    n, shape, rows = prepared.n, tuple(prepared.shape), -(-prepared.n // mesh.size) * mesh.size
+  else:
+    x, mask = parallel.global_rows(np.asarray(prepared.rows, np.float32), mesh)
+    n, shape, rows = data.x.shape[0], tuple(data.x.shape[1:]), x.shape[0]
+  run = Run(config, path, mesh, prepared.k, n, shape, rows, y=y, x=x, mask=mask,
+            host=prepared.rows if streamed else None, source=prepared.source, log=log)
+  stages = method.stages(run)
+  if stop_after is not None and stop_after not in [stage.name for stage in stages]:
+    raise ValueError(f"--stage {stop_after!r} must be one of {config.method}'s stages: "
+                     f"{', '.join(stage.name for stage in stages)}")
   with workdirs.Lock(path, lead=lead, log=log):
     workdirs.claim(path, config, lead=lead)  # only now, with data and settings known valid
     if stats is not None and lead:
       workdirs.save_npz(path / _STANDARDIZATION, **stats)
-    if prepared.rows is None:  # streamed: per-row device arrays are padded as the rows would be
-      x = mask = None
-      n, shape, rows = prepared.n, tuple(prepared.shape), -(-prepared.n // mesh.size) * mesh.size
-    else:
-      x, mask = parallel.global_rows(np.asarray(prepared.rows, np.float32), mesh)
-      n, shape, rows = data.x.shape[0], tuple(data.x.shape[1:]), x.shape[0]
-    run = Run(config, path, mesh, prepared.k, n, shape, rows, y=y, x=x, mask=mask,
-              host=prepared.rows if streamed else None, source=prepared.source, log=log,
-              logger=reporting.Logger(path, log, start, workdirs.append_line, enabled=lead))
+    run.logger = reporting.Logger(path, log, start, workdirs.append_line, enabled=lead)
     log(f"{config.method} on {config.dataset}: n={run.n} rows {run.shape} k={run.k} on {mesh.size} device(s), "
         f"workdir {path}")
-    state, stopped = _train(method, run, stop_after)
+    state, stopped = _train(stages, run, stop_after)
     run.logger.close()
     if stopped:
       log(f"stage {stop_after} done; run again without --stage to continue")
@@ -206,12 +210,9 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None)
   return summary
 
 
-def _train(method, run: Run, stop_after):
-  """The stages from the latest save to the end; ``(state, stopped at stop_after)``."""
-  stages = method.stages(run)
+def _train(stages, run: Run, stop_after):
+  """The ``stages`` from the latest save to the end; ``(state, stopped at stop_after)``."""
   names = [stage.name for stage in stages]
-  if stop_after is not None and stop_after not in names:
-    raise ValueError(f"stage={stop_after!r} must be one of {', '.join(names)}")
   policy = _StageStarts(set())
   manager = ocp.CheckpointManager(run.workdir / "checkpoints", options=ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
@@ -281,6 +282,8 @@ def _train(method, run: Run, stop_after):
     if stage.end is not None:
       stage.end(run, state)
     if stop_after == stage.name:
+      if run.meta != {"stage": stage.name, "progress": stage.epochs, "rows": run.rows}:
+        save(state, stage.name, stage.epochs)  # the stage's end: a rerun goes on from here
       manager.wait_until_finished()
       return state, True
   if run.meta["stage"] != DONE:

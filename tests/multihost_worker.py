@@ -1,6 +1,6 @@
 """One process of 2-process ``jaxclust fit dec`` runs on loopback (run by tests/test_multihost.py), through
-the command line's ``--coordinator`` flags. Arguments: PORT PROCESS_ID, then runs, each WORKDIR followed
-by its ``--set`` values and ``--``. The first run joins the job; the later ones run in the same job."""
+the command line's ``--coordinator`` flags. Arguments: PORT PROCESS_ID, then runs, each METHOD and WORKDIR
+followed by its ``--set`` values and ``--``. The first run joins the job; the later ones run in the same job."""
 
 import json
 import sys
@@ -18,8 +18,8 @@ join = ["--coordinator", address, "--num-processes", "2", "--process-id", str(pr
         address]
 while rest:
   end = rest.index("--")
-  workdir, settings, rest = rest[0], rest[1:end], rest[end + 1:]
-  assert cli.main(["fit", "dec", "--workdir", workdir, *[f"--set={s}" for s in settings], *join]) == 0
+  method, workdir, settings, rest = rest[0], rest[1], rest[2:end], rest[end + 1:]
+  assert cli.main(["fit", method, "--workdir", workdir, *[f"--set={s}" for s in settings], *join]) == 0
   join = []  # the job is up: later runs use it
   if process_id == 0:  # process 0 writes the results; the other may return before they are on disk
     summary = json.loads((Path(workdir) / "summary.json").read_text())

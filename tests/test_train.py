@@ -31,9 +31,9 @@ def two_process_settings(data_input: str) -> list[str]:
   return FAST + [f"input={data_input}", "checkpoint_every=4", "pretrain.epochs=2", "cluster.max_steps=40"]
 
 
-def two_process_config(data_input: str):
+def two_process_config(data_input: str, method: str = "dec"):
   """The configuration the command line makes of :func:`two_process_settings`."""
-  return cli.make_config("dec", "digits", settings=two_process_settings(data_input))
+  return cli.make_config(method, "digits", settings=two_process_settings(data_input))
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):

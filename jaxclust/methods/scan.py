@@ -486,11 +486,13 @@ def _pretext_source(config):
   if theirs.get("method") != "scan" or differ:
     raise ValueError(f"{name}: that run's pretext network differs from this one's in {differ or ['method']}")
   manager = ocp.CheckpointManager(source / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
-  ends = [step for step in manager.all_steps() if _restore(manager, step, None, name)["stage"] == "mine"]
+  epochs = theirs["pretext"]["epochs"]
+  ended = lambda meta: meta["stage"] == "mine" or (meta["stage"] == "pretext" and meta["progress"] == epochs)
+  ends = [step for step in manager.all_steps() if ended(_restore(manager, step, None, name))]
   if not ends:
     manager.close()
-    raise ValueError(f"{name}: {source} has no finished pretext; run it to the end of its mining first "
-                     "(`jaxclust fit scan --stage mine`)")
+    raise ValueError(f"{name}: {source} has no finished pretext; run it to the end of its pretext first "
+                     "(`jaxclust fit scan --stage pretext`)")
   return manager, ends[0]
 
 
