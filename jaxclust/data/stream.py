@@ -202,6 +202,51 @@ def multi_crop_batches(source: Source, *, crops, batch_size: int, seed: int, epo
     yield [jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:])) for v in batch]
 
 
+def indexed_multi_crop_batches(source: Source, *, crops, batch_size: int, seed: int, epoch: int, mesh: Mesh,
+                               prefetch: int = 2, **view_options) -> Iterator[dict]:
+  """One shuffled epoch of multi-crop batches that say which image each row is, for a method that keeps
+  a row per image on the devices (DeepCluster-v2's memory bank): ``{"crops": (global [batch_size, size,
+  size, C], ...), "index": [batch_size] int32, "mask": [batch_size] bool}``.
+
+  Unlike :func:`multi_crop_batches` (SwAV, which drops the remainder) every image is seen once: the last
+  batch is padded with zero crops (index 0, mask False), as the on-device epochs pad theirs, so no bank
+  row goes stale. ``index`` is an image's row in the dataset. An in-memory array is shuffled whole and
+  dealt to the processes; a tfds split is read in order, each process its own block, and shuffled in a
+  10,000-record buffer (its records were shuffled when the dataset was prepared), as :func:`row_batches`
+  reads it. An image's crops depend only on (seed, epoch, its index), not on its position or the number
+  of processes, so a resumed epoch sees the same crops. ``crops`` and ``view_options`` as in
+  :func:`augment_tf.multi_crop`.
+  """
+  tf = tensorflow()
+  local = _local(batch_size, mesh)
+  processes, me = jax.process_count(), jax.process_index()
+  epoch_seed = seed * 1_000_003 + epoch
+  if source.array is not None:
+    rows = tf.constant(source.array)
+    records = (tf.data.Dataset.range(source.n).shuffle(source.n, seed=epoch_seed, reshuffle_each_iteration=False)
+               .shard(processes, me).map(lambda i: {"image": tf.gather(rows, i), "index": i}))
+  else:
+    records = _records(source, None).shuffle(10_000, seed=epoch_seed, reshuffle_each_iteration=False)
+  # Every process must run as many steps: its share is padded to the longest one's batches.
+  steps = -(-(-(-source.n // processes)) // local)
+
+  def views(example):
+    index = tf.cast(example["index"], tf.int64)
+    return {"crops": augment_tf.multi_crop(example["image"], tf.stack([tf.cast(epoch_seed, tf.int64), index]),
+                                           crops=crops, **view_options),
+            "index": tf.cast(index, tf.int32), "mask": True}
+
+  zeros = tuple(tf.zeros((int(size), int(size), source.channels)) for count, size, _ in crops
+                for _ in range(int(count)))
+  pad = tf.data.Dataset.from_tensors({"crops": zeros, "index": tf.constant(0, tf.int32), "mask": False})
+  data = (records.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+          .concatenate(pad.repeat(steps * local)).take(steps * local).batch(local).prefetch(prefetch))
+  sharding = NamedSharding(mesh, P("data"))
+  glob = lambda v: jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:]))
+  for batch in data.as_numpy_iterator():
+    yield {"crops": tuple(glob(v) for v in batch["crops"]), "index": glob(batch["index"]), "mask": glob(batch["mask"])}
+
+
 def eval_batches(source: Source, *, size: int | None, batch_size: int, mesh: Mesh,
                  prefetch: int = 2) -> Iterator[dict]:
   """The whole dataset once, for prediction: ``{"image", "mask", "index", "label"}`` global arrays

@@ -14,13 +14,20 @@ targets are the k-means clusters of a random network's features, not of noise. T
 computed during training refresh it. Empty clusters cannot occur: the k-means kernel re-seeds them.
 The bank, prototypes and assignments are part of the state, so they are checkpointed with it.
 
-A run (:func:`stages`) is one stage of epochs on images held on the devices, with the bank (one row per
-image). Each epoch first reclusters the bank (``kmeans_warm_start``: from the last centroids), then
-trains on batches gathered and multi-cropped on the devices; with ``bank_source="epoch_end"`` the bank is
-then refilled with the trained network's embeddings of the clean images. The epochs log how far the
-targets moved (:func:`jaxclust.collapse.target_stability`). An image's cluster is its nearest centroid of
-the first prototype set, or with fewer clusters than prototypes the grouping that ``readout`` names
+A run (:func:`stages`) is one stage of epochs, with the bank (one row per image) on the devices. Each
+epoch first reclusters the bank (``kmeans_warm_start``: from the last centroids), then trains on batches
+gathered and multi-cropped on the devices; with ``bank_source="epoch_end"`` the bank is then refilled with
+the trained network's embeddings of the clean images. The epochs log how far the targets moved
+(:func:`jaxclust.collapse.target_stability`). An image's cluster is its nearest centroid of the first
+prototype set, or with fewer clusters than prototypes the grouping that ``readout`` names
 (:mod:`jaxclust.methods.online`).
+
+With ``input="tf.data"`` only the bank and the state stay on the devices: the images are streamed, read
+(a prepared tfds dataset such as ImageNet is never loaded whole), multi-cropped on the host and batched
+by :func:`jaxclust.data.stream.indexed_multi_crop_batches`, whose batches carry each image's dataset
+index, where the step writes its bank rows. The passes over the whole dataset (the first bank fill,
+``bank_source="epoch_end"``, the final clusters) stream it in dataset order under the evaluation
+transform at the large crop size, which is also what the network of a streamed run sees.
 """
 
 from __future__ import annotations
@@ -31,11 +38,12 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
 from jaxclust import collapse, engine, epochs, parallel
-from jaxclust.data import augment
+from jaxclust.data import augment, stream
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.methods import networks, online
 from jaxclust.methods.swav import normalize
@@ -170,17 +178,24 @@ def unit_prototypes(state: DeepClusterState):
 
 
 def prepare(config, data, mesh) -> engine.Prepared:
-  """The images, on the devices with the memory bank."""
-  if config.input == "tf.data":
-    raise ValueError(f"input='tf.data' is not offered for {config.method}: its memory bank keeps a row per "
-                     "image, refreshed from the batches, which needs the images on the devices (input='device')")
-  x = online.images(config, data)
+  """Images on the devices with the memory bank (``input="device"``), or streamed (``input="tf.data"``):
+  from ``data``, a loaded dataset or the :class:`jaxclust.data.stream.Source` of a tfds dataset never
+  loaded whole. The network of a streamed run sees the large crops."""
+  if isinstance(data, stream.Source):
+    source = data
+  else:
+    online.images(config, data)
+    source = stream.open_source(data) if config.input == "tf.data" else None
   check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.crops[0][0]),
               high_name="crops[0][0], the large crops")
   if config.get("bank_source", "training") not in ("training", "epoch_end"):
     raise ValueError(f"bank_source={config.bank_source!r} must be 'training' or 'epoch_end'")
-  _, clusters = online.check(config, x.shape[0], mesh)
-  return engine.Prepared(clusters, x)
+  n = data.x.shape[0] if source is None else source.n
+  _, clusters = online.check(config, n, mesh)
+  if source is None:
+    return engine.Prepared(clusters, data.x)
+  size = int(config.crops[0][1])
+  return engine.Prepared(clusters, None, source, n, (size, size, source.channels))
 
 
 def stages(run):
@@ -191,39 +206,82 @@ def stages(run):
   replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
   fill = jax.jit(fill_bank, out_shardings=replicated)  # the state stays replicated, as parallel.put placed it
   embed = functools.partial(_embed, model)
+  # A streamed run holds no padded rows on the devices, only the bank's: its k-means masks them out alike.
+  mask = run.mask if run.source is None else _padding_mask(run.n, run.rows, run.mesh)
 
   def placed(rng):
     # Workdirs written before prototype sets and bank crops had one of each.
     return parallel.put(init(model, rng, example, tx, n=run.rows, k=config.prototypes, dim=config.head_out,
                              sets=config.get("prototype_sets", 1), banks=config.get("bank_crops", 1)), run.mesh)
 
+  def embeddings(state):
+    """``[rows, e]`` unit embeddings of every image, on the devices: of the images there, or of a streamed
+    pass in dataset order (the bank's padding rows zero, masked out by k-means)."""
+    if run.source is None:
+      return embed(state, run.x, run.rows)
+    (z,), _, _ = stream.predict_in_order(lambda images: (_embed_images(model, state, images),), run.source,
+                                         size=int(config.crops[0][1]), batch_size=config.batch_size, mesh=run.mesh)
+    return parallel.put(np.pad(z, ((0, run.rows - run.n), (0, 0))), run.mesh)
+
   def start(run, previous):
     """The first targets: k-means of the initial network's embeddings, as the paper's code fills its bank."""
     state = placed(jax.random.fold_in(run.key, 0))
-    return fill(state, embed(state, run.x, run.rows))
+    return fill(state, embeddings(state))
 
   def epoch(run, state, epoch):
     rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
     previous = parallel.fetch(state.assignments[0])[:run.n] if epoch else None  # epoch 0: no targets yet
     # Epoch 0's prototypes are placeholders: its k-means always starts with k-means++.
     warm = config.get("kmeans_warm_start", False) and epoch > 0
-    state = _recluster(state, jax.random.fold_in(rng, 7), run.mask, warm)
+    state = _recluster(state, jax.random.fold_in(rng, 7), mask, warm)
     targets = collapse.target_stability(parallel.fetch(state.assignments[0])[:run.n], previous, run.y)
-    state, m = _epoch(model, tx, config.batch_size, run.n, online.crops(config), config.temperature, config.flip_p,
-                      epochs.shard(run.mesh))(state, run.x, rng)
+    if run.source is None:
+      state, m = _epoch(model, tx, config.batch_size, run.n, online.crops(config), config.temperature,
+                        config.flip_p, epochs.shard(run.mesh))(state, run.x, rng)
+    else:
+      step = epochs.host_step(train_step, model=model, tx=tx, augment=_given_crops, temperature=config.temperature)
+      batches = ({"image": b["crops"], "index": b["index"], "mask": b["mask"]}
+                 for b in stream.indexed_multi_crop_batches(run.source, crops=online.crops(config),
+                                                            batch_size=config.batch_size, seed=config.seed,
+                                                            epoch=epoch, mesh=run.mesh, flip_p=config.flip_p))
+      state, m = epochs.host_epoch(step, state, rng, batches)
     z = None  # the trained network's embeddings of the clean images, when this epoch computes them
     if config.get("bank_source", "training") == "epoch_end":
-      z = embed(state, run.x, run.rows)
+      z = embeddings(state)
       state = fill(state, z)
     loss = float(m["loss"])
+    if run.source is not None:
+      return state, {"loss": loss, **targets, **_streamed_record(run, state, loss, z)}
     return state, {"loss": loss, **targets, **online.epoch_record(run, state, epoch, loss, scorer(config), z=z)}
 
   return (engine.Stage("deepcluster", config.epochs, start, lambda run: placed(jax.random.key(0)), epoch),)
 
 
+def _streamed_record(run, state, loss, z) -> dict:
+  """The collapse monitor of a streamed epoch, which reads no clusters out: a pass over a streamed dataset
+  each epoch would cost as much as the epoch. The prototypes' usage is that of the k-means targets (each
+  image's nearest centroid of its bank embedding) and the spread is the bank's (the embeddings of this
+  epoch's training crops), or of ``z``, the clean images' embeddings, when the epoch computed them."""
+  codes = parallel.fetch(state.assignments[0])[:run.n]
+  figures = collapse.geometry(state.bank[0] if z is None else z, unit_prototypes(state), run.n, False)
+  return collapse.monitor(None, codes, run.k, run.config.prototypes, loss,
+                          {key: float(value) for key, value in figures.items()}, name=NAME, advice=COLLAPSE_ADVICE)
+
+
 def readout(run, state) -> engine.Readout:
-  return online.readout(run, state, scorer(run.config), {"prototypes": run.config.prototypes,
-                                                         "prototype_sets": run.config.get("prototype_sets", 1)})
+  """The clusters of every image; a streamed run's in a last streamed pass under the evaluation
+  transform, in dataset order."""
+  config = run.config
+  summary = {"prototypes": config.prototypes, "prototype_sets": config.get("prototype_sets", 1)}
+  if run.source is None:
+    return online.readout(run, state, scorer(config), summary)
+  (z, codes), y, images = stream.predict_in_order(lambda batch: _embed_and_code(network(config), state, batch),
+                                                  run.source, size=int(config.crops[0][1]),
+                                                  batch_size=config.batch_size, mesh=run.mesh)
+  found = {}
+  if run.k != config.prototypes:
+    codes, found = online.group(config, run.k, z, codes, unit_prototypes(state))
+  return engine.Readout(codes, files=online.files(found), summary=summary, images=images, y=y)
 
 
 def assign(run, state, x):
@@ -248,6 +306,30 @@ def _embed(model, state, x, n):
   """Unit embeddings of the first ``n`` rows of ``x``."""
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   return epochs.chunked(lambda b: normalize(model.apply(variables, b)), x, n, 1024)
+
+
+def _padding_mask(n: int, rows: int, mesh) -> jax.Array:
+  """``[rows]`` bool, False on the padding rows past ``n``, row-sharded as the device path's mask."""
+  return jax.make_array_from_callback((rows,), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")),
+                                      lambda index: np.arange(rows)[index] < n)
+
+
+def _given_crops(rng, crops):
+  """The ``augment`` of a streamed step: the host made the crops."""
+  return list(crops)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _embed_images(model, state, images):
+  """Unit embeddings ``[B, e]`` of a batch of images (the streamed passes)."""
+  return normalize(model.apply({"params": state.params, "batch_stats": state.batch_stats}, images))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _embed_and_code(model, state, images):
+  """Unit embeddings and the nearest centroid of the first prototype set, of a batch of images."""
+  z = _embed_images(model, state, images)
+  return z, jnp.argmax(z @ state.prototypes[0].T, -1)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
