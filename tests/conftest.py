@@ -64,31 +64,33 @@ def mesh():
   return parallel.make_mesh(8)
 
 
-def _cli(method: str, workdir, settings):
+def _cli(method: str, workdir, settings, dataset="digits", data_dir=None):
   import sys
-  cmd = [sys.executable, "-m", "jaxclust.cli", "fit", method, "--dataset", "digits", "--workdir", str(workdir)]
+  cmd = [sys.executable, "-m", "jaxclust.cli", "fit", method, "--dataset", dataset, "--workdir", str(workdir)]
+  cmd += [] if data_dir is None else ["--data-dir", str(data_dir)]
   # One device: the process compiles for one device, the fastest; tests compare on ONE_DEVICE.
   env = {**os.environ, "XLA_FLAGS": SUBPROCESS_XLA_FLAGS}
   return cmd + [arg for setting in settings for arg in ("--set", setting)], env
 
 
-def run_cli(method: str, workdir, settings, timeout: float = 600):
-  """Runs ``jaxclust fit METHOD --dataset digits`` on one device to the end, as :func:`kill_cli_run`
-  does: runs compared bit for bit must run in the same kind of process (XLA's CPU client with 8
-  fake devices splits work between threads differently, which moves the last float bits)."""
+def run_cli(method: str, workdir, settings, timeout: float = 600, **data):
+  """Runs ``jaxclust fit METHOD --dataset digits`` (or ``data``'s ``dataset`` and ``data_dir``) on one device
+  to the end, as :func:`kill_cli_run` does: runs compared bit for bit must run in the same kind of process
+  (XLA's CPU client with 8 fake devices splits work between threads differently, which moves the last
+  float bits)."""
   import subprocess
-  cmd, env = _cli(method, workdir, settings)
+  cmd, env = _cli(method, workdir, settings, **data)
   done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
   assert done.returncode == 0, done.stderr[-3000:]
 
 
-def kill_cli_run(method: str, workdir, settings, checkpoint: int, timeout: float = 300):
-  """Runs ``jaxclust fit METHOD --dataset digits`` on one device and SIGKILLs it once checkpoint
-  ``checkpoint`` exists (the kill-and-resume tests). Fails if the run ends or stalls first."""
+def kill_cli_run(method: str, workdir, settings, checkpoint: int, timeout: float = 300, **data):
+  """Runs ``jaxclust fit METHOD --dataset digits`` (or as :func:`run_cli`) on one device and SIGKILLs it once
+  checkpoint ``checkpoint`` exists (the kill-and-resume tests). Fails if the run ends or stalls first."""
   import signal
   import subprocess
   import time
-  cmd, env = _cli(method, workdir, settings)
+  cmd, env = _cli(method, workdir, settings, **data)
   proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
   deadline = time.time() + timeout
   while not (workdir / "checkpoints" / str(checkpoint)).is_dir():

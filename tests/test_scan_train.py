@@ -243,13 +243,13 @@ def test_scan_refuses_tabular_data(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-def test_a_streamed_tfds_dataset_is_refused_before_any_work(tmp_path):
-  # The engine opens a tfds dataset with input="tf.data" as a stream, never loaded whole; SCAN's stages
-  # hold the images on the devices.
+def test_a_streamed_tfds_dataset_is_refused_for_neighbour_images_before_any_work(tmp_path):
+  # The engine opens a tfds dataset with input="tf.data" as a stream, never loaded whole: a SCAN stage on the
+  # images of each image's neighbours needs rows at random (tests/test_stream.py runs the frozen-features one).
   import tensorflow_datasets as tfds
   config = tiny_config()
   config.dataset, config.input = "tfds:cifar10", "tf.data"
-  with tfds.testing.mock_data(num_examples=40), pytest.raises(ValueError, match="which SCAN does not support yet"):
+  with tfds.testing.mock_data(num_examples=40), pytest.raises(ValueError, match="which a stream cannot read at random"):
     engine.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()
 

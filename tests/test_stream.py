@@ -34,6 +34,15 @@ def stored_tfds(data_dir, n=50, size=8) -> str:
   return "tfds:jaxclust_indexed:train"
 
 
+def split_in_order(data_dir):
+  """The images (float32 in [0, 1]) and labels of :func:`stored_tfds`'s split in its stored order (tfds
+  shuffled the records when it stored them), by tfds alone."""
+  import tensorflow_datasets as tfds
+  records = list(tfds.as_numpy(tfds.load("jaxclust_indexed", split="train", data_dir=str(data_dir))))
+  return (np.stack([r["image"] for r in records]).astype(np.float32) / 255,
+          np.asarray([r["label"] for r in records]))
+
+
 def test_multi_crop_epochs_are_full_batches_deterministic_per_epoch():
   source = stream.open_source(sources.Dataset(indexed_images(), np.arange(50) % 3, "indexed"))
   run = lambda seed, epoch: list(stream.multi_crop_batches(source, crops=CROPS, batch_size=16, seed=seed,
@@ -188,22 +197,127 @@ def test_view_batches_cover_every_image_once_and_draw_neighbours():
 
 
 def test_scan_with_host_views_runs_every_stage_and_resumes_between_stages(tmp_path, monkeypatch):
-  """jaxclust fit scan --set input=tf.data: the four stages on tf.data views; stopping after a stage
-  and running again gives the uninterrupted run's labels (views depend on seed, stage and epoch)."""
-  from jaxclust import engine
+  """jaxclust fit scan --set input=tf.data on an array in memory: the four stages on tf.data views (an
+  array gives the SCAN stage its neighbours' images), the passes over the whole dataset streamed, no image
+  on the devices; stopping after a stage and running again gives the uninterrupted run's labels (views
+  depend on seed, stage, epoch and position)."""
   from test_scan_train import records, tiny_config
   c = tiny_config()
   c.input = "tf.data"
   c.pretext.epochs, c.scan.epochs, c.selflabel.epochs = 1, 2, 1
-  calls = []  # every epoch of every stage draws its views from tf.data
-  original = stream.view_batches
-  monkeypatch.setattr(stream, "view_batches", lambda x, **kw: calls.append(kw.get("neighbors") is not None) or
-                      original(x, **kw))
+  views, passes = [], []  # every epoch of every stage draws its views from tf.data; every pass streams
+  original_views, original_pass = stream.source_view_batches, stream.predict_in_order
+  monkeypatch.setattr(stream, "source_view_batches", lambda source, **kw: views.append(
+      kw.get("neighbors") is not None) or original_views(source, **kw))
+  monkeypatch.setattr(stream, "predict_in_order", lambda *a, **kw: passes.append(1) or original_pass(*a, **kw))
+  monkeypatch.setattr(parallel, "global_rows", lambda *a: pytest.fail("the images were placed on the devices"))
   whole = engine.fit(c, tmp_path / "whole", log=lambda _: None, mesh=ONE_DEVICE)
-  assert calls == [False, True, True, False]  # pretext, SCAN (neighbour pairs) x 2, self-labeling
+  assert views == [False, True, True, False]  # pretext, SCAN (neighbour pairs) x 2, self-labeling
+  assert len(passes) == 5  # mining, the clusters after each SCAN and self-labeling epoch, the readout
   assert [r["stage"] for r in records(tmp_path / "whole")] == ["pretext", "mine", "scan", "scan", "selflabel"]
-  assert 0.0 < whole["acc"] <= 1.0
+  assert 0.0 < whole["acc"] <= 1.0 and np.load(tmp_path / "whole" / "neighbors.npy").shape == (1797, 6)
   assert engine.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE, stop_after="scan") == {"stage": "scan"}
   split = engine.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE)
   np.testing.assert_array_equal(np.load(tmp_path / "split" / "labels.npy"), np.load(tmp_path / "whole" / "labels.npy"))
   assert split["acc"] == whole["acc"]
+
+
+def test_source_view_batches_stream_a_tfds_split_image_by_image(tmp_path):
+  """View pairs of a stored tfds split: both views of a row from one image, every image once per epoch (the
+  last batch padded and masked), the same views for the same (seed, epoch); neighbours refused."""
+  source = stream.open_source(stored_tfds(tmp_path), data_dir=str(tmp_path))
+  same = lambda image, seed: image
+  run = lambda epoch, views=(same, same): list(stream.source_view_batches(
+      source, views=views, batch_size=16, seed=0, epoch=epoch, mesh=ONE_DEVICE))
+  batches = run(0)
+  assert len(batches) == 4 and batches[0]["views"][0].shape == (16, 8, 8, 1)
+  keep = np.concatenate([np.asarray(b["mask"]) for b in batches])
+  assert keep.sum() == 50 and not keep[50:].any()
+  index = np.concatenate([np.asarray(b["index"]) for b in batches])[keep]
+  np.testing.assert_array_equal(np.sort(index), np.arange(50))
+  images, _ = split_in_order(tmp_path)
+  for view in (0, 1):  # both views of a row are its image's
+    value = np.concatenate([np.asarray(b["views"][view]) for b in batches])[keep]
+    np.testing.assert_allclose(value, images[index], atol=1e-6)
+  again, other = run(0), run(1)
+  np.testing.assert_array_equal(np.asarray(again[1]["index"]), np.asarray(batches[1]["index"]))
+  assert not np.array_equal(np.asarray(other[0]["index"]), np.asarray(batches[0]["index"]))
+  from jaxclust.data import augment_tf
+  weak = lambda image, seed: augment_tf.simclr_view(image, seed, size=(8, 8), scale=(0.2, 1.0), flip_p=0.5)
+  first, second = run(0, (weak, weak)), run(0, (weak, weak))
+  np.testing.assert_array_equal(np.asarray(first[2]["views"][1]), np.asarray(second[2]["views"][1]))
+  with pytest.raises(ValueError, match="only an in-memory array gives"):
+    next(stream.source_view_batches(source, views=(same, same), batch_size=16, seed=0, epoch=0, mesh=ONE_DEVICE,
+                                    neighbors=np.zeros((50, 3), np.int64)))
+
+
+def _frozen_scan(dataset, data_dir):
+  """The tiny SCAN settings with the heads on frozen features, streamed from ``dataset``."""
+  from test_scan_train import tiny_config
+  c = tiny_config()
+  c.dataset, c.data_dir, c.input = dataset, str(data_dir), "tf.data"
+  c.pretext.epochs, c.scan.epochs, c.selflabel.epochs = 1, 2, 1
+  c.pretext.batch_size = c.scan.batch_size = c.selflabel.batch_size = 32
+  c.scan.update_backbone, c.scan.augment = False, False
+  return c
+
+
+def test_scan_streams_a_tfds_dataset_never_loaded_whole(tmp_path, monkeypatch):
+  """SCAN with the frozen-features recipe on a stored tfds dataset streamed (input=tf.data): every stage
+  runs with nothing loaded whole (k from the label feature, the true labels from the readout's pass), and
+  stopping after mining then running again gives the uninterrupted run's labels."""
+  from test_scan_train import records
+  name = stored_tfds(tmp_path / "tfds", n=64)
+  monkeypatch.setattr(sources, "load", lambda *a, **kw: pytest.fail("the dataset was loaded whole"))
+  c = _frozen_scan(name, tmp_path / "tfds")
+  whole = engine.fit(c, tmp_path / "whole", log=lambda _: None, mesh=ONE_DEVICE)
+  assert (whole["n"], whole["k"], whole["shape"]) == (64, 3, [8, 8, 1]) and 0.0 < whole["acc"] <= 1.0
+  assert [r["stage"] for r in records(tmp_path / "whole")] == ["pretext", "mine", "scan", "scan", "selflabel"]
+  assert "neighbor_accuracy" in records(tmp_path / "whole")[1]  # the labels of the mining pass
+  assert np.load(tmp_path / "whole" / "neighbors.npy").shape == (64, 6)
+  images, y = split_in_order(tmp_path / "tfds")
+  np.testing.assert_array_equal(np.load(tmp_path / "whole" / "true_labels.npy"), y)
+  labels = np.load(tmp_path / "whole" / "labels.npy")
+  assert labels.shape == (64,) and (tmp_path / "whole" / "exemplars.png").exists()
+  assert engine.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE, stop_after="mine") == {"stage": "mine"}
+  engine.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE)
+  np.testing.assert_array_equal(np.load(tmp_path / "split" / "labels.npy"), labels)
+  np.testing.assert_array_equal(engine.predict(tmp_path / "whole", images), labels)  # in the split's order
+
+
+def test_scan_refuses_neighbour_images_from_a_tfds_stream(tmp_path):
+  """The SCAN stage on the images of each image's neighbours needs rows at random: refused on a tfds
+  stream before any work, naming the settings and what works."""
+  c = _frozen_scan(stored_tfds(tmp_path / "tfds"), tmp_path / "tfds")
+  for backbone, augment in ((True, True), (True, False), (False, True)):
+    c.scan.update_backbone, c.scan.augment = backbone, augment
+    with pytest.raises(ValueError, match=f"scan.update_backbone={backbone} and scan.augment={augment} train on the "
+                       "images of each image's neighbours, which a stream cannot read at random: set "
+                       "scan.update_backbone=False and scan.augment=False"):
+      engine.fit(c, tmp_path / "run", log=lambda _: None, mesh=ONE_DEVICE)
+  assert not (tmp_path / "run").exists()
+
+
+# The tiny settings of test_scan_train with the heads on frozen features, for a stored tfds dataset (whose
+# recipe is the CIFAR one: the small CNN is named), without self-labeling: its compilation would be a
+# fifth of each of the test's three processes (test_scan_streams_a_tfds_dataset_never_loaded_whole runs it).
+STREAMED_SCAN = ["pretext.epochs=2", "scan.epochs=2", "selflabel.epochs=0", "backbone=small_cnn",
+                 "cnn_channels=(8, 16)", "augment.flip_p=0.0", "pretext.head_hidden=32", "pretext.head_out=16",
+                 "scan.heads=2", "mine.neighbors=5", "selflabel.threshold=0.15", "selflabel.strong_ops=1",
+                 "pretext.batch_size=32", "scan.batch_size=32", "selflabel.batch_size=32", "scan.update_backbone=False",
+                 "scan.augment=False", "input=tf.data"]
+
+
+def test_killed_streamed_scan_resumes_to_the_uninterrupted_result(tmp_path):
+  """jaxclust fit scan on a stored tfds dataset streamed, SIGKILLed in the pretext (after epoch 1 of 2), then
+  rerun: the uninterrupted run's labels (the views depend only on seed, stage, epoch and position). A run
+  resumed after mining, whose neighbours come from neighbors.npy and whose features from a new pass over the
+  stream, is test_scan_streams_a_tfds_dataset_never_loaded_whole's."""
+  data = {"dataset": stored_tfds(tmp_path / "tfds", n=64), "data_dir": tmp_path / "tfds"}
+  run_cli("scan", tmp_path / "whole", STREAMED_SCAN, **data)
+  workdir = tmp_path / "killed"
+  kill_cli_run("scan", workdir, STREAMED_SCAN, checkpoint=1, **data)
+  run_cli("scan", workdir, STREAMED_SCAN, **data)
+  np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "whole" / "labels.npy"))
+  stages = [json.loads(line)["stage"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert stages == ["pretext", "pretext", "mine", "scan", "scan"]

@@ -362,3 +362,59 @@ def view_batches(x: np.ndarray, *, views, batch_size: int, seed: int, epoch: int
   glob = lambda v: jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:]))
   for batch in data.as_numpy_iterator():
     yield {"views": tuple(glob(v) for v in batch["views"]), "index": glob(batch["index"]), "mask": glob(batch["mask"])}
+
+
+def source_view_batches(source: Source, *, views, batch_size: int, seed: int, epoch: int, mesh: Mesh,
+                        neighbors=None, prefetch: int = 2) -> Iterator[dict]:
+  """:func:`view_batches` of a :class:`Source`: one shuffled epoch of host-made view pairs, every image once
+  (the last batch padded and masked), as ``{"views": (first, second), "index": [B] int32, "mask": [B] bool}``
+  global arrays. ``views`` holds two functions ``(image, seed) -> view``, both applied to the same image.
+
+  An in-memory array is read by :func:`view_batches` (the same batches and views), and only it takes
+  ``neighbors``: a view of one of an image's neighbours needs that neighbour's row at random, which a
+  stream does not give. A tfds split is read as :func:`row_batches` reads it: each process its own block
+  in order, shuffled in a 10,000-record buffer, padded to as many batches as the longest block. The seeds
+  of the views at global position ``p`` of an epoch come from (seed, epoch, p) as in :func:`view_batches`,
+  so a resumed epoch sees the same views.
+  """
+  if source.array is not None:
+    yield from view_batches(source.array, views=views, batch_size=batch_size, seed=seed, epoch=epoch, mesh=mesh,
+                            neighbors=neighbors, prefetch=prefetch)
+    return
+  if neighbors is not None:
+    raise ValueError(f"tensorflow-datasets {source.name!r} is streamed: views of an image's neighbours need "
+                     "their rows at random, which only an in-memory array gives")
+  tf = tensorflow()
+  local, me = _local(batch_size, mesh), jax.process_index()
+  epoch_seed = seed * 1_000_003 + epoch
+  steps = -(-(-(-source.n // jax.process_count())) // local)  # the longest block's batches, on every process
+  row = _row_shape(source)
+  first, second = views
+  records = _records(source, None).shuffle(10_000, seed=epoch_seed, reshuffle_each_iteration=False).map(
+      lambda e: {"image": tf.ensure_shape(e["image"], row), "index": tf.cast(e["index"], tf.int64), "mask": True})
+  pad = tf.data.Dataset.from_tensors({"image": tf.zeros(row), "index": tf.constant(0, tf.int64), "mask": False})
+
+  def make(at, example):  # ``at``: the record's place in this process's stream
+    position = (at // local) * batch_size + me * local + at % local
+    s = tf.unstack(tf.random.experimental.stateless_split(tf.stack([tf.cast(epoch_seed, tf.int64), position]), 3))
+    return {"views": (first(example["image"], s[0]), second(example["image"], s[1])),
+            "index": tf.cast(example["index"], tf.int32), "mask": example["mask"]}
+
+  data = (records.concatenate(pad.repeat(steps * local)).take(steps * local).enumerate()
+          .map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(local).prefetch(prefetch))
+  sharding = NamedSharding(mesh, P("data"))
+  glob = lambda v: jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:]))
+  for batch in data.as_numpy_iterator():
+    yield {"views": tuple(glob(v) for v in batch["views"]), "index": glob(batch["index"]), "mask": glob(batch["mask"])}
+
+
+def classes(source: Source) -> int | None:
+  """How many classes a source's labels have (a tfds label feature's ``num_classes``, read from the dataset's
+  metadata), or None without labels."""
+  if source.array is not None:
+    return None if source.labels is None else len(np.unique(source.labels))
+  if not source.label_key:
+    return None
+  import tensorflow_datasets as tfds
+  feature = tfds.builder(source.name, data_dir=source.data_dir).info.features[source.label_key]
+  return getattr(feature, "num_classes", None)

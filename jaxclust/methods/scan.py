@@ -14,6 +14,14 @@ A run (:func:`stages`) has four stages:
    RandAugment-style ops, Cutout) with a cross-entropy that weighs classes by their inverse
    frequency among the confident.
 
+With ``input="tf.data"`` the images stream from a :class:`jaxclust.data.stream.Source` (an array in memory,
+or a tfds dataset never loaded whole) and nothing but what the passes compute sits on the devices: the
+pretext's and self-labeling's views are made on the host; mining, a frozen backbone's features and the
+clusters come from passes over the stream in dataset order, the kNN runs on the devices over the
+``[n, d]`` features. A SCAN stage that feeds the images of an image's neighbours (``scan.augment`` or
+``scan.update_backbone``) needs rows at random: an array gives them, a tfds stream does not, and
+:func:`prepare` refuses it there (the heads on frozen features need only the features' rows).
+
 The losses and steps come first; the stages (what :mod:`jaxclust.engine` runs) follow. What each stage
 compiles is in :mod:`jaxclust.methods.scan_epochs`.
 """
@@ -21,7 +29,6 @@ compiles is in :mod:`jaxclust.methods.scan_epochs`.
 from __future__ import annotations
 
 import functools
-import json
 import warnings
 from typing import Any, Callable
 
@@ -30,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import struct
 
 from jaxclust import engine, epochs, parallel
@@ -241,14 +247,25 @@ def best_head(state: HeadsState) -> int:
 
 
 def prepare(config, data, mesh) -> engine.Prepared:
-  """Refuses what does not fit before the workdir is claimed; SCAN trains on the images ``[n, H, W, C]``."""
-  if getattr(data, "x", None) is None:  # engine.fit opens a tfds dataset with input="tf.data" as a stream
-    raise ValueError(f"input='tf.data' streams {config.dataset!r} without loading it, which SCAN does not "
-                     "support yet: set input='device' (SCAN holds the images on the devices)")
-  if data.x.ndim != 4:
-    raise ValueError(f"SCAN needs images [n, H, W, C]; {config.dataset!r} has rows of shape {data.x.shape[1:]}")
-  n = data.x.shape[0]
-  k = config.n_clusters or (len(np.unique(data.y)) if data.y is not None else 0)
+  """Refuses what does not fit before the workdir is claimed; SCAN trains on the images ``[n, H, W, C]``, held
+  on the devices, or streamed (``input="tf.data"``) from a :class:`jaxclust.data.stream.Source`: a loaded
+  array, or a tfds dataset that the engine opened without loading it (``data`` is then its Source)."""
+  if isinstance(data, stream.Source):
+    source, shape = data, stream._row_shape(data)  # pylint: disable=protected-access
+  else:
+    source, shape = stream.open_source(data) if config.input == "tf.data" else None, data.x.shape[1:]
+  if len(shape) != 3:
+    raise ValueError(f"SCAN needs images [n, H, W, C]; {config.dataset!r} has rows of shape {tuple(shape)}")
+  if source is not None and source.array is None and config.scan.epochs and not _frozen_features(config):
+    # An epoch pairs every image with views of a mined neighbour, a row anywhere in the dataset.
+    raise ValueError(f"input='tf.data' streams {config.dataset!r} without loading it, but scan.update_backbone="
+                     f"{config.scan.update_backbone} and scan.augment={config.scan.augment} train on the images of "
+                     "each image's neighbours, which a stream cannot read at random: set scan.update_backbone=False "
+                     "and scan.augment=False (the heads on the frozen backbone's features, computed in a streamed "
+                     "pass), or input='device' (the images held on the devices)")
+  n = source.n if source is not None else data.x.shape[0]
+  classes = stream.classes(source) if source is not None else len(np.unique(data.y)) if data.y is not None else 0
+  k = config.n_clusters or classes or 0
   if k == 0:
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
   k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
@@ -264,7 +281,9 @@ def prepare(config, data, mesh) -> engine.Prepared:
   scan_epochs.view_options(config)  # so do bad strong-view settings
   scan_epochs.models(config, k)
   if config.pretext.get("init_from"):  # a source without a finished pretext fails before the workdir exists
-    _pretext_source(config)[0].close()
+    scan_epochs.pretext_source(config)[0].close()
+  if source is not None:  # nothing on the devices but what the passes over the stream compute
+    return engine.Prepared(k, None, source, n, tuple(shape))
   return engine.Prepared(k, np.asarray(data.x, np.float32))
 
 
@@ -282,9 +301,9 @@ def readout(run, state) -> engine.Readout:
   """The clusters of the best head (eval-mode BatchNorm); confidence, its largest probability."""
   best = best_head(state)
   model = scan_epochs.models(run.config, run.k)["cluster"]
-  labels, confidence = scan_epochs.predict(model, _variables(state.cluster), run.x, run.n, best,
-                                           run.config.mine.chunk_size)
-  return engine.Readout(labels, confidence, summary={"best_head": best})
+  labels, confidence, images = scan_epochs.over_images(run, "predict", model, _variables(state.cluster), best)
+  return engine.Readout(labels, confidence, summary={"best_head": best}, images=images,
+                        y=None if run.source is None else run.y)
 
 
 def assign(run, state, x):
@@ -306,9 +325,9 @@ def _pretext_stage(run, model, example) -> engine.Stage:
 
   def start(run, previous):
     if c.get("init_from"):
-      manager, step = _pretext_source(config)
+      manager, step = scan_epochs.pretext_source(config)
       try:
-        state = _restore(manager, step, template(run), f"pretext.init_from={c.init_from!r}")
+        state = scan_epochs.restore(manager, step, template(run), f"pretext.init_from={c.init_from!r}")
       finally:
         manager.close()
       run.log(f"pretext from {c.init_from} (its checkpoint {step}); pretext skipped")
@@ -317,14 +336,14 @@ def _pretext_stage(run, model, example) -> engine.Stage:
 
   def epoch(run, state, epoch):
     rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
-    if run.host is None:
+    if run.source is None:
       state, m = scan_epochs.pretext_epoch(model, tx, c.batch_size, run.n, run.shape, options, view,
                                            epochs.shard(run.mesh))(state, run.x, rng)
     else:
       weak, _ = scan_epochs.host_views(run.shape, *view)
       step = epochs.host_step(options[0], model=model, tx=tx, augment=None, **dict(options[1]))
-      state, m = epochs.host_epoch(step, state, rng, stream.view_batches(
-          run.host, views=(weak, weak), batch_size=c.batch_size, seed=config.seed, epoch=epoch, mesh=run.mesh))
+      state, m = epochs.host_epoch(step, state, rng, stream.source_view_batches(
+          run.source, views=(weak, weak), batch_size=c.batch_size, seed=config.seed, epoch=epoch, mesh=run.mesh))
     return state, {"loss": float(m["loss"])}
 
   return engine.Stage("pretext", 0 if c.get("init_from") else c.epochs, start, template, epoch)
@@ -337,8 +356,8 @@ def _mine_stage(run, model, template, mined) -> engine.Stage:
   config = run.config
 
   def start(run, pretext):
-    mined_on = scan_epochs.projections if config.mine.features == "projection" else scan_epochs.features
-    features = mined_on(model, _variables(pretext), run.x, run.n, config.mine.chunk_size)
+    what = "projections" if config.mine.features == "projection" else "features"
+    features = scan_epochs.over_images(run, what, model, _variables(pretext))
     out = knn(features, config.mine.neighbors + 1, metric="cosine")  # column 0 is the image itself
     mined["neighbors"] = parallel.fetch(out.indices).astype(np.int32)
     if run.lead:
@@ -359,7 +378,7 @@ def _cluster_stages(run, model, example, mined) -> tuple[engine.Stage, engine.St
   on its confident predictions. Both start the network from the pretext backbone."""
   config, c = run.config, run.config.scan
   scan_tx, selflabel_tx = scan_epochs.scan_tx(config), scan_epochs.selflabel_tx(config)
-  view, sharding, chunk = scan_epochs.view_options(config), epochs.shard(run.mesh), config.mine.chunk_size
+  view, sharding = scan_epochs.view_options(config), epochs.shard(run.mesh)
   frozen = _frozen_features(config)
   cache = {}  # per process: the neighbours on the devices, and a frozen backbone's features
 
@@ -388,16 +407,16 @@ def _cluster_stages(run, model, example, mined) -> tuple[engine.Stage, engine.St
     cluster, features = state.cluster, None
     if frozen:  # the frozen backbone's features, once: an epoch gathers rows of them
       if "features" not in cache:
-        cache["features"] = scan_epochs.features(model, _variables(cluster), run.x, run.n, chunk)
+        cache["features"] = scan_epochs.over_images(run, "features", model, _variables(cluster))
       features = cache["features"]
       cluster, m = scan_epochs.scan_feature_epoch(model, scan_tx, c.batch_size, run.n, c.entropy_weight, sharding)(
           cluster, features, cache["neighbors"], rng)
-    elif run.host is not None:
+    elif run.source is not None:
       weak = scan_epochs.host_views(run.shape, *view)[0] if c.augment else scan_epochs.host_identity
       step = epochs.host_step(scan_step, model=model, tx=scan_tx, augment=None, entropy_weight=c.entropy_weight,
                               update_backbone=c.update_backbone)
-      cluster, m = epochs.host_epoch(step, cluster, rng, stream.view_batches(
-          run.host, views=(weak, weak), batch_size=c.batch_size, seed=config.seed, epoch=100_000 + epoch,
+      cluster, m = epochs.host_epoch(step, cluster, rng, stream.source_view_batches(
+          run.source, views=(weak, weak), batch_size=c.batch_size, seed=config.seed, epoch=100_000 + epoch,
           mesh=run.mesh, neighbors=mined["neighbors"]))
     else:
       cluster, m = scan_epochs.scan_epoch(model, scan_tx, c.batch_size, run.n, run.shape, c.entropy_weight,
@@ -416,12 +435,12 @@ def _cluster_stages(run, model, example, mined) -> tuple[engine.Stage, engine.St
   def selflabel_epoch(run, state, epoch):
     s, best = config.selflabel, best_head(state)
     rng = jax.random.fold_in(run.key, 3_000_000 + epoch)
-    if run.host is not None:
+    if run.source is not None:
       _, strong = scan_epochs.host_views(run.shape, *view)
       step = epochs.host_step(selflabel_step, model=model, tx=selflabel_tx, weak=None, strong=None, head=best,
                               threshold=s.threshold, batchnorm_train=c.update_backbone)
-      cluster, m = epochs.host_epoch(step, state.cluster, rng, stream.view_batches(
-          run.host, views=(scan_epochs.host_identity, strong), batch_size=s.batch_size, seed=config.seed,
+      cluster, m = epochs.host_epoch(step, state.cluster, rng, stream.source_view_batches(
+          run.source, views=(scan_epochs.host_identity, strong), batch_size=s.batch_size, seed=config.seed,
           epoch=200_000 + epoch, mesh=run.mesh))
     else:
       cluster, m = scan_epochs.selflabel_epoch(model, selflabel_tx, s.batch_size, run.n, run.shape, best, s.threshold,
@@ -448,7 +467,7 @@ def _usage(run, model, cluster, head, features=None) -> dict:
   if features is not None:
     labels = parallel.fetch(scan_epochs.classify(model, cluster.params, features, head))
   else:
-    labels, _ = scan_epochs.predict(model, _variables(cluster), run.x, run.n, head, run.config.mine.chunk_size)
+    labels, _, _ = scan_epochs.over_images(run, "predict", model, _variables(cluster), head)
   out = engine.warn_collapse(labels, run.k)
   if run.y is not None:
     out.update(cluster_metrics.evaluate(run.y, labels))
@@ -463,46 +482,3 @@ def _frozen_features(config) -> bool:
 def _kmeans_baseline(features, k, key):
   from jaxclust.kernels.kmeans import kmeans
   return parallel.fetch(kmeans(features, k, rng=jax.random.fold_in(key, 5), n_init=10, spherical=True).labels)
-
-
-# The settings that shape the pretext network and its checkpointed state: a run may start from another
-# run's pretext (pretext.init_from) only if they agree.
-_PRETEXT_SHAPE = ("backbone", "stem", "cnn_channels", "pretext.method", "pretext.optimizer", "pretext.head_hidden",
-                  "pretext.head_out", "pretext.queue_size")
-
-
-def _pretext_source(config):
-  """``(manager, step)``: the read-only checkpoints of the run in ``pretext.init_from`` and the step that
-  holds the end of its pretext (the first save of its mining stage)."""
-  source = workdirs.path(config.pretext.init_from)
-  name = f"pretext.init_from={config.pretext.init_from!r}"
-  if not (source / "config.json").exists() or not (source / "checkpoints").is_dir():
-    raise ValueError(f"{name}: {source} is not a SCAN workdir (no config.json and checkpoints)")
-  theirs = workdirs.read_json(source / "config.json")
-  get = lambda c, key: functools.reduce(lambda d, part: d.get(part) if isinstance(d, dict) else None,
-                                        key.split("."), c)
-  ours = json.loads(config.to_json())
-  differ = [key for key in _PRETEXT_SHAPE if get(theirs, key) != get(ours, key)]
-  if theirs.get("method") != "scan" or differ:
-    raise ValueError(f"{name}: that run's pretext network differs from this one's in {differ or ['method']}")
-  manager = ocp.CheckpointManager(source / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
-  epochs = theirs["pretext"]["epochs"]
-  ended = lambda meta: meta["stage"] == "mine" or (meta["stage"] == "pretext" and meta["progress"] == epochs)
-  ends = [step for step in manager.all_steps() if ended(_restore(manager, step, None, name))]
-  if not ends:
-    manager.close()
-    raise ValueError(f"{name}: {source} has no finished pretext; run it to the end of its pretext first "
-                     "(`jaxclust fit scan --stage pretext`)")
-  return manager, ends[0]
-
-
-def _restore(manager, step, template, name):
-  """Checkpoint ``step`` of another run: its state shaped as ``template``, or its meta (``template`` None)."""
-  try:
-    if template is None:
-      return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-  except Exception as e:  # orbax raises many types for unreadable checkpoints
-    raise ValueError(f"{name}: checkpoint {step} in {manager.directory} cannot be restored "
-                     f"({type(e).__name__}: {e})") from e

@@ -1,7 +1,8 @@
 """What SCAN's stages (:mod:`jaxclust.methods.scan`) are built from and compile: the networks and
-optimizers a configuration names, each stage's epoch, the views it trains on (on device, or made by
-tf.data on the host for ``input="tf.data"``), and the chunked passes over the dataset (backbone
-features, projections, predictions).
+optimizers a configuration names, another run's pretext to start from (``pretext.init_from``), each
+stage's epoch, the views it trains on (on device, or made by tf.data on the host for
+``input="tf.data"``), and the passes over the whole dataset (backbone features, projections,
+predictions): chunked over the images on the devices, or streamed in dataset order (:func:`over_images`).
 
 Epoch factories are cached on their (hashable) settings, so a stage resumed in the same process reuses
 its compiled epoch.
@@ -10,13 +11,16 @@ its compiled epoch.
 from __future__ import annotations
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
 import optax
+import orbax.checkpoint as ocp
 
 from jaxclust import epochs, parallel
-from jaxclust.data import augment, augment_tf
+from jaxclust import workdir as workdirs
+from jaxclust.data import augment, augment_tf, stream
 from jaxclust.methods import moco, networks, scan, simclr
 from jaxclust.models import heads
 
@@ -191,3 +195,74 @@ def classify(model, params, features, head):
 def predict(model, variables, x, n, head, chunk):
   labels, confidence = _predict_jit(model, variables, x, n, head, chunk)
   return parallel.fetch(labels), parallel.fetch(confidence)
+
+
+def over_images(run, what: str, model, variables, head: int = 0):
+  """``what`` the network gives every image of the run, in dataset order: ``"features"`` (the backbone's)
+  or ``"projections"`` ``[n, d]`` on the devices, or ``"predict"`` ``(labels [n], confidence [n], images)``
+  on the host, ``images`` those of the first streamed batch (None on device: the engine holds them).
+
+  On-device runs compute it in chunks of ``mine.chunk_size`` images. Streamed runs (``run.source``) read
+  the stream once in dataset order, in global batches of about as many images, each process its share
+  (:func:`jaxclust.data.stream.predict_in_order`); the ``[n, d]`` features are then replicated on the
+  devices, where the kNN and the SCAN epochs read rows of them at random. A tfds stream's true labels
+  are known only once it is read: such a pass sets ``run.y``, which mining and the epochs' figures score.
+  """
+  chunk = run.config.mine.chunk_size
+  if run.source is None:
+    if what == "predict":
+      return (*predict(model, variables, run.x, run.n, head, chunk), None)
+    return {"features": features, "projections": projections}[what](model, variables, run.x, run.n, chunk)
+  size = -(-chunk // run.mesh.size) * run.mesh.size  # every device takes an equal share of a batch
+  fn = {"features": lambda b: (features(model, variables, b, size, size),),
+        "projections": lambda b: (projections(model, variables, b, size, size),),
+        "predict": lambda b: _predict_jit(model, variables, b, size, head, size)}[what]
+  outputs, y, first = stream.predict_in_order(fn, run.source, size=None, batch_size=size, mesh=run.mesh)
+  if run.y is None and y is not None:
+    run.y = y
+  if what == "predict":
+    return (*outputs, first)
+  return parallel.put(outputs[0], run.mesh)
+
+
+# The settings that shape the pretext network and its checkpointed state: a run may start from another
+# run's pretext (pretext.init_from) only if they agree.
+PRETEXT_SHAPE = ("backbone", "stem", "cnn_channels", "pretext.method", "pretext.optimizer", "pretext.head_hidden",
+                 "pretext.head_out", "pretext.queue_size")
+
+
+def pretext_source(config):
+  """``(manager, step)``: the read-only checkpoints of the run in ``pretext.init_from`` and the step that
+  holds the end of its pretext (the first save of its mining stage)."""
+  source = workdirs.path(config.pretext.init_from)
+  name = f"pretext.init_from={config.pretext.init_from!r}"
+  if not (source / "config.json").exists() or not (source / "checkpoints").is_dir():
+    raise ValueError(f"{name}: {source} is not a SCAN workdir (no config.json and checkpoints)")
+  theirs = workdirs.read_json(source / "config.json")
+  get = lambda c, key: functools.reduce(lambda d, part: d.get(part) if isinstance(d, dict) else None,
+                                        key.split("."), c)
+  ours = json.loads(config.to_json())
+  differ = [key for key in PRETEXT_SHAPE if get(theirs, key) != get(ours, key)]
+  if theirs.get("method") != "scan" or differ:
+    raise ValueError(f"{name}: that run's pretext network differs from this one's in {differ or ['method']}")
+  manager = ocp.CheckpointManager(source / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
+  trained = theirs["pretext"]["epochs"]
+  ended = lambda meta: meta["stage"] == "mine" or (meta["stage"] == "pretext" and meta["progress"] == trained)
+  ends = [step for step in manager.all_steps() if ended(restore(manager, step, None, name))]
+  if not ends:
+    manager.close()
+    raise ValueError(f"{name}: {source} has no finished pretext; run it to the end of its pretext first "
+                     "(`jaxclust fit scan --stage pretext`)")
+  return manager, ends[0]
+
+
+def restore(manager, step, template, name):
+  """Checkpoint ``step`` of another run: its state shaped as ``template``, or its meta (``template`` None)."""
+  try:
+    if template is None:
+      return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+  except Exception as e:  # orbax raises many types for unreadable checkpoints
+    raise ValueError(f"{name}: checkpoint {step} in {manager.directory} cannot be restored "
+                     f"({type(e).__name__}: {e})") from e
