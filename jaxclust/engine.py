@@ -97,8 +97,8 @@ class Readout(NamedTuple):
 @dataclasses.dataclass
 class Run:
   """What a method's stages see of a run. ``x`` (the rows on the devices, padded to ``rows``) and
-  ``mask`` (False on the padding) are None when predicting; ``host`` holds the rows on the host when
-  batches come from tf.data (``input="tf.data"``)."""
+  ``mask`` (False on the padding) are None when predicting and when streamed; a streamed run reads
+  ``source`` instead (``input="tf.data"``: :meth:`batches`, :meth:`in_order`)."""
   config: ml_collections.ConfigDict
   workdir: Any  # etils.epath.Path
   mesh: jax.sharding.Mesh
@@ -109,7 +109,6 @@ class Run:
   y: np.ndarray | None = None
   x: jax.Array | None = None
   mask: jax.Array | None = None
-  host: np.ndarray | None = None
   source: Any = None  # the stream of a streamed dataset (jaxclust.data.stream.Source)
   meta: dict = dataclasses.field(default_factory=dict)
   summary: dict = dataclasses.field(default_factory=dict)  # a finished run's, when predicting
@@ -184,7 +183,7 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None)
     x, mask = parallel.global_rows(np.asarray(prepared.rows, np.float32), mesh)
     n, shape, rows = data.x.shape[0], tuple(data.x.shape[1:]), x.shape[0]
   run = Run(config, path, mesh, prepared.k, n, shape, rows, y=y, x=x, mask=mask,
-            host=prepared.rows if streamed else None, source=prepared.source, log=log)
+            source=prepared.source, log=log)
   stages = method.stages(run)
   if stop_after is not None and stop_after not in [stage.name for stage in stages]:
     raise ValueError(f"--stage {stop_after!r} must be one of {config.method}'s stages: "

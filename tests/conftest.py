@@ -31,7 +31,8 @@ import pytest  # noqa: E402
 _LONG = ("test_killed", "test_cli_run_logs", "test_stages_run_in_order", "test_two_processes", "test_streamed_swav",
          "test_scan_with_host_views", "test_scan_on_frozen_features", "test_imagenet_recipe_streams",
          "test_scan_and_selflabel_steps_sharded", "test_device_and_tfdata_views_agree",
-         "test_train_step_freezes_prototypes")
+         "test_train_step_freezes_prototypes", "test_streamed_deepcluster", "test_8_devices_equal_1_device",
+         "test_a_url_workdir")
 
 
 def pytest_collection_modifyitems(items):

@@ -4,10 +4,10 @@ Which test checks which guarantee (the engine-wide ones, tested once on DEC, are
 the NaN stop, the collapse flag, the lock, URL workdirs, corrupt checkpoints):
 
 | guarantee                               | dec, idec, vade                    | scan                    | swav                   | deepcluster |
-| SIGKILL in each stage, rerun == whole   | here (device; dec also streamed)   | test_scan_train (killed) | here; test_stream (streamed) | test_online_train (cli run) |
+| SIGKILL in each stage, rerun == whole   | here (device; dec also streamed)   | test_scan_train (killed); test_stream (streamed) | here; test_stream (streamed) | test_online_train (cli run) |
 | 8 devices == 1 device                   | test_multihost (dec, vade); here (idec) | here               | here                   | here |
 | 2 processes == 1 process                | test_multihost (dec device and streamed, idec, vade) | - | - | - |
-| streamed vs in memory                   | here (accuracy within a tolerance) | test_stream (host views) | test_stream            | test_stream |
+| streamed vs in memory                   | here (accuracy within a tolerance) | test_stream (host views) | test_stream            | test_deepcluster (accuracy within 0.06; SIGKILL and resume streamed) |
 """
 
 import json
