@@ -15,6 +15,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from jaxclust import methods
 from jaxclust.validation import Diverged
 
 def _kmeans(args) -> int:
@@ -341,7 +342,7 @@ def main(argv=None) -> int:
   fit = sub.add_parser("fit", help="train (or resume) a deep clustering method in a workdir",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=_fit_epilog(argv[1:]) if argv[:1] == ["fit"] else None)
-  fit.add_argument("method", choices=("dec", "idec", "vade", "scan", "swav", "deepcluster"))
+  fit.add_argument("method", choices=tuple(methods.REGISTRY))
   fit.add_argument("--stage", default=None,
                    help="stop once this stage is done (earlier stages run or resume first; rerun to go on): "
                         "dec, idec, vade: pretrain, cluster; scan: pretext, mine, scan, selflabel; swav: swav; "

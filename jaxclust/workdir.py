@@ -27,9 +27,6 @@ import numpy as np
 from etils import epath
 
 RESUMABLE_CHANGES = ("data_dir", "eval_every")  # see check_same_config
-# Settings a method's configs carried without the method ever reading them, since removed: a run whose
-# config.json holds them trained as without them, so it resumes.
-RETIRED = {"deepcluster": ("freeze_prototypes_steps", "queue_length", "queue_start_epoch")}  # 2026-12-02
 
 
 def path(workdir) -> epath.Path:
@@ -175,7 +172,10 @@ def check_same_config(workdir, config, write: bool = True):
   # are (moved data may resume), eval_every how often the readout is logged.
   absent = "(absent)"
   changed = {k for k in set(saved) | set(now) if (k in saved, saved.get(k)) != (k in now, now.get(k))}
-  retired = {k for k in set(saved) - set(now) if k in RETIRED.get(config.method, ())}
+  # Settings a method's configs carried without the method ever reading them, since removed (the method
+  # module's RETIRED_SETTINGS): a run whose config.json holds them trained as without them, so it resumes.
+  from jaxclust import methods
+  retired = {k for k in set(saved) - set(now) if k in getattr(methods.get(config.method), "RETIRED_SETTINGS", ())}
   differ = sorted(changed - added - retired - set(RESUMABLE_CHANGES))
   if differ:
     shown = ", ".join(f"{k}: {saved.get(k, absent)!r} -> {now.get(k, absent)!r}" for k in differ)
@@ -327,7 +327,18 @@ class Lock:
     if not self.lead:
       return self
     self.workdir.mkdir(parents=True, exist_ok=True)
-    start = time.time()
+    if _is_url(self.file):
+      return self._acquire(time.time())
+    # On a local filesystem the whole look-and-take runs under an flock of a file that is never removed:
+    # without it, a process putting back a live lock it moved aside while taking over a dead one could let
+    # a third process in (two holders; seen once in 4-process races under load). The kernel releases the
+    # flock when its holder dies, so it cannot be left behind.
+    import fcntl
+    with builtins.open(os.fspath(self.workdir / ".lock.mutex"), "a") as mutex:
+      fcntl.flock(mutex, fcntl.LOCK_EX)
+      return self._acquire(time.time())
+
+  def _acquire(self, start: float) -> Lock:
     for _ in range(10):
       if self._create(self._record(start)):
         self._stop = threading.Event()

@@ -59,7 +59,7 @@ def test_a_workdir_in_use_is_refused_and_a_killed_holder_is_taken_over(tmp_path)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(ValueError, match=rf"{workdir} is in use by pid {holder.pid} on host"):
       engine.fit(config, workdir, log=lambda _: None, mesh=ONE_DEVICE)
-    assert sorted(p.name for p in workdir.iterdir()) == ["lock.json"]  # nothing else was written
+    assert sorted(p.name for p in workdir.iterdir()) == [".lock.mutex", "lock.json"]  # nothing else was written
   finally:
     holder.kill()
     holder.wait()

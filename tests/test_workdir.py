@@ -201,7 +201,7 @@ def test_a_live_holder_refuses_others_and_a_killed_one_is_taken_over(tmp_path):
   assert messages == [f"{tmp_path} was locked by pid {holder.pid} on host {HOST} since {since}, and that "
                       "process is no longer running: taking the lock over"]
   assert not (tmp_path / "lock.json").exists()
-  assert sorted(os.listdir(tmp_path)) == []  # no temporary files left
+  assert sorted(os.listdir(tmp_path)) == [".lock.mutex"]  # no temporary files left; the flock's file stays
 
 
 def test_a_reused_pid_and_a_stale_heartbeat_are_taken_over(tmp_path):
@@ -246,7 +246,7 @@ def test_lock_without_hard_links(tmp_path, monkeypatch):
   with workdirs.Lock(tmp_path):
     with pytest.raises(ValueError, match=rf"in use by pid {os.getpid()}"):
       workdirs.Lock(tmp_path).acquire()
-  assert os.listdir(tmp_path) == []
+  assert os.listdir(tmp_path) == [".lock.mutex"]
 
 
 def test_of_processes_taking_over_a_dead_lock_together_one_wins(tmp_path):

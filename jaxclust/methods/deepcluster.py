@@ -50,6 +50,10 @@ from jaxclust.methods.swav import normalize
 from jaxclust.models import heads
 from jaxclust.validation import check_count
 
+# Settings DeepCluster-v2's configs carried until 2026-12-02 without ever reading them: a workdir whose
+# config.json holds them resumes (jaxclust.workdir.check_same_config).
+RETIRED_SETTINGS = ("freeze_prototypes_steps", "queue_length", "queue_start_epoch")
+
 
 class DeepClusterState(struct.PyTreeNode):
   step: jax.Array
