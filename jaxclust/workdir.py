@@ -122,8 +122,17 @@ def open(workdir) -> dict | None:  # pylint: disable=redefined-builtin
       tempfile.TemporaryFile(dir=nearest).close()
     except OSError as e:
       raise ValueError(f"workdir {workdir} cannot be written ({nearest}: {e.strerror})") from None
-  elif workdir.exists() and not workdir.is_dir():
-    raise ValueError(f"workdir {workdir} is a file, not a directory")
+  else:
+    try:  # the first touch of the storage: an unreachable bucket is one line, not a client's traceback
+      if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"workdir {workdir} is a file, not a directory")
+    except ValueError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (storage clients raise many types)
+      first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+      raise ValueError(f"workdir {workdir} cannot be reached ({type(e).__name__}: {first}); URL workdirs need "
+                       "network access to the bucket and its client (pip install 'jaxclust[gcs]' for gs://)"
+                       ) from None
   summary = workdir / "summary.json"
   return read_json(summary) if summary.exists() else None
 

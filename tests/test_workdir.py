@@ -323,3 +323,13 @@ def test_orbax_saves_and_restores_in_a_gs_workdir(bucket):
     restored = manager.restore(2, args=ocp.args.StandardRestore(abstract))
   np.testing.assert_array_equal(restored["params"]["w"], np.arange(6.0).reshape(2, 3) + 2)
   assert int(restored["step"]) == 2
+
+
+def test_an_unreachable_url_workdir_is_one_line(monkeypatch):
+  def unreachable(self):
+    raise RuntimeError("Could not resolve host: www.googleapis.com\n  details the user does not need")
+
+  monkeypatch.setattr(type(workdirs.path("gs://b/run")), "exists", unreachable)
+  with pytest.raises(ValueError, match=r"^workdir gs://b/run cannot be reached \(RuntimeError: Could not resolve host: "
+                                       r"www.googleapis.com\); URL workdirs need network access"):
+    workdirs.open("gs://b/run")
