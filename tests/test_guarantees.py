@@ -6,7 +6,7 @@ the NaN stop, the collapse flag, the lock, URL workdirs, corrupt checkpoints):
 | guarantee                               | dec, idec, vade                    | scan                    | swav                   | deepcluster |
 | SIGKILL in each stage, rerun == whole   | here (device; dec also streamed)   | test_scan_train (killed); test_stream (streamed) | here; test_stream (streamed) | test_online_train (cli run) |
 | 8 devices == 1 device                   | test_multihost (dec, vade); here (idec) | here               | here                   | here |
-| 2 processes == 1 process                | test_multihost (dec device and streamed, idec, vade) | - | - | - |
+| 2 processes == 1 process                | test_multihost (dec device and streamed, idec, vade) | test_multihost (>= 0.995) | test_multihost (>= 0.99) | test_multihost |
 | streamed vs in memory                   | here (accuracy within a tolerance) | test_stream (host views) | test_stream            | test_deepcluster (accuracy within 0.06; SIGKILL and resume streamed) |
 """
 
@@ -46,6 +46,11 @@ def test_killed_in_every_stage_resumes_to_the_uninterrupted_result(tmp_path, met
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "whole" / "labels.npy"))
   stages = [json.loads(line)["stage"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert stages[0] == stages[1] and len(set(stages)) == (2 if method != "swav" else 1)
+
+
+# Shorter still for the 2-process job (tests/test_multihost.py): every stage still runs.
+SHORTER = {"swav": ["epochs=2"], "deepcluster": ["epochs=2"],
+           "scan": ["pretext.epochs=1", "scan.epochs=1", "selflabel.epochs=1"]}
 
 
 def config(method, *extra):
