@@ -1,12 +1,13 @@
 """What every run guarantees, method by method, on digits with tiny settings.
 
-Which test checks which guarantee (the engine-wide ones, tested once on DEC, are in tests/test_engine.py:
-the NaN stop, the collapse flag, the lock, URL workdirs, corrupt checkpoints):
+Which test checks which guarantee. The lock's refusal and the NaN stop: here, for every method but DEC,
+whose are in tests/test_engine.py with the other engine-wide ones, tested once: the lock's takeover after
+SIGKILL, the collapse flag, URL workdirs, corrupt checkpoints, the exit code 3 of the command line.
 
 | guarantee                               | dec, idec, vade                    | scan                    | swav                   | deepcluster |
-| SIGKILL in each stage, rerun == whole   | here (device; dec also streamed)   | test_scan_train (killed); test_stream (streamed) | here; test_stream (streamed) | test_online_train (cli run) |
+| SIGKILL in each stage, rerun == whole   | here (device; dec also streamed)   | test_scan_train (killed in pretext, scan, selflabel); test_stream (streamed) | here; test_stream (streamed) | test_online_train (cli run) |
 | 8 devices == 1 device                   | test_multihost (dec, vade); here (idec) | here               | here                   | here |
-| 2 processes == 1 process                | test_multihost (dec device and streamed, idec, vade) | test_multihost (>= 0.995) | test_multihost (>= 0.99) | test_multihost |
+| 2 processes == 1 process                | test_multihost (dec device and streamed, vade) | test_multihost (>= 0.995) | test_multihost (>= 0.99) | test_multihost |
 | streamed vs in memory                   | here (accuracy within a tolerance) | test_stream (host views) | test_stream            | test_deepcluster (accuracy within 0.06; SIGKILL and resume streamed) |
 """
 
@@ -44,8 +45,12 @@ def test_killed_in_every_stage_resumes_to_the_uninterrupted_result(tmp_path, met
     kill_cli_run(method, workdir, settings, checkpoint=checkpoint)
   run_cli(method, workdir, settings)
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "whole" / "labels.npy"))
-  stages = [json.loads(line)["stage"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert stages[0] == stages[1] and len(set(stages)) == (2 if method != "swav" else 1)
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert len({r["stage"] for r in records}) == (2 if method != "swav" else 1)
+  # train_seconds sums the work of every process that made the run, each epoch or interval once.
+  once = {(r["stage"], r.get("epoch"), r.get("step")): r["seconds"] for r in records if "seconds" in r}
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["train_seconds"] == pytest.approx(sum(once.values()))
 
 
 # Shorter still for the 2-process job (tests/test_multihost.py): every stage still runs.
@@ -84,3 +89,35 @@ def test_streamed_reaches_the_accuracy_of_in_memory(tmp_path, method):
   x = sources.load("digits").x[:200]
   np.testing.assert_array_equal(engine.predict(tmp_path / "streamed", x),
                                 np.load(tmp_path / "streamed" / "labels.npy")[:200])
+
+
+# A learning rate that overflows the parameters in the first epoch of the stage it drives. DEC's case, through
+# the command line and its exit code 3: tests/test_engine.py.
+DIVERGE = {"idec": "cluster.learning_rate=1e30",
+           "vade": "vade.learning_rate=1e30", "scan": "pretext.learning_rate=1e30", "swav": "learning_rate=1e30",
+           "deepcluster": "learning_rate=1e30"}
+
+
+@pytest.mark.parametrize("method", list(DIVERGE))
+def test_a_held_workdir_is_refused_and_a_diverging_run_stops(tmp_path, method):
+  """The lock and the NaN stop, for every method (the takeover after SIGKILL: tests/test_engine.py)."""
+  import subprocess
+  from jaxclust.validation import Diverged
+  held = tmp_path / "held"
+  holder = subprocess.Popen([sys.executable, "-c", (
+      "import time\nfrom jaxclust import workdir\n"
+      f"workdir.Lock(workdir.path({str(held)!r})).acquire()\nprint('held', flush=True)\ntime.sleep(600)\n")],
+      stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(ValueError, match=rf"{held} is in use by pid {holder.pid} on host"):
+      engine.fit(config(method), held, log=lambda _: None, mesh=ONE_DEVICE)
+  finally:
+    holder.kill()
+    holder.wait()
+  workdir = tmp_path / "diverging"
+  # A first stage that diverges has saved nothing yet; a later one names the previous stage's end.
+  with pytest.raises(Diverged, match=r"^stage \w+ diverged at epoch 1: loss nan; (the last good checkpoint is "
+                                     r".*/checkpoints/\d+ \(kept\)|no checkpoint was saved); usual causes"):
+    engine.fit(config(method, DIVERGE[method]), workdir, log=lambda _: None, mesh=ONE_DEVICE)
+  assert not (workdir / "summary.json").exists() and not (workdir / "lock.json").exists()

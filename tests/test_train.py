@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 
-from conftest import kill_cli_run
 from jaxclust import cli, configs, engine, parallel
 from jaxclust import workdir as workdirs
 
@@ -34,24 +33,6 @@ def two_process_settings(data_input: str) -> list[str]:
 def two_process_config(data_input: str, method: str = "dec"):
   """The configuration the command line makes of :func:`two_process_settings`."""
   return cli.make_config(method, "digits", settings=two_process_settings(data_input))
-
-
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-  reference = engine.fit(fast_config(), tmp_path / "reference", log=lambda _: None, mesh=ONE_DEVICE)
-  workdir = tmp_path / "killed"
-  # saves 1-3: pretraining epochs; 4: the stage boundary; 5, 6, ...: clustering intervals
-  kill_cli_run("dec", workdir, FAST, checkpoint=6)
-  resumed = engine.fit(fast_config(), workdir, log=lambda _: None, mesh=ONE_DEVICE)
-  stages = [json.loads(l)["stage"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert stages.count("pretrain") == 4, "the resumed run trained the autoencoder again"
-  np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
-  for key in ("acc", "nmi", "ari"):
-    assert resumed[key] == reference[key]
-  # train_seconds sums both processes' work, each epoch and interval once; wall_seconds is the last process's.
-  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  once = {(r["stage"], r.get("epoch"), r.get("step")): r["seconds"] for r in lines if "seconds" in r}
-  assert len(once) == 4 + 9  # 4 pretraining epochs, 8 intervals and the last refresh
-  assert resumed["train_seconds"] == pytest.approx(sum(once.values()))
 
 
 def test_train_seconds_counts_an_epoch_redone_after_a_kill_once(tmp_path):
