@@ -182,24 +182,13 @@ def unit_prototypes(state: DeepClusterState):
 
 
 def prepare(config, data, mesh) -> engine.Prepared:
-  """Images on the devices with the memory bank (``input="device"``), or streamed (``input="tf.data"``):
-  from ``data``, a loaded dataset or the :class:`jaxclust.data.stream.Source` of a tfds dataset never
-  loaded whole. The network of a streamed run sees the large crops."""
-  if isinstance(data, stream.Source):
-    source = data
-  else:
-    online.images(config, data)
-    source = stream.open_source(data) if config.input == "tf.data" else None
+  """:func:`online.prepare` after DeepCluster-v2's own checks: the memory bank stays on the devices, the
+  images are there too (``input="device"``) or streamed (``input="tf.data"``)."""
   check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.crops[0][0]),
               high_name="crops[0][0], the large crops")
   if config.get("bank_source", "training") not in ("training", "epoch_end"):
     raise ValueError(f"bank_source={config.bank_source!r} must be 'training' or 'epoch_end'")
-  n = data.x.shape[0] if source is None else source.n
-  _, clusters = online.check(config, n, mesh)
-  if source is None:
-    return engine.Prepared(clusters, data.x)
-  size = int(config.crops[0][1])
-  return engine.Prepared(clusters, None, source, n, (size, size, source.channels))
+  return online.prepare(config, data, mesh)
 
 
 def stages(run):

@@ -27,6 +27,7 @@ import optax
 from jaxclust import collapse, engine, parallel, readout as readouts
 from jaxclust import metrics as cluster_metrics
 from jaxclust import workdir as workdirs
+from jaxclust.data import stream
 from jaxclust.validation import check_count
 
 FILES = ("centroids", "groups")  # what predict reads, one per over-clustering readout
@@ -76,6 +77,23 @@ def images(config, data) -> np.ndarray:
     raise ValueError(f"{config.method} needs images [n, H, W, C]; {config.dataset!r} has rows of shape "
                      f"{data.x.shape[1:]}")
   return data.x
+
+
+def prepare(config, data, mesh) -> engine.Prepared:
+  """Images on the devices (``input="device"``), or streamed (``input="tf.data"``): from ``data``, a
+  loaded dataset or the :class:`jaxclust.data.stream.Source` of a tfds dataset never loaded whole. The
+  network of a streamed run sees the large crops."""
+  if isinstance(data, stream.Source):
+    source = data
+  else:
+    images(config, data)
+    source = stream.open_source(data) if config.input == "tf.data" else None
+  n = data.x.shape[0] if source is None else source.n
+  _, clusters = check(config, n, mesh)
+  if source is None:
+    return engine.Prepared(clusters, data.x)
+  size = int(config.crops[0][1])
+  return engine.Prepared(clusters, None, source, n, (size, size, source.channels))
 
 
 def check(config, n: int, mesh) -> tuple[int, int]:

@@ -226,22 +226,10 @@ def unit_prototypes(state: SwAVState):
 
 
 def prepare(config, data, mesh) -> engine.Prepared:
-  """Images on the devices (``input="device"``), or streamed (``input="tf.data"``): from ``data``, a
-  loaded dataset or the :class:`jaxclust.data.stream.Source` of a tfds dataset never loaded whole. The
-  network of a streamed run sees the large crops."""
-  if isinstance(data, stream.Source):
-    source = data
-  else:
-    online.images(config, data)
-    source = stream.open_source(data) if config.input == "tf.data" else None
-  n = data.x.shape[0] if source is None else source.n
-  _, clusters = online.check(config, n, mesh)
+  """:func:`online.prepare` after SwAV's own check: the queue splits over the devices."""
   if config.queue_length % mesh.size:
     raise ValueError(f"queue_length={config.queue_length} is not divisible by the {mesh.size} devices")
-  if source is None:
-    return engine.Prepared(clusters, data.x)
-  size = int(config.crops[0][1])
-  return engine.Prepared(clusters, None, source, n, (size, size, source.channels))
+  return online.prepare(config, data, mesh)
 
 
 def stages(run):
