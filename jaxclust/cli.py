@@ -46,8 +46,9 @@ def _kmeans(args) -> int:
   return 0
 
 
-def make_config(method: str, dataset: str, *, data_dir=None, config_file=None, settings=()):
-  """The ``fit`` configuration: defaults (or ``config_file``'s ``get_config()``) with ``key=value`` overrides.
+def make_config(method: str, dataset: str, *, data_dir=None, config_file=None, settings=(), recipe=None):
+  """The ``fit`` configuration: the recipe for the data (``recipe``: a named one; or ``config_file``'s
+  ``get_config()``) with ``key=value`` overrides.
 
   Raises:
     ValueError: a config file that is missing, fails or defines no ``get_config()``; a setting that
@@ -55,7 +56,13 @@ def make_config(method: str, dataset: str, *, data_dir=None, config_file=None, s
   """
   from jaxclust import configs
 
-  config = _read_config_file(config_file, method) if config_file else configs.get_config(method, dataset)
+  if config_file:
+    config = _read_config_file(config_file, method)
+  else:
+    from jaxclust.data import sources
+    n, shape = (None, None) if dataset in configs.MEASURED and recipe is None else sources.describe(
+        dataset, data_dir=data_dir)
+    config = configs.get_config(method, dataset, recipe=recipe, n=n, shape=shape)
   config.method, config.dataset = method, dataset
   if data_dir:
     config.data_dir = data_dir
@@ -63,6 +70,8 @@ def make_config(method: str, dataset: str, *, data_dir=None, config_file=None, s
     name, equals, text = assignment.partition("=")
     if not equals:
       raise ValueError(f"--set {assignment!r} must look like key=value, e.g. cluster.tol=0.01")
+    if name == "recipe":
+      raise ValueError(f"--set {assignment}: a recipe sets many settings; choose it with --recipe {text}")
     *groups, target = name.split(".")
     node = config
     for depth, part in enumerate(groups):
@@ -201,7 +210,7 @@ def _fit(args) -> int:
   from jaxclust import engine
 
   config = make_config(args.method, args.dataset, data_dir=args.data_dir, config_file=args.config,
-                       settings=args.set or [])
+                       settings=args.set or [], recipe=args.recipe)
   workdir = args.workdir or f"workdirs/{config.method}_{config.dataset.replace('/', '_')}_seed{config.seed}"
   _check_workdir(workdir)
   engine.fit(config, workdir, stop_after=args.stage)
@@ -272,6 +281,34 @@ def _predict(args) -> int:
   return 0
 
 
+def _recipes(args) -> int:
+  """Every method's recipes (or ``args.method``'s), each with what it sets beyond the method's own settings."""
+  from jaxclust import configs
+
+  for method in [args.method] if args.method else configs.METHODS:
+    base = dict(configs.flatten(methods.get(method).config()))
+    print(f"{method}:")
+    for name, recipe in configs.recipes(method).items():
+      print(f"  {name}: {recipe.about}")
+      config = configs.get_config(method, "", recipe=name)
+      changed = [f"{key}={value!r}" for key, value in configs.flatten(config)
+                 if key not in ("method", "dataset", "recipe") and base.get(key) != value]
+      print("    sets " + (", ".join(changed) if changed else "nothing beyond the method's own settings"))
+  kinds = ", ".join(configs.KINDS)
+  print(f"A fit takes the recipe of its data's kind ({kinds}; images up to {configs.SMALL} pixels a side are small), "
+        "its lengths in images seen scaled to the data's rows; the datasets the recipes were measured on keep "
+        f"them as measured ({', '.join(configs.MEASURED)}). --recipe NAME chooses another.")
+  return 0
+
+
+def _report(args) -> int:
+  """report.html of a finished run, drawn again from its workdir (neither the dataset nor the network)."""
+  from jaxclust import report
+
+  print(f"report: {report.render(args.workdir)}")
+  return 0
+
+
 def _eval(args) -> int:
   """The metrics of a finished run from what fit saved (labels, true labels): the dataset is not read."""
   import jaxclust
@@ -312,25 +349,30 @@ def _fit_epilog(argv) -> str:
   """The settings of the method named in ``fit``'s arguments ``argv``, with defaults and meanings."""
   from jaxclust import configs
 
-  method, dataset, skip = None, "digits", False
-  for i, token in enumerate(argv):
+  method, options, skip = None, {"--dataset": "digits", "--recipe": None, "--data-dir": None}, None
+  for token in argv:
     if skip:
-      skip = False
-    elif token.startswith("--dataset="):
-      dataset = token.partition("=")[2]
-    elif token == "--dataset" and i + 1 < len(argv):
-      dataset, skip = argv[i + 1], True
+      options[skip], skip = token, None
+    elif token.partition("=")[0] in options and "=" in token:
+      options[token.partition("=")[0]] = token.partition("=")[2]
+    elif token in options:
+      skip = token
     elif token.startswith("-"):  # an option's value (--stage scan) is not the method
-      skip = "=" not in token and token not in ("-h", "--help", "--distributed")
+      skip = "(value)" if "=" not in token and token not in ("-h", "--help", "--distributed") else None
     elif method is None:
       method = token
   if method not in configs.METHODS:
     return "`jaxclust fit METHOD --help` lists the method's settings with their defaults and meanings."
-  rows = [(name, repr(value), configs.HELP.get(name, ""))
-          for name, value in configs.flatten(configs.get_config(method, dataset))]
+  dataset = options["--dataset"]
+  try:
+    config = make_config(method, dataset, data_dir=options["--data-dir"], recipe=options["--recipe"])
+  except ValueError as e:
+    return f"(the settings for --dataset {dataset} cannot be shown: {e})"
+  rows = [(name, repr(value), configs.HELP.get(name, "")) for name, value in configs.flatten(config)]
   name_width = max(len(name) for name, _, _ in rows)
   value_width = min(max(len(value) for _, value, _ in rows), 18)  # a longer value pushes its meaning on
-  lines = [f"settings of {method} and their defaults for --dataset {dataset} (change them with --set KEY=VALUE):"]
+  lines = [f"settings of {method} and their defaults for --dataset {dataset} (recipe {config.recipe}; change "
+           "them with --set KEY=VALUE):"]
   lines += [f"  {name:<{name_width}}  {value:<{value_width}}  {meaning}" for name, value, meaning in rows]
   return "\n".join(lines)
 
@@ -351,6 +393,8 @@ def main(argv=None) -> int:
                    help="digits (bundled), mnist, fashion_mnist, usps (with --data-dir), tfds:NAME, or a .npy/.npz/.csv file")
   fit.add_argument("--data-dir", default=None)
   fit.add_argument("--config", default=None, help="a Python file defining get_config()")
+  fit.add_argument("--recipe", default=None,
+                   help="start from this recipe instead of the one for the data's kind (`jaxclust recipes`)")
   fit.add_argument("--workdir", default=None, help="default: workdirs/METHOD_DATASET_seedSEED")
   fit.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. pretrain.epochs=10")
   fit.add_argument("--distributed", action="store_true",
@@ -377,7 +421,11 @@ def main(argv=None) -> int:
   pred.add_argument("--output", default=None, help="where to save the labels: a .npy file, or .csv (a `label` column)")
   ev = sub.add_parser("eval", help="metrics of a finished run")
   ev.add_argument("--workdir", required=True)
-  commands = {"fit": _fit, "kmeans": _kmeans, "predict": _predict, "eval": _eval}
+  rep = sub.add_parser("report", help="draw a finished run's report.html again (fit writes it at the end)")
+  rep.add_argument("--workdir", required=True)
+  rec = sub.add_parser("recipes", help="the methods' recipes and what each sets")
+  rec.add_argument("method", nargs="?", choices=tuple(methods.REGISTRY))
+  commands = {"fit": _fit, "kmeans": _kmeans, "predict": _predict, "eval": _eval, "report": _report, "recipes": _recipes}
   try:
     args = parser.parse_args(argv)
     return commands[args.command](args)

@@ -260,7 +260,7 @@ def test_streamed_deepcluster_reaches_the_accuracy_of_the_device_run(tmp_path):
 def test_streamed_deepcluster_reads_a_stored_tfds_dataset_on_8_devices(tmp_path):
   """A tfds dataset streamed, never loaded whole, on the 8-device mesh (the bank padded from 50 to 56 rows,
   masked out of k-means): the bank refilled by a streamed pass at each epoch's end, neighbour groups read out."""
-  c = configs.get_config("deepcluster", stored_tfds(tmp_path))
+  c = configs.get_config("deepcluster", stored_tfds(tmp_path), recipe="images")
   c.data_dir, c.input, c.backbone, c.cnn_channels = str(tmp_path), "tf.data", "small_cnn", (8, 16)
   c.crops, c.flip_p = CROPS, 0.0
   c.batch_size, c.epochs, c.prototypes, c.n_clusters, c.prototype_sets = 16, 2, 6, 3, 2

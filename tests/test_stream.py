@@ -298,14 +298,14 @@ def test_scan_refuses_neighbour_images_from_a_tfds_stream(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-# The tiny settings of test_scan_train with the heads on frozen features, for a stored tfds dataset (whose
-# recipe is the CIFAR one: the small CNN is named), without self-labeling: its compilation would be a
+# The tiny settings of test_scan_train with the heads on frozen features, for a stored tfds dataset of 8x8 images
+# (the small-image recipe, without its warm-up), without self-labeling: its compilation would be a
 # fifth of each of the test's three processes (test_scan_streams_a_tfds_dataset_never_loaded_whole runs it).
 STREAMED_SCAN = ["pretext.epochs=2", "scan.epochs=2", "selflabel.epochs=0", "backbone=small_cnn",
                  "cnn_channels=(8, 16)", "augment.flip_p=0.0", "pretext.head_hidden=32", "pretext.head_out=16",
                  "scan.heads=2", "mine.neighbors=5", "selflabel.threshold=0.15", "selflabel.strong_ops=1",
                  "pretext.batch_size=32", "scan.batch_size=32", "selflabel.batch_size=32", "scan.update_backbone=False",
-                 "scan.augment=False", "input=tf.data"]
+                 "scan.augment=False", "input=tf.data", "pretext.warmup_epochs=0"]
 
 
 def test_killed_streamed_scan_resumes_to_the_uninterrupted_result(tmp_path):

@@ -64,6 +64,23 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, labels: str | 
                    ".npy/.npz/.csv file")
 
 
+_SIZES = {"digits": (1797, (8, 8, 1)), "mnist": (70_000, (28, 28, 1)), "fashion_mnist": (70_000, (28, 28, 1)),
+          "usps": (9298, (16, 16, 1))}
+
+
+def describe(name: str, *, data_dir=None) -> tuple[int | None, tuple | None]:
+  """``(rows, row shape)`` of a dataset, read as cheaply as its format allows (what the recipes are chosen
+  by); None where unknown without reading every record (a tfds dataset of images of many sizes)."""
+  if name in _SIZES:
+    return _SIZES[name]
+  if name.startswith("tfds:"):
+    from jaxclust.data import stream
+    source = stream.open_source(name, data_dir=data_dir)
+    return source.n, source.shape
+  data = load(name, data_dir=data_dir)
+  return data.x.shape[0], tuple(data.x.shape[1:])
+
+
 def _find(data_dir, folders, filename) -> Path:
   if data_dir is None:
     raise ValueError(f"{filename} is read from local files: pass data_dir (e.g. --data-dir /path/to/data)")

@@ -40,6 +40,7 @@ class Source:
   split: str = "train"
   data_dir: str | None = None
   label_key: str = "label"
+  shape: tuple | None = None  # a tfds dataset's image shape, None when its images differ in size
 
 
 def open_source(dataset, *, data_dir=None) -> Source:
@@ -67,9 +68,10 @@ def open_source(dataset, *, data_dir=None) -> Source:
     n = int(data.reduce(0, lambda count, _: count + 1))
   if n == 0:
     raise ValueError(f"tensorflow-datasets {name!r} split {split!r} is empty")
-  channels = info.features["image"].shape[-1]
-  return Source(n=n, channels=channels, name=name, split=split, data_dir=data_dir,
-                label_key=label_key if label_key in info.features else "")
+  shape = tuple(info.features["image"].shape)
+  return Source(n=n, channels=shape[-1], name=name, split=split, data_dir=data_dir,
+                label_key=label_key if label_key in info.features else "",
+                shape=None if None in shape else shape)
 
 
 def _records(source: Source, seed: int | None):

@@ -8,12 +8,21 @@ this module reuses :mod:`jaxclust.methods.dec` and fixes the loss weight.
 
 from __future__ import annotations
 
-from jaxclust.methods import dec
+from jaxclust.methods import dec, pretrain
 from jaxclust.methods.dec import DECState, embed, predict, refresh_target  # noqa: F401  (IDEC's API)
 # The run is DEC's with the configuration's cluster.gamma (0.1 in IDEC's configs).
 from jaxclust.methods.dec import assign, prepare, readout, stages  # noqa: F401, E402
 
 GAMMA = 0.1
+RECIPES = pretrain.RECIPES
+
+
+def config():
+  """DEC's settings with IDEC's loss weight and optimizer: SGD with learning rate 0.1, momentum 0.99 (per
+  the authors' IDEC-toy README)."""
+  c = pretrain.config()
+  c.cluster.update({"gamma": GAMMA, "learning_rate": 0.1, "momentum": 0.99})
+  return c
 
 
 def init(ae_params, centers, n: int, tx) -> DECState:

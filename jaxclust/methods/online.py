@@ -21,16 +21,90 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
-from jaxclust import collapse, engine, parallel, readout as readouts
+from jaxclust import collapse, configs, engine, parallel, readout as readouts
 from jaxclust import metrics as cluster_metrics
 from jaxclust import workdir as workdirs
 from jaxclust.data import stream
 from jaxclust.validation import check_count
 
 FILES = ("centroids", "groups")  # what predict reads, one per over-clustering readout
+
+
+def config() -> ml_collections.ConfigDict:
+  """The settings SwAV and DeepCluster-v2 share: the SwAV paper's ImageNet recipe.
+
+  2x224 + 6x96 crops, 3000 prototypes, temperature 0.1, batch 4096 with LARS (base learning rate 4.8, final
+  0.0048, weight decay 1e-6, 10 warm-up epochs, cosine), 800 epochs."""
+  c = configs.shared()
+  c.backbone, c.stem, c.dtype, c.cnn_channels = "resnet50", "imagenet", "float32", (32, 64, 128)
+  c.crops = ((2, 224, (0.14, 1.0)), (6, 96, (0.05, 0.14)))
+  c.prototypes, c.temperature, c.batch_size, c.epochs = 3000, 0.1, 4096, 800
+  # Clusters reported (n_clusters): 0 = one per prototype; fewer than the prototypes = over-clustering,
+  # the clusters then read out as `readout` says: "kmeans" (spherical k-means of the embeddings) or "knn"
+  # (the prototypes grouped by the `readout_neighbors` nearest neighbours of their members in the
+  # embedding, 20 as SCAN mines; not in the papers; jaxclust/readout.py). Both only read the trained
+  # network: changing them never changes training.
+  c.readout, c.readout_neighbors = "kmeans", 20
+  # Epochs between the readouts logged while over-clustering (the prototype usage is logged every epoch,
+  # the last epoch is always read out). Changing it never changes training or the result.
+  c.eval_every = 1
+  c.optimizer, c.learning_rate, c.final_lr_fraction, c.weight_decay, c.warmup_epochs = "lars", 4.8, 0.001, 1e-6, 10
+  c.head_hidden, c.head_out = 2048, 128
+  c.flip_p = 0.5  # horizontal flips of every crop
+  # input="tf.data": streamed and multi-cropped on the host, for datasets that do not fit, such as
+  # ImageNet ("tfds:imagenet2012").
+  return c
+
+
+def image_recipe(c, n, shape) -> None:
+  """The paper's ImageNet recipe; the crops scaled to images smaller than 224 pixels a side (2 of the side and
+  6 of 96/224 of it); lengths: 800 epochs of ImageNet's 1,281,167 images."""
+  if shape is not None and max(shape[:2]) < 224:
+    side = max(shape[:2])
+    (large, _, large_scale), (small, _, small_scale) = c.crops
+    c.crops = ((large, side, large_scale), (small, max(8, round(side * 96 / 224)), small_scale))
+  lengths(c, 1_281_167, n)
+
+
+def small_image_recipe(c, n, shape, *, reference: int | None = 70_000) -> None:
+  """The small CNN chosen on MNIST (experiments/RESULTS.md): 2 crops of the image side and 4 of 16/28 of it,
+  batch 256, Adam 1e-3, one warm-up epoch; each method then sets its own lengths (in epochs of
+  ``reference`` rows; None: as given)."""
+  c.backbone = "small_cnn"
+  c.flip_p = 0.0  # a mirrored digit is another symbol or none
+  side = 28 if shape is None else max(shape[:2])
+  c.crops = ((2, side, (0.3, 1.0)), (4, max(4, round(side * 16 / 28)), (0.1, 0.3)))
+  c.batch_size = 256
+  c.optimizer, c.learning_rate, c.weight_decay, c.warmup_epochs = "adam", 1e-3, 1e-6, 1
+  c.head_hidden, c.head_out = 128, 64
+  if reference is not None:
+    lengths(c, reference, n)
+
+
+def measured_on_mnist(c, n) -> None:
+  """The lengths of a recipe chosen on MNIST, for ``n`` rows; at the reference (``n`` None) MNIST's 10 classes,
+  elsewhere ``n_clusters`` as given (0: one cluster per prototype)."""
+  if n is None:
+    c.n_clusters = 10
+  lengths(c, 70_000, n)
+
+
+def digits_recipe(c, shape) -> None:
+  """1,797 8x8 images: a quick demonstration (lengths in epochs)."""
+  small_image_recipe(c, None, shape, reference=None)
+  c.crops = ((2, 8, (0.5, 1.0)), (2, 6, (0.3, 0.6)))
+  c.prototypes, c.batch_size, c.epochs = 10, 128, 20
+
+
+def lengths(c, reference: int, n) -> None:
+  """Every setting counted in epochs, as epochs of ``n`` rows for the images seen in those of ``reference``."""
+  for name in ("epochs", "warmup_epochs", "eval_every", "queue_start_epoch"):
+    if name in c:
+      c[name] = configs.epochs_for(c[name], reference, n)
 
 
 class Scorer(NamedTuple):

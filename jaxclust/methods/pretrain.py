@@ -22,13 +22,79 @@ import orbax.checkpoint as ocp
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxclust import engine, epochs, parallel
+import ml_collections
+
+from jaxclust import configs, engine, epochs, parallel
 from jaxclust import workdir as workdirs
 from jaxclust.methods import networks
 from jaxclust.models.autoencoder import reconstruction_loss
 from jaxclust.validation import check_count
 
 PRETRAINED = "pretrained_autoencoder"  # the folder of a run's pretrained autoencoder (pretrain.init_from)
+
+
+def config() -> ml_collections.ConfigDict:
+  """The settings DEC, IDEC and VaDE share (each module changes its own): the papers' MNIST recipe."""
+  c = configs.shared()
+  # Z-score every feature with the training data's mean and standard deviation (tabular data and
+  # embeddings); the images of the papers are only scaled to [0, 1], as the sources load them.
+  c.standardize = False
+  # "mlp": the papers' d-500-500-2000-10 network (DEC, IDEC, VaDE). "conv" (DEC/IDEC, image data):
+  # a small convolutional autoencoder with `conv_channels` stride-2 3x3 convolutions.
+  c.model = "mlp"
+  c.hidden = (500, 500, 2000)
+  c.conv_channels = (32, 64)
+  c.latent = 10
+  # End-to-end autoencoder pretraining (IDEC / DEC-keras): Adam, batch 256; init_from: a workdir whose
+  # pretrained autoencoder to start from.
+  c.pretrain = ml_collections.ConfigDict({"epochs": 200, "batch_size": 256, "learning_rate": 1e-3,
+                                          "loss": "mse", "init_from": ""})
+  # DEC / IDEC clustering stage (DEC official code): SGD 0.01 momentum 0.9, batch 256, target P
+  # refreshed every 140 steps on MNIST, stop when fewer than 0.1% of labels change.
+  c.cluster = ml_collections.ConfigDict({
+      "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "update_interval": 140, "tol": 0.001,
+      "max_steps": 20_000, "kmeans_n_init": 20, "gamma": 0.0})
+  # VaDE (official code, MNIST): Adam on the negative ELBO, batch 100, 300 epochs, learning rate
+  # 0.002 times 0.9 every 10 epochs, floored at 0.0002; mixture initialized by a diagonal GMM on the
+  # pretrained embeddings.
+  c.vade = ml_collections.ConfigDict({"epochs": 300, "batch_size": 100, "learning_rate": 2e-3, "lr_decay": 0.9,
+                                      "lr_decay_epochs": 10, "min_learning_rate": 2e-4})
+  return c
+
+
+_REFERENCE = 70_000  # MNIST's rows: the papers' lengths are its epochs
+
+
+def _pixels(c, n, shape):
+  """The papers' recipe: the MLP on the pixels in [0, 1]; pretraining 200 and VaDE 300 epochs of 70,000
+  images (14M and 21M images seen); the clustering stage counts SGD steps (at most 20,000)."""
+  del shape
+  c.pretrain.epochs = configs.epochs_for(c.pretrain.epochs, _REFERENCE, n)
+  c.vade.epochs = configs.epochs_for(c.vade.epochs, _REFERENCE, n)
+  c.vade.lr_decay_epochs = configs.epochs_for(c.vade.lr_decay_epochs, _REFERENCE, n)
+
+
+def _vectors(c, n, shape):
+  """The papers' recipe on features z-scored column by column."""
+  _pixels(c, n, shape)
+  c.standardize = True
+
+
+def _digits(c, n, shape):
+  """1,797 8x8 images: the README's few-minute demonstration on 2 CPU cores (lengths in epochs)."""
+  del n, shape
+  c.pretrain.epochs, c.pretrain.batch_size = 60, 64
+  c.cluster.update({"batch_size": 64, "update_interval": 28, "max_steps": 2_000})
+  c.vade.epochs = 60
+
+
+RECIPES = {
+    "vectors": configs.Recipe("the papers' MLP autoencoder on z-scored features; lengths of 70,000 rows", _vectors),
+    "small_images": configs.Recipe("the papers' MNIST recipe: the MLP on pixels in [0, 1], 200 pretraining "
+                                   "epochs of 70,000 images", _pixels),
+    "images": configs.Recipe("as small_images (the papers cluster larger images through the same MLP)", _pixels),
+    "digits": configs.Recipe("a few-minute demonstration on the 1,797 8x8 digits", _digits),
+}
 
 
 class PretrainState(struct.PyTreeNode):

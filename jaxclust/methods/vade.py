@@ -32,6 +32,15 @@ from jaxclust.kernels.gmm import gmm_diag
 from jaxclust.methods import networks, pretrain
 from jaxclust.models.autoencoder import MLPAutoencoder
 
+RECIPES = pretrain.RECIPES
+
+
+def config():
+  """The shared autoencoder settings, pretrained for VaDE's Bernoulli logits."""
+  c = pretrain.config()
+  c.pretrain.loss = "bce"
+  return c
+
 
 class VaDEModel(MLPAutoencoder):
   """:class:`jaxclust.models.autoencoder.MLPAutoencoder` plus a log-variance head.
