@@ -144,8 +144,11 @@ class Run:
     return outputs
 
 
-def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None) -> dict:
+def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None, data=None) -> dict:
   """Runs (or resumes) ``config.method`` on ``config.dataset`` in ``workdir``; returns the summary.
+
+  ``data``: a :class:`jaxclust.data.sources.Dataset` (:func:`jaxclust.data.sources.from_arrays`) to train on
+  instead of loading ``config.dataset`` (the Python API's arrays; ``config.dataset`` then only names it).
 
   Data parallel over ``mesh`` (default: every device of every process, one "data" axis). In a
   multi-host job every process calls ``fit`` with the same arguments; each contributes its own block
@@ -165,10 +168,10 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None)
     return finished
   start = time.perf_counter()
   streamed = config.get("input", "device") == "tf.data"
-  if streamed and str(config.dataset).startswith("tfds:"):  # never loaded whole (ImageNet)
+  if data is None and streamed and str(config.dataset).startswith("tfds:"):  # never loaded whole (ImageNet)
     from jaxclust.data import stream
     data = stream.open_source(config.dataset, data_dir=config.data_dir or None)
-  else:
+  elif data is None:
     data = sources.load(config.dataset, data_dir=config.data_dir or None)
   stats = _standardization(data.x) if config.get("standardize") else None
   if stats is not None:

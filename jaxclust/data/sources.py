@@ -81,6 +81,19 @@ def describe(name: str, *, data_dir=None) -> tuple[int | None, tuple | None]:
   return data.x.shape[0], tuple(data.x.shape[1:])
 
 
+def from_arrays(x, y=None, *, name: str = "array") -> Dataset:
+  """A :class:`Dataset` of in-memory rows ``x`` (``[n, d]`` features or ``[n, H, W(, C)]`` images; numpy or
+  JAX) and optional labels ``y`` (for evaluation only), checked as every loaded dataset is."""
+  x = np.asarray(x)
+  if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+    raise ValueError(f"{name}: expected real numbers, got an array of dtype {x.dtype}")
+  if x.ndim < 2:
+    raise ValueError(f"{name}: expected rows [n, d] or images [n, H, W(, C)], got an array of shape {x.shape}")
+  if x.ndim == 3:  # [n, H, W]: grayscale images get their channel axis
+    x = x[..., None]
+  return _checked(Dataset(x.astype(np.float32), None if y is None else np.asarray(y), name))
+
+
 def _find(data_dir, folders, filename) -> Path:
   if data_dir is None:
     raise ValueError(f"{filename} is read from local files: pass data_dir (e.g. --data-dir /path/to/data)")
