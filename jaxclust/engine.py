@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxclust import epochs, methods, parallel, reporting
+from jaxclust import epochs, methods, parallel, report, reporting
 from jaxclust import metrics as cluster_metrics
 from jaxclust import workdir as workdirs
 from jaxclust.data import sources
@@ -82,16 +82,20 @@ class Prepared(NamedTuple):
 
 
 class Readout(NamedTuple):
-  """The end of a run: ``labels [n]``; ``confidence [n]`` (for the exemplars; None: any members);
+  """The end of a run: ``labels [n]``; ``confidence [n]`` (ranks the exemplars; None: the report ranks them by
+  their distance to the cluster's center in ``embedding``);
   ``files``, arrays saved as ``NAME.npy`` for predict (None: that file removed, so that predict cannot
   read one another readout left); ``summary``, fields added to summary.json; ``images`` and ``y``, the
-  images the first labels belong to and the true labels, where the engine holds none (a streamed dataset)."""
+  images the first labels belong to and the true labels, where the engine holds none (a streamed dataset);
+  ``embedding`` ``[m, e]``, the space the method clusters in, of the first ``m`` rows (all of them, or a
+  streamed run's sample; None: the report falls back on the input rows)."""
   labels: np.ndarray
   confidence: np.ndarray | None = None
   files: dict = {}
   summary: dict = {}
   images: np.ndarray | None = None
   y: np.ndarray | None = None
+  embedding: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -295,8 +299,8 @@ def _train(stages, run: Run, stop_after):
 
 
 def _finish(method, run: Run, state, images, start) -> dict:
-  """The readout of a trained run: labels, the method's files, exemplars and summary.json (written by the
-  lead process); returns the summary."""
+  """The readout of a trained run: labels, the method's files, the label-free scores, the report's data,
+  summary.json, then report.html (written by the lead process); returns the summary."""
   out = method.readout(run, state)
   labels = np.asarray(out.labels)
   y = run.y if out.y is None else out.y
@@ -310,6 +314,12 @@ def _finish(method, run: Run, state, images, start) -> dict:
   sizes = np.bincount(labels, minlength=run.k)
   summary["size_entropy"] = float(cluster_metrics.cluster_balance(jnp.asarray(labels), k=run.k)["normalized_entropy"])
   summary["collapsed"] = bool(summary["size_entropy"] < 0.1 or np.sum(sizes > 0) < run.k / 2)
+  tick = time.perf_counter()
+  space, points = report.space(out.embedding, images)
+  if points is not None:  # silhouette, Davies-Bouldin, Calinski-Harabasz where the clusters live
+    summary["quality_space"] = space
+    summary.update(cluster_metrics.label_free(points, labels[:len(points)], k=run.k,
+                                              rng=jax.random.fold_in(run.key, 7)))
   if run.lead:
     workdirs.save_npy(run.workdir / "labels.npy", labels)
     if y is not None:  # eval reads them instead of loading the dataset again
@@ -319,12 +329,24 @@ def _finish(method, run: Run, state, images, start) -> dict:
         (run.workdir / f"{name}.npy").unlink(missing_ok=True)
       else:
         workdirs.save_npy(run.workdir / f"{name}.npy", array)
-    if images is not None and images.ndim == 4:  # a row of each cluster's most typical members
-      confidence = np.ones(len(labels), np.float32) if out.confidence is None else np.asarray(out.confidence)
-      with (run.workdir / "exemplars.png").open("wb") as f:
-        reporting.write_exemplars(f, images, labels[:len(images)], confidence[:len(images)], min(run.k, 20))
+    report.save(run.workdir, labels=labels, k=run.k, seed=run.config.seed, y=y, rows=images,
+                embedding=out.embedding, confidence=out.confidence)  # the exemplars.png of image data too
     workdirs.write_json(run.workdir / "summary.json", summary)
+    _render_report(run, tick)
   return summary
+
+
+def _render_report(run: Run, start: float) -> None:
+  """report.html of the finished run. A figure that fails to draw must not fail a finished run: the error
+  goes to error.log, and ``jaxclust report`` draws it again."""
+  try:
+    page = report.render(run.workdir)
+  except Exception as e:  # pylint: disable=broad-except
+    workdirs.append_line(run.workdir / "error.log", "".join(traceback.format_exception(e)))
+    run.log(f"WARNING: the report could not be drawn ({type(e).__name__}: {e}); details in "
+            f"{run.workdir / 'error.log'}; try `jaxclust report --workdir {run.workdir}`")
+    return
+  run.log(f"report: {page} ({time.perf_counter() - start:.1f} s)")
 
 
 def predict(workdir, x) -> np.ndarray:

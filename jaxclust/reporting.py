@@ -1,5 +1,5 @@
-"""What a run shows while and after it trains: console lines, metrics.jsonl, TensorBoard scalars, a
-progress bar, and the grid of each cluster's most typical images (exemplars.png)."""
+"""What a run shows while it trains: console lines, metrics.jsonl, TensorBoard scalars, a progress bar; and
+the mosaic of each cluster's images that the report draws (:mod:`jaxclust.report`)."""
 
 from __future__ import annotations
 
@@ -71,23 +71,3 @@ def exemplar_grid(images, labels, confidence, k: int, per_cluster: int = 8, pad:
       grid[c * h + pad:(c + 1) * h - pad, j * w + pad:(j + 1) * w - pad] = np.clip(
           np.asarray(images[i], np.float32), 0.0, 1.0)  # one channel broadcasts to three
   return grid
-
-
-def write_exemplars(file, images, labels, confidence, k: int, per_cluster: int = 8):
-  """A PNG of :func:`exemplar_grid` into the open binary ``file``, each row named by its cluster and size.
-  One image, not k x ``per_cluster`` subplots: 80 subplots took 2.5 s to lay out, and a run ends by
-  writing this."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  grid = exemplar_grid(images, labels, confidence, k, per_cluster)
-  row = grid.shape[0] / k
-  fig, ax = plt.subplots(figsize=(per_cluster + 1.5, k), squeeze=True)
-  ax.imshow(grid, interpolation="nearest")
-  ax.set_xticks([])
-  ax.set_yticks((np.arange(k) + 0.5) * row, [f"cluster {c} ({np.sum(labels == c)})" for c in range(k)], fontsize=6)
-  ax.tick_params(length=0)
-  for side in ax.spines.values():
-    side.set_visible(False)
-  fig.savefig(file, format="png", dpi=80, bbox_inches="tight")
-  plt.close(fig)

@@ -74,6 +74,67 @@ def test_silhouette_singleton_cluster_scores_zero():
   assert abs(float(metrics.silhouette(jnp.asarray(x), jnp.asarray(labels), k=2)) - skm.silhouette_score(x, labels)) < 1e-6
 
 
+def _clusters(seed):
+  """Random points in k clusters of various spreads, one cluster id left empty in every other case."""
+  rng = np.random.default_rng(seed)
+  n, d, k = int(rng.integers(40, 1500)), int(rng.integers(1, 24)), int(rng.integers(2 + seed % 2, 13))
+  labels = rng.integers(0, k, n)
+  if seed % 2:
+    labels[labels == k // 2] = 0  # an id no row has: scikit-learn never sees it, ours must ignore it
+  centers = rng.normal(scale=3.0, size=(k, d)) + 10.0  # off the origin: the sums are not centred
+  x = (centers[labels] + rng.normal(size=(n, d)) * rng.uniform(0.3, 2.0, size=(k, 1))[labels]).astype(np.float32)
+  return x, labels, k
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_davies_bouldin_and_calinski_harabasz_match_sklearn(seed):
+  x, labels, k = _clusters(seed)
+  x64 = x.astype(np.float64)
+  db = float(metrics.davies_bouldin(jnp.asarray(x), jnp.asarray(labels), k=k))
+  ch = float(metrics.calinski_harabasz(jnp.asarray(x), jnp.asarray(labels), k=k))
+  assert db == pytest.approx(skm.davies_bouldin_score(x64, labels), rel=2e-5)
+  assert ch == pytest.approx(skm.calinski_harabasz_score(x64, labels), rel=2e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_label_free_matches_sklearn_with_the_silhouette_on_its_sample(seed):
+  x, labels, k = _clusters(seed + 10)
+  rng = jax.random.key(seed)
+  out = metrics.label_free(x, labels, k=k, rng=rng, sample_size=300)
+  index = np.asarray(jax.random.choice(rng, len(x), (300,), replace=False)) if len(x) > 300 else np.arange(len(x))
+  x64 = x.astype(np.float64)
+  assert out["silhouette"] == pytest.approx(skm.silhouette_score(x64[index], labels[index]), abs=1e-5)
+  assert out["davies_bouldin"] == pytest.approx(skm.davies_bouldin_score(x64, labels), rel=2e-5)
+  assert out["calinski_harabasz"] == pytest.approx(skm.calinski_harabasz_score(x64, labels), rel=2e-5)
+
+
+def test_label_free_scores_in_the_degenerate_cases_as_sklearn():
+  # Clusters whose centroids coincide (a ratio of 0, not infinity) and clusters of identical points (W = 0).
+  x = np.array([[0.0, 1.0], [0.0, -1.0], [1.0, 0.0], [-1.0, 0.0], [5.0, 5.0], [5.0, 5.0]], np.float32)
+  labels = np.array([0, 0, 1, 1, 2, 2])
+  assert float(metrics.davies_bouldin(jnp.asarray(x), jnp.asarray(labels), k=3)) == pytest.approx(
+      skm.davies_bouldin_score(x, labels), rel=1e-6)
+  points = np.array([[0.0], [0.0], [3.0], [3.0]], np.float32)
+  assert float(metrics.calinski_harabasz(jnp.asarray(points), jnp.asarray(np.array([0, 0, 1, 1])), k=2)) == \
+      skm.calinski_harabasz_score(points, [0, 0, 1, 1]) == 1.0
+  assert metrics.label_free(x, np.zeros(6, np.int64), k=3, rng=jax.random.key(0)) == {}  # one cluster: undefined
+  with pytest.raises(ValueError, match="davies_bouldin needs 2 <= number of clusters"):
+    metrics.davies_bouldin(jnp.asarray(x), jnp.zeros(6, jnp.int32), k=3)
+  with pytest.raises(ValueError, match="labels has shape"):
+    metrics.calinski_harabasz(jnp.asarray(x), jnp.zeros(5, jnp.int32), k=3)
+
+
+def test_center_distances_against_numpy():
+  x, labels, k = _clusters(1)
+  own, other = (np.asarray(a) for a in metrics.center_distances(jnp.asarray(x), jnp.asarray(labels), k=k))
+  used = np.unique(labels)
+  centers = np.stack([x[labels == c].astype(np.float64).mean(0) for c in used])
+  distances = np.linalg.norm(x[:, None, :] - centers[None], axis=-1)  # [n, k, d]: fine for a reference
+  mine = labels[:, None] == used[None, :]
+  np.testing.assert_allclose(own, distances[mine], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(other, np.where(mine, np.inf, distances).min(1), rtol=1e-4, atol=1e-4)
+
+
 def test_cluster_balance():
   labels = jnp.array([0] * 6 + [1] * 3 + [2] * 1)
   out = metrics.cluster_balance(labels, k=4)

@@ -169,9 +169,11 @@ def stages(run):
 
 
 def readout(run, state) -> engine.Readout:
-  """The clusters of the last refresh; confidence, the largest soft assignment."""
-  q = _assignments(run, networks.autoencoder(run.config, run.shape), state.params)
-  return engine.Readout(parallel.fetch(state.labels)[:run.n], np.max(q, -1))
+  """The clusters of the last refresh; confidence, the largest soft assignment; the embedding z."""
+  model = networks.autoencoder(run.config, run.shape)
+  q = _assignments(run, model, state.params)
+  return engine.Readout(parallel.fetch(state.labels)[:run.n], np.max(q, -1),
+                        embedding=parallel.fetch(pretrain.embed(run, model, state.params["ae"])))
 
 
 def _assignments(run, model, params):

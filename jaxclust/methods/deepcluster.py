@@ -274,7 +274,7 @@ def readout(run, state) -> engine.Readout:
   found = {}
   if run.k != config.prototypes:
     codes, found = online.group(config, run.k, z, codes, unit_prototypes(state))
-  return engine.Readout(codes, files=online.files(found), summary=summary, images=images, y=y)
+  return engine.Readout(codes, files=online.files(found), summary=summary, images=images, y=y, embedding=z)
 
 
 def assign(run, state, x):

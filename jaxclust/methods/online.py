@@ -230,10 +230,11 @@ def group(config, clusters: int, z, codes, prototypes) -> tuple[np.ndarray, dict
 
 
 def readout(run, state, scorer: Scorer, summary: dict) -> engine.Readout:
-  """The clusters of the images on the devices; the exemplars show any members (the scores are not
-  probabilities)."""
-  clusters, found = labels(run.config, scorer, state, run.x, run.n, run.k)
-  return engine.Readout(clusters, files=files(found), summary=summary)
+  """The clusters of the images on the devices, and their embeddings (the scores are not probabilities:
+  the report ranks members by their distance to the cluster's center)."""
+  z = scorer.embed(state, run.x, run.n)
+  clusters, found = labels(run.config, scorer, state, run.x, run.n, run.k, z)
+  return engine.Readout(clusters, files=files(found), summary=summary, embedding=parallel.fetch(z))
 
 
 def files(found: dict) -> dict:

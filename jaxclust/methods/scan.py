@@ -303,8 +303,11 @@ def readout(run, state) -> engine.Readout:
   best = best_head(state)
   model = scan_epochs.models(run.config, run.k)["cluster"]
   labels, confidence, images = scan_epochs.over_images(run, "predict", model, _variables(state.cluster), best)
+  # The backbone's features, what the heads cluster; a streamed run would read its dataset again for them.
+  features = None if run.source is not None else parallel.fetch(
+      scan_epochs.over_images(run, "features", model, _variables(state.cluster)))
   return engine.Readout(labels, confidence, summary={"best_head": best}, images=images,
-                        y=None if run.source is None else run.y)
+                        y=None if run.source is None else run.y, embedding=features)
 
 
 def assign(run, state, x):

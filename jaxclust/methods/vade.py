@@ -149,8 +149,10 @@ def stages(run):
 
 
 def readout(run, state) -> engine.Readout:
+  """The clusters of every row; the embedding, the posterior mean of z (the autoencoder's encoder)."""
   model, _ = _model(run.config, int(np.prod(run.shape)))
-  return engine.Readout(_labels(run, model, state.params))
+  z = pretrain.embed(run, networks.autoencoder(run.config, run.shape, conv=False), state.params["vae"])
+  return engine.Readout(_labels(run, model, state.params), embedding=parallel.fetch(z))
 
 
 def _labels(run, model, params):
