@@ -72,16 +72,10 @@ def make_config(method: str, dataset: str, *, data_dir=None, config_file=None, s
       raise ValueError(f"--set {assignment!r} must look like key=value, e.g. cluster.tol=0.01")
     if name == "recipe":
       raise ValueError(f"--set {assignment}: a recipe sets many settings; choose it with --recipe {text}")
-    *groups, target = name.split(".")
-    node = config
-    for depth, part in enumerate(groups):
-      if part not in node:
-        raise ValueError(f"--set {name}: unknown setting {part!r}")
-      node = node[part]
-      if not isinstance(node, ml_collections.ConfigDict):
-        raise ValueError(f"--set {name}: {'.'.join(groups[:depth + 1])} is a setting, not a group of settings")
-    if target not in node:
-      raise ValueError(f"--set {name}: unknown setting {target!r}; available: {sorted(node.keys())}")
+    try:
+      node, target = configs.locate(config, name)
+    except ValueError as e:
+      raise ValueError(f"--set {e}") from None
     node[target] = _parse_setting(name, text, node[target])
   return config
 
@@ -252,14 +246,20 @@ def _check_output(output: str) -> None:
     raise ValueError(f"--output {output} is not writable")
 
 
-def _write_labels(output: str, labels: np.ndarray) -> None:
-  """``labels`` to exactly ``output``: .npy, or .csv with one label a line under a ``label`` header."""
+def _write_predictions(output: str, out) -> None:
+  """Labels, confidence and outlier score to exactly ``output``: .npy (a structured array with those three
+  fields), or .csv with a ``label,confidence,outlier`` header (outlier empty for a run without its reference)."""
+  outlier = np.full(len(out.labels), np.nan, np.float32) if out.outlier is None else out.outlier
   if Path(output).suffix.lower() == ".npy":
+    table = np.zeros(len(out.labels), [("label", np.int64), ("confidence", np.float32), ("outlier", np.float32)])
+    table["label"], table["confidence"], table["outlier"] = out.labels, out.confidence, outlier
     with open(output, "wb") as f:  # np.save(name) would append .npy to a name lacking it
-      np.save(f, labels)
+      np.save(f, table)
   else:
     with open(output, "w") as f:
-      f.write("label\n" + "".join(f"{int(label)}\n" for label in labels))
+      f.write("label,confidence,outlier\n" + "".join(
+          f"{int(label)},{float(p):.6f},{'' if np.isnan(o) else f'{float(o):.6f}'}\n"
+          for label, p, o in zip(out.labels, out.confidence, outlier)))
 
 
 def _predict(args) -> int:
@@ -269,9 +269,10 @@ def _predict(args) -> int:
   if args.output:
     _check_output(args.output)
   data = sources.load(args.input, data_dir=args.data_dir)
-  labels = engine.predict(args.workdir, data.x)
+  out = engine.predict(args.workdir, data.x)
+  labels = out.labels
   if args.output:
-    _write_labels(args.output, labels)
+    _write_predictions(args.output, out)
   counts = np.bincount(labels)
   print(f"{len(labels)} rows -> clusters with sizes {counts.tolist()}" + (f"; saved to {args.output}" if args.output else ""))
   if data.y is not None:

@@ -211,6 +211,25 @@ def get_config(method: str, dataset: str = "digits", *, recipe: str | None = Non
   return c
 
 
+def locate(config, name: str) -> tuple[ml_collections.ConfigDict, str]:
+  """The group holding the dotted setting ``name`` and its key there.
+
+  Raises:
+    ValueError: an unknown setting or group, or a setting named as a group (the message starts with the name).
+  """
+  *groups, target = name.split(".")
+  node = config
+  for depth, part in enumerate(groups):
+    if part not in node:
+      raise ValueError(f"{name}: unknown setting {part!r}")
+    node = node[part]
+    if not isinstance(node, ml_collections.ConfigDict):
+      raise ValueError(f"{name}: {'.'.join(groups[:depth + 1])} is a setting, not a group of settings")
+  if target not in node or isinstance(node[target], ml_collections.ConfigDict):
+    raise ValueError(f"{name}: unknown setting {target!r}; available: {sorted(node.keys())}")
+  return node, target
+
+
 def shared(**settings) -> ml_collections.ConfigDict:
   """The settings every method has, then ``settings``."""
   c = ml_collections.ConfigDict()

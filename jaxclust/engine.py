@@ -25,6 +25,7 @@ would. Every stage's first save (the end of the previous stage) is kept besides 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 import traceback
@@ -96,6 +97,16 @@ class Readout(NamedTuple):
   images: np.ndarray | None = None
   y: np.ndarray | None = None
   embedding: np.ndarray | None = None
+
+
+class Assignment(NamedTuple):
+  """New rows under a finished run (a method's ``assign``): ``labels [m]``; ``confidence [m]`` in [0, 1], the
+  method's own probability of the row's cluster; ``embedding [m, e]``, the rows in the space the method
+  clusters in (the Python API's ``transform``)."""
+  labels: np.ndarray
+  confidence: np.ndarray
+  embedding: np.ndarray
+  outlier: np.ndarray | None = None  # [m] in [0, 1], from predict: see outlier_scores
 
 
 @dataclasses.dataclass
@@ -331,6 +342,8 @@ def _finish(method, run: Run, state, images, start) -> dict:
         workdirs.save_npy(run.workdir / f"{name}.npy", array)
     report.save(run.workdir, labels=labels, k=run.k, seed=run.config.seed, y=y, rows=images,
                 embedding=out.embedding, confidence=out.confidence)  # the exemplars.png of image data too
+    if out.embedding is not None:  # what predict's outlier scores compare new rows with
+      workdirs.save_npz(run.workdir / OUTLIERS, **outlier_reference(out.embedding, labels, run.k))
     workdirs.write_json(run.workdir / "summary.json", summary)
     _render_report(run, tick)
   return summary
@@ -349,34 +362,78 @@ def _render_report(run: Run, start: float) -> None:
   run.log(f"report: {page} ({time.perf_counter() - start:.1f} s)")
 
 
-def predict(workdir, x) -> np.ndarray:
-  """Clusters of new rows ``x`` (``[m, ...]``, shaped and scaled as the training data) under a finished run."""
+def predict(workdir, x) -> Assignment:
+  """New rows ``x`` (``[m, ...]``, shaped and scaled as the training data) under a finished run: their
+  clusters, confidence, embedding and outlier score (:func:`outlier_scores`; None for a run finished before
+  fit saved its reference)."""
+  method, run, state = restore(workdir)
+  x = np.asarray(x, np.float32)
+  shape = run.shape
+  if x.ndim < 2 or math.prod(x.shape[1:]) != math.prod(shape):
+    raise ValueError(f"input has rows of shape {tuple(x.shape[1:])} but the run {run.workdir} was trained on {shape}")
+  if not np.all(np.isfinite(x)):
+    raise ValueError("input has NaN or Inf values")
+  x = x.reshape(len(x), *shape)
+  if run.config.get("standardize"):  # the training data's statistics, saved by fit
+    stats = workdirs.load_npz(run.workdir / _STANDARDIZATION)
+    x = ((x - stats["mean"]) / stats["std"]).astype(np.float32)
+  out = method.assign(run, state, x)
+  reference = run.workdir / OUTLIERS
+  if reference.exists():
+    out = out._replace(outlier=outlier_scores(out.embedding, workdirs.load_npz(reference)))
+  return out
+
+
+def restore(workdir):
+  """``(method module, Run, final state)`` of the finished run in ``workdir``, on one device."""
   path = workdirs.path(workdir)
   summary = workdirs.open(path)
   if summary is None:
     raise ValueError(f"{path} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
   config = ml_collections.ConfigDict(workdirs.read_json(path / "config.json"))
   method = methods.get(config.method)
-  x = np.asarray(x, np.float32)
-  shape = tuple(summary["shape"])
-  if x.ndim < 2 or math.prod(x.shape[1:]) != math.prod(shape):
-    raise ValueError(f"input has rows of shape {tuple(x.shape[1:])} but the run {path} was trained on {shape}")
-  if not np.all(np.isfinite(x)):
-    raise ValueError("input has NaN or Inf values")
-  x = x.reshape(len(x), *shape)
-  if config.get("standardize"):  # the training data's statistics, saved by fit
-    stats = workdirs.load_npz(path / _STANDARDIZATION)
-    x = ((x - stats["mean"]) / stats["std"]).astype(np.float32)
-  manager = ocp.CheckpointManager(path / "checkpoints", options=ocp.CheckpointManagerOptions(
-      read_only=True, save_interval_steps=0, create=False))
-  step = manager.latest_step()
-  run = Run(config, path, parallel.make_mesh(1), summary["k"], summary["n"], shape, 0, summary=summary,
-            log=lambda _: None)
-  run.meta = _meta(manager, step, run)
-  run.rows = run.meta["rows"]
-  state = _restore(manager, step, method.stages(run)[-1].template(run), run)
-  manager.close()
-  return np.asarray(method.assign(run, state, x))
+  absl = logging.getLogger("absl")  # orbax warns that a read-only manager's folder is read-only
+  level, _ = absl.level, absl.setLevel(logging.ERROR)
+  try:
+    manager = ocp.CheckpointManager(path / "checkpoints", options=ocp.CheckpointManagerOptions(
+        read_only=True, save_interval_steps=0, create=False))
+    step = manager.latest_step()
+    run = Run(config, path, parallel.make_mesh(1), summary["k"], summary["n"], tuple(summary["shape"]), 0,
+              summary=summary, log=lambda _: None)
+    run.meta = _meta(manager, step, run)
+    run.rows = run.meta["rows"]
+    state = _restore(manager, step, method.stages(run)[-1].template(run), run)
+    manager.close()
+  finally:
+    absl.setLevel(level)
+  return method, run, state
+
+
+OUTLIERS = "outliers.npz"  # the training rows' distances to their nearest cluster mean, for predict
+_LEVELS = np.linspace(0.0, 1.0, 1001)
+
+
+def outlier_reference(embedding, labels, k: int) -> dict:
+  """The cluster means of the training ``embedding`` and the quantiles of each row's distance to the nearest
+  one (what :func:`outlier_scores` compares new rows with)."""
+  z = np.asarray(embedding, np.float64).reshape(len(embedding), -1)
+  labels = np.asarray(labels)[:len(z)]
+  means = np.stack([z[labels == c].mean(0) if np.any(labels == c) else np.full(z.shape[1], np.inf)
+                    for c in range(k)])
+  return {"means": means.astype(np.float32), "quantiles": np.quantile(_nearest(z, means), _LEVELS).astype(np.float32)}
+
+
+def outlier_scores(embedding, reference: dict) -> np.ndarray:
+  """Per row, the share of training rows nearer to their nearest cluster mean than this row is to its own
+  (0: as central as the most central; above 0.99: farther out than 99% of the training data)."""
+  d = _nearest(np.asarray(embedding, np.float64).reshape(len(embedding), -1), np.asarray(reference["means"], np.float64))
+  return np.interp(d, reference["quantiles"], _LEVELS, left=0.0, right=1.0).astype(np.float32)
+
+
+def _nearest(z, means):
+  finite = np.all(np.isfinite(means), axis=1)  # an empty cluster has no mean
+  d2 = (z * z).sum(1, keepdims=True) - 2 * z @ means[finite].T + (means[finite] ** 2).sum(1)
+  return np.sqrt(np.maximum(d2.min(1), 0.0))
 
 
 def _meta(manager, step, run) -> dict:

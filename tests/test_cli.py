@@ -158,14 +158,20 @@ def finished_run(tmp_path_factory):
 
 
 def test_predict_writes_exactly_the_named_npy_and_csv(finished_run, tmp_path, capsys):
+  """Labels, confidence (DEC: the largest soft assignment) and the outlier score, in both formats."""
   labels = np.load(finished_run / "labels.npy")
   assert cli.main(["predict", "--workdir", str(finished_run), "--input", "digits",
                    "--output", str(tmp_path / "labels.npy")]) == 0
-  np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), labels)
+  table = np.load(tmp_path / "labels.npy")
+  np.testing.assert_array_equal(table["label"], labels)
+  assert np.all((table["confidence"] > 1 / 10) & (table["confidence"] <= 1))
+  assert np.all((table["outlier"] >= 0) & (table["outlier"] <= 1)) and 0.4 < np.median(table["outlier"]) < 0.6
   assert cli.main(["predict", "--workdir", str(finished_run), "--input", "digits",
                    "--output", str(tmp_path / "labels.csv")]) == 0
   lines = (tmp_path / "labels.csv").read_text().splitlines()
-  assert lines[0] == "label" and [int(v) for v in lines[1:]] == labels.tolist()
+  assert lines[0] == "label,confidence,outlier" and [int(v.split(",")[0]) for v in lines[1:]] == labels.tolist()
+  np.testing.assert_allclose([[float(f) for f in v.split(",")[1:]] for v in lines[1:]],
+                             np.stack([table["confidence"], table["outlier"]], 1), atol=1e-6)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv", "labels.npy"]  # no labels.npy.npy
   assert "saved to" in capsys.readouterr().out
 

@@ -215,7 +215,7 @@ def test_streamed_deepcluster_trains_predicts_and_resumes_to_the_same_result(tmp
   labels = np.load(tmp_path / "reference" / "labels.npy")
   images = sources.load("digits").x
   # The final pass streams the images untransformed (8x8 crops of 8x8 digits): predict agrees.
-  assert np.mean(engine.predict(tmp_path / "reference", images) == labels) >= 0.999
+  assert np.mean(engine.predict(tmp_path / "reference", images).labels == labels) >= 0.999
   # Each bank row was written by the steps with the embedding of a crop of the image at that row: centred,
   # it points to that image's clean embedding (cosine 0.22 measured, both banks) and not to the others
   # (0.001). Rows written at the wrong index (a batch's indices rolled by one) measured 0.000 and 0.002.
@@ -276,4 +276,4 @@ def test_streamed_deepcluster_reads_a_stored_tfds_dataset_on_8_devices(tmp_path)
   lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in lines] == [1, 2] and "targets_nmi_previous" in lines[1]
   # The final pass streams the images untransformed (8x8 crops of 8x8 images): predict agrees.
-  assert np.mean(engine.predict(tmp_path / "run", images) == labels) >= 0.98
+  assert np.mean(engine.predict(tmp_path / "run", images).labels == labels) >= 0.98

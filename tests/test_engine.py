@@ -85,7 +85,7 @@ def test_a_url_workdir_stays_a_url(tmp_path, monkeypatch, capsys):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["bucket"]
   from sklearn.datasets import load_digits
   x = (load_digits().data[:50] / 16.0).astype(np.float32)
-  np.testing.assert_array_equal(engine.predict("gs://b/run", x), np.load(stored / "labels.npy")[:50])
+  np.testing.assert_array_equal(engine.predict("gs://b/run", x).labels, np.load(stored / "labels.npy")[:50])
   assert cli.main(["eval", "--workdir", "gs://b/run"]) == 0
   assert f"ACC={summary['acc']:.4f}" in capsys.readouterr().out
   # A finished URL run is recognized as such: not trained again.

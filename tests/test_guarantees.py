@@ -87,7 +87,7 @@ def test_streamed_reaches_the_accuracy_of_in_memory(tmp_path, method):
   # predict needs no data stream: the streamed run's clusters of the training rows are its labels.
   from jaxclust.data import sources
   x = sources.load("digits").x[:200]
-  np.testing.assert_array_equal(engine.predict(tmp_path / "streamed", x),
+  np.testing.assert_array_equal(engine.predict(tmp_path / "streamed", x).labels,
                                 np.load(tmp_path / "streamed" / "labels.npy")[:200])
 
 

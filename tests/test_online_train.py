@@ -65,9 +65,9 @@ def test_cli_run_logs_predicts_and_resumes_after_sigkill(tmp_path):
   from jaxclust.data import sources
   images = sources.load("digits").x
   labels = np.load(tmp_path / "reference" / "labels.npy")
-  assert np.mean(engine.predict(tmp_path / "reference", images) == labels) >= 0.999
+  assert np.mean(engine.predict(tmp_path / "reference", images).labels == labels) >= 0.999
   with pytest.raises(ValueError, match="trained on"):
-    engine.predict(tmp_path / "reference", images[:, :4, :4])
+    engine.predict(tmp_path / "reference", images[:, :4, :4]).labels
   workdir = tmp_path / "killed"
   kill_cli_run(method, workdir, TINY[method], checkpoint=2)  # epoch 2 saved: the bank refreshed
   run_cli(method, workdir, TINY[method])
@@ -101,7 +101,7 @@ def test_over_clustering_reports_k_means_clusters_of_the_embeddings(tmp_path):
   np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=1e-5)
   from jaxclust.data import sources
   images = sources.load("digits").x
-  np.testing.assert_array_equal(engine.predict(tmp_path / "run", images), labels)
+  np.testing.assert_array_equal(engine.predict(tmp_path / "run", images).labels, labels)
 
 
 def test_resume_may_change_only_what_changes_neither_training_nor_result(tmp_path):

@@ -111,7 +111,7 @@ def test_a_run_reads_out_the_neighbour_groups_and_predict_uses_them(tmp_path, me
   assert not (tmp_path / "run" / "centroids.npy").exists()
   assert groups.shape == (30,) and set(groups) <= set(range(10))
   images = np.asarray(sources.load("digits").x, np.float32)
-  np.testing.assert_array_equal(engine.predict(tmp_path / "run", images), labels)
+  np.testing.assert_array_equal(engine.predict(tmp_path / "run", images).labels, labels)
   state, scorer, n = final_state(tmp_path / "run"), methods.get(method).scorer(c), len(images)
   # Each image's cluster is its prototype's group.
   codes = np.asarray(scorer.code(state, images, n))

@@ -114,12 +114,12 @@ def test_stages_run_in_order_and_stop_where_asked(tmp_path_factory):
   assert 0.0 < summary["acc"] <= 1.0 and summary["best_head"] in (0, 1)
   assert (tmp_path / "exemplars.png").stat().st_size > 1000
   labels = np.load(tmp_path / "labels.npy")
-  np.testing.assert_array_equal(engine.predict(tmp_path, images[:64]), labels[:64])
+  np.testing.assert_array_equal(engine.predict(tmp_path, images[:64]).labels, labels[:64])
   # Rows of 64 values are the run's 8x8x1 images whatever their shape (the engine reshapes them); other
   # rows are refused.
-  np.testing.assert_array_equal(engine.predict(tmp_path, images[:64, ..., 0]), labels[:64])
+  np.testing.assert_array_equal(engine.predict(tmp_path, images[:64, ..., 0]).labels, labels[:64])
   with pytest.raises(ValueError, match=r"input has rows of shape \(4, 8, 1\) but the run .* trained on \(8, 8, 1\)"):
-    engine.predict(tmp_path, images[:64, :4])
+    engine.predict(tmp_path, images[:64, :4]).labels
 
 
 @pytest.mark.parametrize("section, setting, value, message", [

@@ -112,9 +112,9 @@ def test_streamed_swav_trains_predicts_and_resumes_to_the_same_result(tmp_path):
   labels = np.load(tmp_path / "reference" / "labels.npy")
   assert labels.shape == (1797,)
   # The final pass streams the images untransformed (8x8 crops of 8x8 digits): predict agrees.
-  assert np.mean(engine.predict(tmp_path / "reference", sources.load("digits").x) == labels) >= 0.999
+  assert np.mean(engine.predict(tmp_path / "reference", sources.load("digits").x).labels == labels) >= 0.999
   with pytest.raises(ValueError, match="trained on"):
-    engine.predict(tmp_path / "reference", sources.load("digits").x[:, :4, :4])
+    engine.predict(tmp_path / "reference", sources.load("digits").x[:, :4, :4]).labels
   workdir = tmp_path / "killed"
   kill_cli_run("swav", workdir, TINY_STREAM, checkpoint=1)
   run_cli("swav", workdir, TINY_STREAM)
@@ -133,7 +133,7 @@ def test_streamed_swav_reads_out_neighbour_groups_as_the_device_path_does(tmp_pa
   groups, labels = np.load(tmp_path / "run" / "groups.npy"), np.load(tmp_path / "run" / "labels.npy")
   assert not (tmp_path / "run" / "centroids.npy").exists()
   images = np.asarray(sources.load("digits").x, np.float32)
-  assert np.mean(engine.predict(tmp_path / "run", images) == labels) >= 0.999
+  assert np.mean(engine.predict(tmp_path / "run", images).labels == labels) >= 0.999
   from jaxclust.methods import online, swav
   from test_online_train import final_state
   state = final_state(tmp_path / "run")
@@ -282,7 +282,7 @@ def test_scan_streams_a_tfds_dataset_never_loaded_whole(tmp_path, monkeypatch):
   assert engine.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE, stop_after="mine") == {"stage": "mine"}
   engine.fit(c, tmp_path / "split", log=lambda _: None, mesh=ONE_DEVICE)
   np.testing.assert_array_equal(np.load(tmp_path / "split" / "labels.npy"), labels)
-  np.testing.assert_array_equal(engine.predict(tmp_path / "whole", images), labels)  # in the split's order
+  np.testing.assert_array_equal(engine.predict(tmp_path / "whole", images).labels, labels)  # in the split's order
 
 
 def test_scan_refuses_neighbour_images_from_a_tfds_stream(tmp_path):

@@ -131,18 +131,18 @@ def test_predict_and_eval_on_a_finished_run(tmp_path, capsys):
   engine.fit(fast_config(), tmp_path, log=lambda _: None)
   x, y = load_digits(return_X_y=True)
   np.savez(tmp_path / "new.npz", x=(x[:100] / 16.0).astype(np.float32), y=y[:100])
-  labels = engine.predict(tmp_path, (x[:100] / 16.0).astype(np.float32))
+  labels = engine.predict(tmp_path, (x[:100] / 16.0).astype(np.float32)).labels
   np.testing.assert_array_equal(labels, np.load(tmp_path / "labels.npy")[:100])  # same rows, same clusters
   assert cli.main(["predict", "--workdir", str(tmp_path), "--input", str(tmp_path / "new.npz"),
                    "--output", str(tmp_path / "pred.npy")]) == 0
-  np.testing.assert_array_equal(np.load(tmp_path / "pred.npy"), labels)
+  np.testing.assert_array_equal(np.load(tmp_path / "pred.npy")["label"], labels)
   assert "ACC=" in capsys.readouterr().out
   assert cli.main(["eval", "--workdir", str(tmp_path)]) == 0
   summary = json.loads((tmp_path / "summary.json").read_text())
   out = capsys.readouterr().out
   assert f"ACC={summary['acc']:.4f}" in out and f"train={summary['train_seconds']:.1f}s" in out
   with pytest.raises(ValueError, match=r"input has rows of shape \(10,\) but the run"):
-    engine.predict(tmp_path, np.zeros((3, 10), np.float32))
+    engine.predict(tmp_path, np.zeros((3, 10), np.float32)).labels
   assert cli.main(["eval", "--workdir", str(tmp_path / "nothing")]) == 2
 
 
@@ -220,7 +220,7 @@ def test_standardize_uses_training_statistics_and_refuses_constant_features(tmp_
   # tiny 4-epoch run here reached 0.85 when this test was written.
   assert summary["acc"] > 0.7
   # predict applies the saved statistics to new rows: the training rows get their training labels.
-  np.testing.assert_array_equal(engine.predict(tmp_path / "run", x[:50].astype(np.float32)),
+  np.testing.assert_array_equal(engine.predict(tmp_path / "run", x[:50].astype(np.float32)).labels,
                                 np.load(tmp_path / "run" / "labels.npy")[:50])
   x[:, 1] = 7.0
   np.savez(tmp_path / "constant.npz", x=x.astype(np.float32), y=y)
@@ -239,7 +239,7 @@ def test_conv_autoencoder_runs_dec_and_predicts(tmp_path):
   # 4 pretraining epochs of a tiny conv net: ACC 0.395 when this test was written (chance: about 0.1).
   assert summary["acc"] > 0.3
   x = (load_digits().data[:40] / 16.0).astype(np.float32)
-  np.testing.assert_array_equal(engine.predict(tmp_path / "run", x), np.load(tmp_path / "run" / "labels.npy")[:40])
+  np.testing.assert_array_equal(engine.predict(tmp_path / "run", x).labels, np.load(tmp_path / "run" / "labels.npy")[:40])
 
 
 def test_conv_autoencoder_needs_images_and_an_ae_method(tmp_path):

@@ -184,10 +184,17 @@ def _assignments(run, model, params):
   return q
 
 
-def assign(run, state, x):
-  """Clusters of new rows ``x`` under a finished run: the argmax of Q."""
-  return parallel.fetch(_predict_jit(networks.autoencoder(run.config, run.shape), state.params,
-                                     jnp.asarray(x.reshape(len(x), -1))))
+def centers(run, state) -> np.ndarray:
+  """``[k, latent]`` the cluster centers in the embedding (the API's ``cluster_centers_``)."""
+  del run
+  return parallel.fetch(state.params["centers"])
+
+
+def assign(run, state, x) -> engine.Assignment:
+  """New rows ``x`` under a finished run: the argmax of Q, its probability, the embedding z."""
+  z, q = _embed_and_assign(networks.autoencoder(run.config, run.shape), state.params, jnp.asarray(x.reshape(len(x), -1)))
+  q = parallel.fetch(q)
+  return engine.Assignment(np.argmax(q, -1), np.max(q, -1), parallel.fetch(z))
 
 
 def _cluster_stage(run, model) -> engine.Stage:
@@ -279,6 +286,12 @@ def _interval(model, tx, gamma, update_interval, batch_size, n, batch_sharding):
 @functools.partial(jax.jit, static_argnums=0)
 def _predict_jit(model, params, x):
   return predict(model, params, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _embed_and_assign(model, params, x):
+  z = embed(model, params, x)
+  return z, soft_assignment(z, params["centers"])
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -243,16 +243,24 @@ def files(found: dict) -> dict:
   return {name: found.get(name) for name in FILES}
 
 
-def assign(run, state, x, scorer: Scorer) -> np.ndarray:
-  """Clusters of new images ``x`` under a finished run: their prototype, its group (readout "knn") or the
-  nearest centroid (readout "kmeans"), as the run's settings read out."""
+def assign(run, state, x, scorer: Scorer) -> engine.Assignment:
+  """New images ``x`` under a finished run: their prototype, its group (readout "knn") or the nearest centroid
+  (readout "kmeans"), as the run's settings read out; the confidence is the softmax of the scores at the
+  training temperature, summed over a group's prototypes; the embedding is the unit ``z``."""
   x = jnp.asarray(x)
+  z = scorer.embed(state, x, len(x))
+  if run.k != run.config.prototypes and run.config.get("readout", "kmeans") == "kmeans":
+    p = jax.nn.softmax(z @ jnp.asarray(workdirs.load_npy(run.workdir / "centroids.npy")).T / run.config.temperature)
+    p = np.asarray(p)
+    return engine.Assignment(np.argmax(p, -1), np.max(p, -1), parallel.fetch(z))
+  codes = parallel.fetch(scorer.code(state, x, len(x)))
+  p = np.asarray(jax.nn.softmax(z @ scorer.prototypes(state).T / run.config.temperature))
   if run.k == run.config.prototypes:
-    return parallel.fetch(scorer.code(state, x, len(x)))
-  if run.config.get("readout", "kmeans") == "knn":
-    return workdirs.load_npy(run.workdir / "groups.npy")[parallel.fetch(scorer.code(state, x, len(x)))]
-  centroids = jnp.asarray(workdirs.load_npy(run.workdir / "centroids.npy"))
-  return np.asarray(jnp.argmax(scorer.embed(state, x, len(x)) @ centroids.T, -1))
+    return engine.Assignment(codes, p[np.arange(len(codes)), codes], parallel.fetch(z))
+  groups = workdirs.load_npy(run.workdir / "groups.npy")
+  labels = groups[codes]
+  grouped = np.stack([p[:, groups == g].sum(-1) for g in range(run.k)], -1)
+  return engine.Assignment(labels, grouped[np.arange(len(labels)), labels], parallel.fetch(z))
 
 
 @jax.jit

@@ -310,12 +310,13 @@ def readout(run, state) -> engine.Readout:
                         y=None if run.source is None else run.y, embedding=features)
 
 
-def assign(run, state, x):
-  """Clusters of new images ``x`` ``[m, H, W, C]`` (in [0, 1]) under the best head of a finished run."""
-  model = scan_epochs.models(run.config, run.k)["cluster"]
-  labels, _ = scan_epochs.predict(model, _variables(state.cluster), jnp.asarray(x), len(x), best_head(state),
-                                  run.config.mine.chunk_size)
-  return labels
+def assign(run, state, x) -> engine.Assignment:
+  """New images ``x`` ``[m, H, W, C]`` (in [0, 1]) under the best head of a finished run: its cluster, that
+  cluster's probability, the backbone's features."""
+  model, variables, chunk = scan_epochs.models(run.config, run.k)["cluster"], _variables(state.cluster), run.config.mine.chunk_size
+  x = jnp.asarray(x)
+  labels, confidence = scan_epochs.predict(model, variables, x, len(x), best_head(state), chunk)
+  return engine.Assignment(labels, confidence, parallel.fetch(scan_epochs.features(model, variables, x, len(x), chunk)))
 
 
 def _pretext_stage(run, model, example) -> engine.Stage:

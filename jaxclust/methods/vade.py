@@ -163,10 +163,19 @@ def _labels(run, model, params):
   return labels
 
 
-def assign(run, state, x):
-  """Clusters of new rows ``x`` under a finished run: ``argmax_c p(c | z)`` at the posterior mean."""
+def centers(run, state) -> np.ndarray:
+  """``[k, latent]`` the mixture's means in the embedding (the API's ``cluster_centers_``)."""
+  del run
+  return parallel.fetch(state.params["prior"]["means"])
+
+
+def assign(run, state, x) -> engine.Assignment:
+  """New rows ``x`` under a finished run: ``argmax_c p(c | z)`` at the posterior mean, that probability, the
+  posterior mean."""
   model, _ = _model(run.config, int(np.prod(run.shape)))
-  return parallel.fetch(_predict_jit(model, state.params, jnp.asarray(x.reshape(len(x), -1))))
+  mean, log_gamma = _posterior_jit(model, state.params, jnp.asarray(x.reshape(len(x), -1)))
+  gamma = np.exp(parallel.fetch(log_gamma))
+  return engine.Assignment(np.argmax(gamma, -1), np.max(gamma, -1), parallel.fetch(mean))
 
 
 def _mixture_stage(run, autoencoder) -> engine.Stage:
@@ -245,3 +254,10 @@ def _epoch(model, tx, batch_size, n, batch_sharding):
 @functools.partial(jax.jit, static_argnums=0)
 def _predict_jit(model, params, x):
   return predict(model, params, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _posterior_jit(model, params, x):
+  """The posterior mean of each row and ``log p(c | z)`` there."""
+  mean, _ = model.apply({"params": params["vae"]}, x, method=model.encode)
+  return mean, log_responsibility(mean, params["prior"])
