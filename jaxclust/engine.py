@@ -13,7 +13,7 @@ what is particular to it, and nothing else:
 The engine owns the rest, the same for every method: opening, locking and claiming the workdir
 (:mod:`jaxclust.workdir`), the configuration check, placing the data on the mesh, the epoch loop with
 progress, metrics.jsonl and TensorBoard, checkpoints keyed by (stage, progress) and resume, the
-numerical health of every epoch, the final readout, summary.json, labels, exemplars and predict.
+numerical health of every epoch, the final readout, summary.json, labels, the report and predict.
 
 Every save records the stage and how far it got, so a run killed at any point (SIGKILL included)
 continues from its last checkpoint when ``fit`` is called again on its workdir; randomness comes from
@@ -340,26 +340,28 @@ def _finish(method, run: Run, state, images, start) -> dict:
         (run.workdir / f"{name}.npy").unlink(missing_ok=True)
       else:
         workdirs.save_npy(run.workdir / f"{name}.npy", array)
-    report.save(run.workdir, labels=labels, k=run.k, seed=run.config.seed, y=y, rows=images,
-                embedding=out.embedding, confidence=out.confidence)  # the exemplars.png of image data too
+    _reporting_part(run, "report data", lambda: report.save(  # exemplars.png of image data among it
+        run.workdir, labels=labels, k=run.k, seed=run.config.seed, y=y, rows=images, embedding=out.embedding,
+        confidence=out.confidence))
     if out.embedding is not None:  # what predict's outlier scores compare new rows with
       workdirs.save_npz(run.workdir / OUTLIERS, **outlier_reference(out.embedding, labels, run.k))
     workdirs.write_json(run.workdir / "summary.json", summary)
-    _render_report(run, tick)
+    page = _reporting_part(run, "report", lambda: report.render(run.workdir))
+    if page is not None:
+      run.log(f"report: {page} ({time.perf_counter() - tick:.1f} s)")
   return summary
 
 
-def _render_report(run: Run, start: float) -> None:
-  """report.html of the finished run. A figure that fails to draw must not fail a finished run: the error
-  goes to error.log, and ``jaxclust report`` draws it again."""
+def _reporting_part(run: Run, what: str, fn):
+  """``fn()``, a part of the report, or None when it fails: a figure that cannot be drawn must not fail a
+  trained run. The traceback goes to error.log; ``jaxclust report`` draws the page again."""
   try:
-    page = report.render(run.workdir)
+    return fn()
   except Exception as e:  # pylint: disable=broad-except
     workdirs.append_line(run.workdir / "error.log", "".join(traceback.format_exception(e)))
-    run.log(f"WARNING: the report could not be drawn ({type(e).__name__}: {e}); details in "
+    run.log(f"WARNING: the {what} could not be written ({type(e).__name__}: {e}); details in "
             f"{run.workdir / 'error.log'}; try `jaxclust report --workdir {run.workdir}`")
-    return
-  run.log(f"report: {page} ({time.perf_counter() - start:.1f} s)")
+    return None
 
 
 def predict(workdir, x) -> Assignment:

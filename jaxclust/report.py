@@ -37,6 +37,7 @@ INPUT_FEATURES = 1024  # the widest input rows used as the space when a method g
 PER_CLUSTER = 8  # images per cluster in each grid
 SHOWN = 20  # clusters in the image grids and the profile (the largest, when there are more)
 FEATURES = 40  # features in the profile heatmap (the most separating, when there are more)
+_NO_SPACE = "the method gives no usable embedding, and the input rows are too wide or were not held"
 _OLD = "the run finished before jaxclust saved report data (report/data.npz)"
 _HEALTH = ("size_entropy", "prototype_entropy", "embedding_spread", "prototype_span", "batch_spread", "changed")
 
@@ -44,11 +45,12 @@ _HEALTH = ("size_entropy", "prototype_entropy", "embedding_spread", "prototype_s
 def space(embedding, rows) -> tuple[str, np.ndarray | None]:
   """``(name, [m, e])``: the rows the report and the label-free scores measure clusters in: the method's
   ``embedding``, else the input ``rows`` flattened when they are narrow enough; ``("", None)`` otherwise."""
-  if embedding is not None:
-    embedding = np.asarray(embedding, np.float32)
-    return "embedding", embedding.reshape(len(embedding), -1)
-  if rows is not None and math.prod(rows.shape[1:]) <= INPUT_FEATURES:
-    return "input rows", np.asarray(rows, np.float32).reshape(len(rows), -1)
+  for name, x in (("embedding", embedding), ("input rows", rows)):
+    if x is None or (name == "input rows" and math.prod(x.shape[1:]) > INPUT_FEATURES):
+      continue
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    if np.all(np.isfinite(x)):  # scores of non-finite rows mean nothing (and would stop the run's end)
+      return name, x
   return "", None
 
 
@@ -103,14 +105,20 @@ def _umap(components, seed: int):
   return np.asarray(umap.UMAP(n_components=2, random_state=seed).fit_transform(components), np.float32)
 
 
-def _profile(rows, labels, k: int) -> dict:
-  """Per cluster, the mean of every feature as a z-score of that feature over all ``rows [m, d]``."""
-  mean, std = rows.mean(0, dtype=np.float64), rows.std(0, dtype=np.float64)
-  members = sparse.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(k, len(labels)))
-  sums = members @ rows.astype(np.float64)
+def _profile(rows, labels, k: int, chunk: int = 65536) -> dict:
+  """Per cluster, the mean of every feature as a z-score of that feature over all ``rows [m, d]``. Sums in
+  float64 over row chunks: a float64 copy of a large table would not fit beside it."""
+  sums, squares = np.zeros((k, rows.shape[1])), np.zeros(rows.shape[1])
+  for start in range(0, len(rows), chunk):
+    block, ids = rows[start:start + chunk].astype(np.float64), labels[start:start + chunk]
+    sums += sparse.csr_matrix((np.ones(len(ids)), (ids, np.arange(len(ids)))), shape=(k, len(ids))) @ block
+    squares += np.sum(block * block, axis=0)
   sizes = np.bincount(labels, minlength=k)
+  mean = sums.sum(0) / len(rows)
+  std = np.sqrt(np.maximum(squares / len(rows) - mean * mean, 0.0))
   means = sums / np.maximum(sizes, 1)[:, None]
-  z = np.where(std > 0, (means - mean) / np.where(std > 0, std, 1.0), 0.0)
+  spread = std > 1e-6 * np.maximum(np.abs(mean), 1.0)  # a constant feature separates nothing
+  z = np.where(spread, (means - mean) / np.where(spread, std, 1.0), 0.0)
   return {"profile": np.where(sizes[:, None] > 0, z, 0.0).astype(np.float32), "profile_sizes": sizes}
 
 
@@ -228,11 +236,10 @@ def _quality(summary, data) -> str:
   found = [(name, summary[name], meaning) for name, meaning in names if name in summary]
   space_name = summary.get("quality_space", "")
   if not found:
-    why = (_OLD if data is None else "fewer than two clusters are in use" if space_name else
-           "the method gives no embedding, and the input rows are too wide or were not held")
+    why = _OLD if data is None else "fewer than two clusters are in use" if space_name else _NO_SPACE
     return f"<h2>Label-free quality</h2><p>Not computed: {why}.</p>"
   where = ("the method's embedding (the space it clusters in)" if space_name == "embedding" else
-           "the input rows: the method gives no embedding")
+           "the input rows (the method gives no usable embedding)")
   rows = "".join(f"<tr><th>{name}</th><td>{value:.4f}</td><td>{meaning}</td></tr>" for name, value, meaning in found)
   return f"<h2>Label-free quality</h2><p>Measured in {where}.</p><table>{rows}</table>"
 
@@ -246,7 +253,7 @@ def _sizes(page, labels, k, summary):
 
 def _map(page, data, k):
   if data is None or "components" not in data:
-    why = _OLD if data is None else "the method gives no embedding, and the input rows are too wide or were not held"
+    why = _OLD if data is None else _NO_SPACE
     return "<h2>Map of the embedding</h2>", f"<p>No rows to map: {why}.</p>"
   if "umap" in data:
     points, how = data["umap"], "UMAP"
@@ -255,7 +262,7 @@ def _map(page, data, k):
     if points.shape[1] < 2:
       points = np.c_[points, np.zeros(len(points))]
     how = f"PCA ({100 * float(data['explained'][:2].sum()):.0f}% of the variance)"
-  where = "embedding" if str(data["space"]) == "embedding" else "input rows (the method gives no embedding)"
+  where = "embedding" if str(data["space"]) == "embedding" else "input rows (the method gives no usable embedding)"
   title = f"{how} of {len(points)} sampled rows of the {where}"
   png = figures.embedding_map(points, data["labels"], k, data.get("y"), title=title)
   return "<h2>Map of the embedding</h2>", f"<p>{html.escape(title)}.</p>", page.image("map", png, title)

@@ -38,7 +38,8 @@ def runs(tmp_path_factory, digits):
     x, y = digits
     if not (root / "vectors" / "summary.json").exists():
       np.savez(root / "digits_vectors.npz", x=_vectors(x), y=y)
-      config = cli.make_config("dec", str(root / "digits_vectors.npz"), settings=FAST)
+      config = cli.make_config("dec", str(root / "digits_vectors.npz"),
+                               settings=FAST + ["pretrain.epochs=2", "cluster.max_steps=40"])
       engine.fit(config, root / "vectors", log=lambda _: None, mesh=ONE_DEVICE)
     if not (root / "images" / "summary.json").exists():
       engine.fit(cli.make_config("swav", "digits", settings=SWAV), root / "images", log=lambda _: None,
@@ -86,7 +87,23 @@ def test_the_label_free_scores_are_sklearns_on_the_methods_embedding(tmp_path):
   summary = engine._finish(Stub, run, None, rows, time.perf_counter())
   assert summary["quality_space"] == "input rows"
   assert summary["davies_bouldin"] == pytest.approx(skm.davies_bouldin_score(rows.astype(np.float64), labels), rel=2e-5)
-  assert "the input rows: the method gives no embedding" in (tmp_path / "report.html").read_text()
+  assert "the input rows (the method gives no usable embedding)" in (tmp_path / "report.html").read_text()
+
+
+def test_a_report_that_fails_does_not_fail_the_run(tmp_path, monkeypatch):
+  def broken(workdir):
+    raise RuntimeError("no fonts")
+
+  monkeypatch.setattr(report, "render", broken)
+  messages = []
+  run = engine.Run(fast_config(), workdirs.path(tmp_path), ONE_DEVICE, k=2, n=10, shape=(3,), rows=10,
+                   log=messages.append)
+  stub = type("Stub", (), {"readout": staticmethod(lambda run, state: engine.Readout(np.arange(10) % 2))})
+  summary = engine._finish(stub, run, None, np.eye(10, 3, dtype=np.float32), time.perf_counter())
+  assert json.loads((tmp_path / "summary.json").read_text())["n"] == summary["n"] == 10  # the run is finished
+  assert "RuntimeError: no fonts" in (tmp_path / "error.log").read_text()
+  assert messages == [f"WARNING: the report could not be written (RuntimeError: no fonts); details in "
+                      f"{tmp_path / 'error.log'}; try `jaxclust report --workdir {tmp_path}`"]
 
 
 @pytest.mark.parametrize("kind", ["vectors", "images"])
@@ -245,8 +262,8 @@ def test_the_report_renders_in_a_browser(runs, tmp_path, kind):
   widths = json.loads(found.group(1).replace("&quot;", '"'))
   assert len(widths) == page.count("<img ") >= 5 and all(w > 0 for w in widths)  # every image loaded
   shot = tmp_path / "shot.png"
-  done = subprocess.run(common + ["--window-size=1200,2400", f"--screenshot={shot}", (runs[kind] / "report.html").as_uri()],
-                        capture_output=True, text=True, timeout=120)
+  done = subprocess.run(common + ["--window-size=1200,2400", f"--screenshot={shot}",
+                                  (runs[kind] / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
   assert shot.exists(), done.stderr[-2000:]
   from matplotlib import image
   pixels = image.imread(shot)[..., :3]
