@@ -23,13 +23,17 @@ def _kmeans(args) -> int:
   import jaxclust
   from jaxclust.data import sources
 
-  data = sources.load(args.dataset, data_dir=args.data_dir)
+  data = sources.load(args.dataset, data_dir=args.data_dir, image_size=args.image_size,
+                      skip_bad_files=args.skip_bad_files)
+  if args.labels:
+    data = sources.with_labels(data, args.labels, what=f"--dataset {args.dataset}")
   x = data.x.reshape(data.x.shape[0], -1)  # images become rows of pixels
   if args.k is None and data.y is None:
-    raise ValueError(f"--dataset {args.dataset} has no labels to count clusters from: give --k")
+    raise ValueError(f"--dataset {args.dataset} has no labels to count clusters from: give --k (or --labels FILE)")
   k = len(np.unique(data.y)) if args.k is None else args.k
   print(f"dataset={args.dataset} n={x.shape[0]} d={x.shape[1]} k={k} n_init={args.n_init} "
         f"devices={jax.device_count()} ({jax.default_backend()})")
+  print(f"data: {sources.reading_line(data.info)}")
   start = time.perf_counter()
   out = jaxclust.kmeans(x, k, rng=jax.random.key(args.seed), n_init=args.n_init,
                         spherical=args.spherical)
@@ -60,8 +64,10 @@ def make_config(method: str, dataset: str, *, data_dir=None, config_file=None, s
     config = _read_config_file(config_file, method)
   else:
     from jaxclust.data import sources
+    # The recipe is chosen by the size the images will be read at: --set image_size=S counts already.
+    size = [_parse_setting("image_size", a.partition("=")[2], 0) for a in settings if a.startswith("image_size=")]
     n, shape = (None, None) if dataset in configs.MEASURED and recipe is None else sources.describe(
-        dataset, data_dir=data_dir)
+        dataset, data_dir=data_dir, image_size=size[-1] if size else 0)
     config = configs.get_config(method, dataset, recipe=recipe, n=n, shape=shape)
   config.method, config.dataset = method, dataset
   if data_dir:
@@ -205,6 +211,10 @@ def _fit(args) -> int:
 
   config = make_config(args.method, args.dataset, data_dir=args.data_dir, config_file=args.config,
                        settings=args.set or [], recipe=args.recipe)
+  if args.labels:
+    config.labels = args.labels
+  if args.skip_bad_files:
+    config.skip_bad_files = True
   workdir = args.workdir or f"workdirs/{config.method}_{config.dataset.replace('/', '_')}_seed{config.seed}"
   _check_workdir(workdir)
   engine.fit(config, workdir, stop_after=args.stage)
@@ -268,7 +278,19 @@ def _predict(args) -> int:
 
   if args.output:
     _check_output(args.output)
-  data = sources.load(args.input, data_dir=args.data_dir)
+  size = 0
+  if sources.is_folder(args.input):  # its images are read at the size the run was trained on
+    from jaxclust import workdir as workdirs
+    summary = workdirs.open(workdirs.path(args.workdir))
+    if summary is None:
+      raise ValueError(f"{args.workdir} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
+    if len(summary["shape"]) != 3:
+      raise ValueError(f"--input {args.input} is an image folder, but the run {args.workdir} was trained on rows of "
+                       f"shape {tuple(summary['shape'])}, not images")
+    size = tuple(summary["shape"][:2])
+  data = sources.load(args.input, data_dir=args.data_dir, image_size=size)
+  if args.labels:
+    data = sources.with_labels(data, args.labels, what=f"--input {args.input}")
   out = engine.predict(args.workdir, data.x)
   labels = out.labels
   if args.output:
@@ -378,6 +400,12 @@ def _fit_epilog(argv) -> str:
   return "\n".join(lines)
 
 
+_DATASETS = ("digits (bundled), mnist, fashion_mnist, usps (with --data-dir), tfds:NAME, a .npy/.npz/.csv file, "
+             "or a folder of PNG/JPEG images (class subfolders are labels for evaluation)")
+_LABELS = "the rows' labels for evaluation only: a .npy file or a .csv with one label a line (header optional)"
+_SKIP = "image folders: skip unreadable image files (counted in the log and summary) instead of stopping"
+
+
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   parser = _Parser(prog="jaxclust", description=__doc__.splitlines()[0])
@@ -390,9 +418,10 @@ def main(argv=None) -> int:
                    help="stop once this stage is done (earlier stages run or resume first; rerun to go on): "
                         "dec, idec, vade: pretrain, cluster; scan: pretext, mine, scan, selflabel; swav: swav; "
                         "deepcluster: deepcluster")
-  fit.add_argument("--dataset", default="digits",
-                   help="digits (bundled), mnist, fashion_mnist, usps (with --data-dir), tfds:NAME, or a .npy/.npz/.csv file")
+  fit.add_argument("--dataset", default="digits", help=_DATASETS)
   fit.add_argument("--data-dir", default=None)
+  fit.add_argument("--labels", default=None, metavar="FILE", help=_LABELS)
+  fit.add_argument("--skip-bad-files", action="store_true", help=_SKIP)
   fit.add_argument("--config", default=None, help="a Python file defining get_config()")
   fit.add_argument("--recipe", default=None,
                    help="start from this recipe instead of the one for the data's kind (`jaxclust recipes`)")
@@ -408,17 +437,23 @@ def main(argv=None) -> int:
   fit.add_argument("--coordinator-bind", default=None, metavar="HOST:PORT",
                    help="where process 0 listens (default: JAX's, every interface at the coordinator's port)")
   km = sub.add_parser("kmeans", help="k-means on a dataset, with ACC/NMI/ARI against its labels")
-  km.add_argument("--dataset", default="digits",
-                  help="digits (bundled), mnist, fashion_mnist, usps (with --data-dir), tfds:NAME, or a .npy/.npz/.csv file")
+  km.add_argument("--dataset", default="digits", help=_DATASETS)
   km.add_argument("--data-dir", default=None)
+  km.add_argument("--labels", default=None, metavar="FILE", help=_LABELS)
+  km.add_argument("--image-size", type=int, default=0,
+                  help="image folders: read images at this size x this size (default 0: the size most of them have)")
+  km.add_argument("--skip-bad-files", action="store_true", help=_SKIP)
   km.add_argument("--k", type=int, default=None, help="clusters (default: number of classes; required without labels)")
   km.add_argument("--n-init", type=int, default=10, help="restarts, run batched")
   km.add_argument("--seed", type=int, default=0)
   km.add_argument("--spherical", action="store_true", help="cosine k-means")
   pred = sub.add_parser("predict", help="assign new data to the clusters of a finished run")
   pred.add_argument("--workdir", required=True)
-  pred.add_argument("--input", required=True, help="a .npy/.npz/.csv file or a dataset name, with the run's features")
+  pred.add_argument("--input", required=True,
+                    help="a .npy/.npz/.csv file, an image folder (read at the run's image size, rows in sorted path "
+                         "order) or a dataset name, with the run's features")
   pred.add_argument("--data-dir", default=None)
+  pred.add_argument("--labels", default=None, metavar="FILE", help=_LABELS)
   pred.add_argument("--output", default=None, help="where to save the labels: a .npy file, or .csv (a `label` column)")
   ev = sub.add_parser("eval", help="metrics of a finished run")
   ev.add_argument("--workdir", required=True)

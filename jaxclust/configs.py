@@ -34,6 +34,9 @@ HELP = {
     "input": "'device' (data kept on the devices) or 'tf.data' (batches from a host tf.data pipeline)",
     "checkpoint_every": "epochs (DEC/IDEC: target refreshes) between checkpoints",
     "keep_checkpoints": "checkpoints kept in the workdir; older ones are deleted",
+    "labels": "a .npy or .csv file of the rows' labels, for evaluation only (the command's --labels)",
+    "image_size": "image folders: read images at this size x this size; 0 = the size most of them have",
+    "skip_bad_files": "image folders: skip and count unreadable image files instead of stopping (--skip-bad-files)",
     # DEC / IDEC / VaDE: the autoencoder.
     "standardize": "z-score every feature with the training data's mean and standard deviation",
     "model": "autoencoder: 'mlp' (the papers' fully connected one) or 'conv' (DEC/IDEC on images)",
@@ -141,6 +144,7 @@ def flatten(config, prefix: str = "") -> list[tuple[str, object]]:
 
 KINDS = ("vectors", "small_images", "images")
 SMALL = 64  # images up to this many pixels a side are small: the small-CNN recipes
+IMAGE_RECIPES = ("small_images", "images", "digits")  # recipes that refuse rows that are not images
 
 # The named datasets the recipes were measured or published on: (recipe, shape). Each keeps the settings
 # it was measured with: the recipe's lengths at its reference size, whatever the dataset's own size.
@@ -206,6 +210,11 @@ def get_config(method: str, dataset: str = "digits", *, recipe: str | None = Non
     recipe = data_kind(shape)
   if recipe not in module.RECIPES:
     raise ValueError(f"recipe {recipe!r} is not one of {method}'s: {', '.join(module.RECIPES)} (see `jaxclust recipes`)")
+  if shape is not None and recipe in IMAGE_RECIPES and data_kind(shape) == "vectors":
+    hint = ("; a float [n, H, W] array is read as time series [n, T, C]: give grayscale images a channel axis, "
+            "[n, H, W, 1], or an integer dtype" if len(tuple(shape)) == 2 else "")
+    raise ValueError(f"recipe {recipe!r} is for images [n, H, W, C], but {dataset!r} has rows of shape "
+                     f"{tuple(shape)}{hint}")
   module.RECIPES[recipe].apply(c, n, None if shape is None else tuple(shape))
   c.recipe = recipe
   return c
@@ -239,6 +248,8 @@ def shared(**settings) -> ml_collections.ConfigDict:
   # come from a host tf.data pipeline.
   c.input = "device"
   c.checkpoint_every, c.keep_checkpoints = 1, 2
+  c.labels = ""  # labels for evaluation only, read from a file: training never sees them
+  c.image_size, c.skip_bad_files = 0, False  # how an image folder is read (jaxclust.data.folders)
   c.update(settings)
   return c
 

@@ -125,6 +125,7 @@ class Run:
   x: jax.Array | None = None
   mask: jax.Array | None = None
   source: Any = None  # the stream of a streamed dataset (jaxclust.data.stream.Source)
+  data_info: dict = dataclasses.field(default_factory=dict)  # how the rows were read (Dataset.info): summary.json
   meta: dict = dataclasses.field(default_factory=dict)
   summary: dict = dataclasses.field(default_factory=dict)  # a finished run's, when predicting
   log: Callable[[str], None] = print
@@ -182,12 +183,10 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None,
     log(f"{path} holds a finished run; not training again (use another --workdir for a new run)")
     return finished
   start = time.perf_counter()
-  streamed = config.get("input", "device") == "tf.data"
-  if data is None and streamed and str(config.dataset).startswith("tfds:"):  # never loaded whole (ImageNet)
-    from jaxclust.data import stream
-    data = stream.open_source(config.dataset, data_dir=config.data_dir or None)
-  elif data is None:
-    data = sources.load(config.dataset, data_dir=config.data_dir or None)
+  data = _data(config, data)
+  if config.get("standardize") and not hasattr(data, "x"):
+    raise ValueError(f"standardize=True needs the rows in memory, but {config.dataset!r} is streamed "
+                     "(input='tf.data'): set standardize=False or input='device'")
   stats = _standardization(data.x) if config.get("standardize") else None
   if stats is not None:
     data = data._replace(x=((data.x - stats["mean"]) / stats["std"]).astype(np.float32))
@@ -201,7 +200,7 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None,
     x, mask = parallel.global_rows(np.asarray(prepared.rows, np.float32), mesh)
     n, shape, rows = data.x.shape[0], tuple(data.x.shape[1:]), x.shape[0]
   run = Run(config, path, mesh, prepared.k, n, shape, rows, y=y, x=x, mask=mask,
-            source=prepared.source, log=log)
+            source=prepared.source, log=log, data_info=dict(data.info))
   stages = method.stages(run)
   if stop_after is not None and stop_after not in [stage.name for stage in stages]:
     raise ValueError(f"--stage {stop_after!r} must be one of {config.method}'s stages: "
@@ -213,6 +212,7 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None,
     run.logger = reporting.Logger(path, log, start, workdirs.append_line, enabled=lead)
     log(f"{config.method} on {config.dataset}: n={run.n} rows {run.shape} k={run.k} on {mesh.size} device(s), "
         f"workdir {path}")
+    log(f"data: {sources.reading_line(data.info)}")
     state, stopped = _train(stages, run, stop_after)
     run.logger.close()
     if stopped:
@@ -225,6 +225,22 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None,
              "try a lower learning rate or another seed")
   log(line)
   return summary
+
+
+def _data(config, data):
+  """The rows ``config`` names, or ``data``, with the labels of ``config.labels`` when set: a
+  :class:`jaxclust.data.sources.Dataset`, or streamed (``input="tf.data"``) from a tfds dataset or an image
+  folder, a :class:`jaxclust.data.stream.Source` that never holds them whole."""
+  reading = {"image_size": config.get("image_size", 0), "skip_bad_files": config.get("skip_bad_files", False)}
+  if data is None and config.get("input", "device") == "tf.data" and (
+      str(config.dataset).startswith("tfds:") or sources.is_folder(config.dataset)):
+    from jaxclust.data import stream
+    data = stream.open_source(config.dataset, data_dir=config.data_dir or None, **reading)
+  elif data is None:
+    data = sources.load(config.dataset, data_dir=config.data_dir or None, **reading)
+  if config.get("labels"):
+    return sources.with_labels(data, config.labels, what=f"dataset {config.dataset}")
+  return data
 
 
 def _train(stages, run: Run, stop_after):
@@ -318,7 +334,7 @@ def _finish(method, run: Run, state, images, start) -> dict:
   images = images if out.images is None else out.images
   summary = {"method": run.config.method, "dataset": run.config.dataset, "n": run.n, "d": math.prod(run.shape),
              "shape": list(run.shape), "k": run.k, "seed": run.config.seed, "devices": run.mesh.size,
-             "processes": jax.process_count(), **out.summary, "wall_seconds": time.perf_counter() - start,
+             "processes": jax.process_count(), **run.data_info, **out.summary, "wall_seconds": time.perf_counter() - start,
              "train_seconds": workdirs.train_seconds(run.workdir)}
   if y is not None:
     summary.update(cluster_metrics.evaluate(y, labels))

@@ -26,7 +26,7 @@ import uuid
 import numpy as np
 from etils import epath
 
-RESUMABLE_CHANGES = ("data_dir", "eval_every", "recipe")  # see check_same_config
+RESUMABLE_CHANGES = ("data_dir", "eval_every", "recipe", "labels")  # see check_same_config
 
 
 def path(workdir) -> epath.Path:
@@ -180,7 +180,7 @@ def check_same_config(workdir, config, write: bool = True):
     added = {k for k in set(now) - set(saved) if k in defaults and now[k] == defaults[k]}
   # Settings that change neither training nor its result may differ: data_dir says where the files
   # are (moved data may resume), eval_every how often the readout is logged, recipe names where the
-  # settings came from (the settings themselves are compared).
+  # settings came from (the settings themselves are compared), labels are for evaluation only.
   absent = "(absent)"
   changed = {k for k in set(saved) | set(now) if (k in saved, saved.get(k)) != (k in now, now.get(k))}
   # Settings a method's configs carried without the method ever reading them, since removed (the method

@@ -251,3 +251,61 @@ def test_kmeans_on_idx_files_in_a_data_dir(tmp_path, capsys):
         f.write(header + array.astype(np.uint8).tobytes())
   assert cli.main(["kmeans", "--dataset", "mnist", "--data-dir", str(tmp_path), "--n-init", "1"]) == 0
   assert "n=40 d=784 k=3" in capsys.readouterr().out
+
+
+# Bad input: one line naming it, exit 2, nothing written.
+
+@pytest.fixture
+def bad_arrays(tmp_path):
+  rng = np.random.default_rng(0)
+  np.save(tmp_path / "rows.npy", rng.normal(size=(40, 3)).astype(np.float32))
+  np.save(tmp_path / "float_grid.npy", rng.random((40, 8, 8)).astype(np.float32))
+  np.save(tmp_path / "complex.npy", np.ones((40, 3), complex))
+  np.save(tmp_path / "words.npy", np.array(["a", "b"] * 20))
+  np.save(tmp_path / "objects.npy", np.array([None, 1] * 20, object), allow_pickle=True)
+  np.save(tmp_path / "y39.npy", np.arange(39) % 2)
+  (tmp_path / "half.csv").write_text("label\n" + "0.5\n" * 40)
+  return tmp_path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "{d}/rows.npy", "--labels", "{d}/y39.npy"],
+     r"labels file \S*y39.npy has 39 labels but dataset \S*rows.npy has 40 rows"),
+    (["--dataset", "{d}/rows.npy", "--labels", "{d}/half.csv", "--set", "n_clusters=2"],
+     r"labels file \S*half.csv holds non-integer labels, e.g. 0.5 on row 1"),
+    (["--dataset", "{d}/rows.npy", "--recipe", "small_images"],
+     r"recipe 'small_images' is for images \[n, H, W, C\], but \S*rows.npy' has rows of shape \(3,\)"),
+    (["--dataset", "{d}/float_grid.npy", "--recipe", "digits"],
+     r"has rows of shape \(8, 8\); a float \[n, H, W\] array is read as time series"),
+    (["--dataset", "{d}/complex.npy"], r"complex.npy holds complex values, not real numbers"),
+    (["--dataset", "{d}/words.npy"], r"words.npy holds <U1 values, not real numbers"),
+    (["--dataset", "{d}/objects.npy"], r"objects.npy holds object values, not real numbers"),
+])
+def test_bad_data_is_one_line_and_nothing_is_written(bad_arrays, capsys, args, message):
+  workdir = bad_arrays / "run"
+  assert cli.main(["fit", "dec", "--workdir", str(workdir), *[a.format(d=bad_arrays) for a in args]]) == 2
+  line = error_line(capsys)
+  assert re.search(message, line), line
+  assert not workdir.exists()
+
+
+def test_kmeans_takes_labels_from_a_file(bad_arrays, capsys):
+  (bad_arrays / "y.csv").write_text("".join(f"{i % 4}\n" for i in range(40)))
+  assert cli.main(["kmeans", "--dataset", str(bad_arrays / "rows.npy"), "--labels", str(bad_arrays / "y.csv"),
+                   "--n-init", "1"]) == 0
+  out = capsys.readouterr().out
+  assert "n=40 d=3 k=4" in out and "data: float32 features, as they are" in out and "ACC=" in out, out
+  assert cli.main(["kmeans", "--dataset", str(bad_arrays / "rows.npy"), "--labels", str(bad_arrays / "y39.npy")]) == 2
+  assert re.search(r"labels file \S*y39.npy has 39 labels but --dataset \S*rows.npy has 40 rows", error_line(capsys))
+
+
+def test_kmeans_on_an_image_folder(tmp_path, capsys):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for label, level in (("dark", 40), ("light", 210)):
+    (tmp_path / label).mkdir()
+    for i in range(6):
+      Image.fromarray(np.clip(rng.normal(level, 20, (9, 7)), 0, 255).astype(np.uint8)).save(tmp_path / label / f"{i}.png")
+  assert cli.main(["kmeans", "--dataset", str(tmp_path), "--image-size", "5", "--n-init", "1"]) == 0
+  out = capsys.readouterr().out
+  assert "n=12 d=75 k=2" in out and "0=dark, 1=light" in out and "ACC=1.0000" in out, out

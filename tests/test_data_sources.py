@@ -184,3 +184,83 @@ def test_bad_input(tmp_path, make, kwargs, message):
     call = lambda: sources.load(made)
   with pytest.raises(ValueError, match=message):
     call()
+
+
+# Arrays become rows in one place (sources.as_rows), for files and memory alike.
+
+@pytest.mark.parametrize("x, shape, scaling, expected", [
+    (np.arange(24, dtype=np.uint8).reshape(2, 3, 4), (2, 3, 4, 1), "uint8 images / 255",
+     np.arange(24, dtype=np.float32).reshape(2, 3, 4, 1) / 255),  # grayscale: a channel axis added
+    (np.full((2, 2, 2, 3), 65535, np.uint16), (2, 2, 2, 3), "uint16 images / 65535", np.ones((2, 2, 2, 3))),
+    (np.full((2, 2, 2), 300, np.int64), (2, 2, 2, 1), "int64 images / 65535", np.full((2, 2, 2, 1), 300 / 65535)),
+    (np.full((2, 2, 2), 200, np.int64), (2, 2, 2, 1), "int64 images / 255", np.full((2, 2, 2, 1), 200 / 255)),
+    (np.full((2, 5, 3), 7.0), (2, 5, 3), "float64 time series [n, T, C], as they are", np.full((2, 5, 3), 7.0)),
+    (np.full((2, 4, 4, 1), 0.5, np.float32), (2, 4, 4, 1), "float32 images, as they are", np.full((2, 4, 4, 1), 0.5)),
+    (np.full((2, 4, 4, 1), 200.0), (2, 4, 4, 1), "float64 images, as they are (values up to 200: divide by 255",
+     np.full((2, 4, 4, 1), 200.0)),  # floats are never scaled; the log says what they look like
+    (np.array([[3, 4]], np.int32), (1, 2), "int32 features, as they are", np.array([[3.0, 4.0]])),
+    (np.array([True, False]), (2, 1), "bool features, as they are", np.array([[1.0], [0.0]])),
+])
+def test_arrays_are_scaled_by_their_dtype_and_read_by_their_rank(x, shape, scaling, expected):
+  rows, how = sources.as_rows(x, "x")
+  assert rows.shape == shape and rows.dtype == np.float32 and how.startswith(scaling), how
+  np.testing.assert_allclose(rows, expected, rtol=1e-6)
+
+
+def test_files_and_memory_read_an_array_alike(tmp_path):
+  rng = np.random.default_rng(0)
+  for x in (rng.integers(0, 256, (6, 5, 4), dtype=np.uint8), rng.random((6, 5, 4)), rng.random((6, 5, 4, 2))):
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", x=x)
+    memory = sources.from_arrays(x)
+    for file in ("x.npy", "x.npz"):
+      loaded = sources.load(str(tmp_path / file))
+      np.testing.assert_array_equal(loaded.x, memory.x)
+      assert loaded.info == memory.info
+  assert memory.info == {"scaling": "float64 images, as they are"}
+  assert sources.load("digits").info["scaling"] == "pixel values 0..16 / 16"
+
+
+@pytest.mark.parametrize("x, message", [
+    (np.array(["a", "b"]), r"holds <U1 values, not real numbers"),
+    (np.ones((3, 2), complex), r"holds complex values, not real numbers"),
+    (np.array([{"a": 1}, None], object), r"holds object values, not real numbers"),
+    (np.zeros((2, 2, 2, 2, 2)), r"has shape \(2, 2, 2, 2, 2\): expected rows \[n, d\], time series"),
+    (np.full((2, 3, 3), -1, np.int64), r"int64 images with values in \[-1, -1\]: integer images must be 8-bit"),
+])
+def test_arrays_that_are_not_rows_of_real_numbers_are_refused_from_memory_and_files(tmp_path, x, message):
+  with pytest.raises(ValueError, match=message):
+    sources.from_arrays(x)
+  np.save(tmp_path / "x.npy", x, allow_pickle=True)
+  with pytest.raises(ValueError, match=message):
+    sources.load(str(tmp_path / "x.npy"))
+
+
+# --labels files.
+
+@pytest.mark.parametrize("name, text", [("y.csv", "label\n2\n0\n1\n"), ("plain.csv", "2\n0\n\n1\n"),
+                                        ("y.npy", np.array([2, 0, 1])), ("column.npy", np.array([[2.0], [0.0], [1.0]]))])
+def test_labels_files(tmp_path, name, text):
+  path = tmp_path / name
+  path.write_text(text) if isinstance(text, str) else np.save(path, text)
+  y = sources.read_labels(path, 3)
+  assert y.dtype == np.int64 and y.tolist() == [2, 0, 1]
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("short.csv", "1\n2\n", r"labels file \S*short.csv has 2 labels but the dataset has 3 rows"),
+    ("names.csv", "cat\ndog\ncat\n", r"labels file \S*names.csv holds non-integer labels, e.g. 'cat' on row 1"),
+    ("half.npy", np.array([1.0, 0.5, 2.0]), r"labels file \S*half.npy holds non-integer labels, e.g. 0.5 on row 2"),
+    ("wide.csv", "a,b\n1,2\n", r"labels file \S*wide.csv: expected one label a line, line 1 has 2 values"),
+    ("matrix.npy", np.zeros((3, 2)), r"labels file \S*matrix.npy: expected one label per row, got .* shape \(3, 2\)"),
+    ("y.txt", "1\n2\n3\n", r"labels file \S*y.txt: expected a .npy or .csv file, got .txt"),
+    ("missing.npy", None, r"labels file \S*missing.npy does not exist"),
+])
+def test_bad_labels_files_are_named(tmp_path, name, text, message):
+  path = tmp_path / name
+  if isinstance(text, str):
+    path.write_text(text)
+  elif text is not None:
+    np.save(path, text)
+  with pytest.raises(ValueError, match=message):
+    sources.read_labels(path, 3)

@@ -1,13 +1,21 @@
-"""Where data comes from: the bundled digits, local files in their original formats, tfds by name.
+"""Where data comes from: the bundled digits, local files in their original formats, image folders, tfds by name.
 
 Every source returns a :class:`Dataset` of host numpy arrays; the tf.data pipelines and the
 per-process sharding sit downstream. Nothing here downloads: clustering papers evaluate on the full
 dataset (train + test, e.g. MNIST's 70,000 images), and users point ``data_dir`` at the files.
+
+Arrays become rows in one place, :func:`as_rows`, for files and in-memory arrays alike: integer images
+are scaled to [0, 1] by their dtype (uint8 / 255, uint16 / 65535), floats are kept as they are, and the
+scaling is recorded (``Dataset.info["scaling"]``, which fit writes to summary.json). By rank: ``[n, d]``
+rows of features; ``[n, H, W]`` integers are grayscale images (a channel axis is added); ``[n, T, C]``
+floats are time series (rows of rank 2: vectors), since float images carry their channel axis
+(``[n, H, W, 1]``) where time series have none to drop; ``[n, H, W, C]`` images.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import os
 from pathlib import Path
@@ -20,15 +28,20 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images
               "t10k-labels-idx1-ubyte")
 _FOLDERS = {"mnist": ("mnist",), "fashion_mnist": ("fashion-mnist", "fashion_mnist", "fashion")}
 NAMES = ("digits", "mnist", "fashion_mnist", "usps")
+_ARRAY_FILES = (".npy", ".npz", ".csv")
 
 
 class Dataset(NamedTuple):
   x: np.ndarray  # [n, ...] float32; images scaled to [0, 1] with a trailing channel axis
   y: np.ndarray | None  # [n] int64 class labels, when known (for evaluation only)
   name: str
+  # What fit records about where the rows came from (summary.json): "scaling", and for image folders
+  # "classes" (the label of each class folder) and "skipped_files".
+  info: dict = {}
 
 
-def load(name: str, *, data_dir: str | os.PathLike | None = None, labels: str | None = None) -> Dataset:
+def load(name: str, *, data_dir: str | os.PathLike | None = None, labels: str | None = None, image_size: int = 0,
+         skip_bad_files: bool = False) -> Dataset:
   """Loads a dataset by name or path.
 
   Args:
@@ -36,43 +49,61 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, labels: str | 
       (the four IDX ``.gz`` files, train and test concatenated: 70,000 images) or ``"usps"``
       (``usps.h5``, train and test: 9,298 images) read from ``data_dir``; a path to a ``.npy``,
       ``.npz`` or ``.csv`` file of features (tabular data, time series, precomputed embeddings);
+      a folder of PNG/JPEG images (:mod:`jaxclust.data.folders`: class subfolders are labels);
       or ``"tfds:NAME"`` / ``"tfds:NAME:SPLIT"`` for a tensorflow-datasets dataset already
       prepared under ``data_dir`` (it is never downloaded).
     data_dir: folder holding the files (for the named datasets, the folder itself or its parent).
     labels: for array files, where the labels are: an ``.npz`` key, a ``.csv`` column name, or a
       ``.npy`` file path. By default an ``.npz`` key ``y``/``labels`` or a ``.csv`` column
       ``label``/``y``/``class`` is used when present.
+    image_size: image folders: 0 reads them at the size most of their images have, ``S`` at ``S x S``.
+    skip_bad_files: image folders: skip (and count) the files that cannot be decoded instead of refusing.
 
   Raises:
     ValueError: unknown name, missing or corrupt file, non-numeric CSV value, non-finite rows,
-      labels whose length does not match the data.
+      labels whose length does not match the data, an image folder without images or with a bad file.
   """
   if name == "digits":
     from sklearn.datasets import load_digits
     x, y = load_digits(return_X_y=True)
-    return _checked(Dataset((x / 16.0).reshape(-1, 8, 8, 1).astype(np.float32), y.astype(np.int64), name))
+    return _checked(Dataset((x / 16.0).reshape(-1, 8, 8, 1).astype(np.float32), y.astype(np.int64), name,
+                            {"scaling": "pixel values 0..16 / 16"}))
   if name in _FOLDERS:
     return _checked(_load_idx_pair(name, data_dir))
   if name == "usps":
     return _checked(_load_usps(data_dir))
   if name.startswith("tfds:"):
     return _checked(_load_tfds(name, data_dir))
+  if is_folder(name):
+    from jaxclust.data import folders
+    return _checked(folders.load(name, image_size=image_size, skip_bad_files=skip_bad_files))
   path = Path(name)
-  if path.suffix in (".npy", ".npz", ".csv"):
+  if path.suffix in _ARRAY_FILES:
     return _checked(load_array_file(path, labels=labels))
-  raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(NAMES)}, 'tfds:NAME', or a path to a "
-                   ".npy/.npz/.csv file")
+  raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(NAMES)}, 'tfds:NAME', a path to a "
+                   ".npy/.npz/.csv file, or a folder of images")
+
+
+def is_folder(name) -> bool:
+  """Whether ``name`` is an image folder: a folder that is neither a named dataset nor named as a data file."""
+  name = os.fspath(name)
+  return (name not in NAMES and not name.startswith("tfds:") and Path(name).suffix not in _ARRAY_FILES
+          and os.path.isdir(name))
 
 
 _SIZES = {"digits": (1797, (8, 8, 1)), "mnist": (70_000, (28, 28, 1)), "fashion_mnist": (70_000, (28, 28, 1)),
           "usps": (9298, (16, 16, 1))}
 
 
-def describe(name: str, *, data_dir=None) -> tuple[int | None, tuple | None]:
+def describe(name: str, *, data_dir=None, image_size: int = 0) -> tuple[int | None, tuple | None]:
   """``(rows, row shape)`` of a dataset, read as cheaply as its format allows (what the recipes are chosen
-  by); None where unknown without reading every record (a tfds dataset of images of many sizes)."""
+  by); None where unknown without reading every record (a tfds dataset of images of many sizes). An image
+  folder is listed and a sample of its images' headers read (:func:`jaxclust.data.folders.describe`)."""
   if name in _SIZES:
     return _SIZES[name]
+  if is_folder(name):
+    from jaxclust.data import folders
+    return folders.describe(name, image_size=image_size)
   if name.startswith("tfds:"):
     from jaxclust.data import stream
     source = stream.open_source(name, data_dir=data_dir)
@@ -81,17 +112,72 @@ def describe(name: str, *, data_dir=None) -> tuple[int | None, tuple | None]:
   return data.x.shape[0], tuple(data.x.shape[1:])
 
 
+def reading_line(info: dict) -> str:
+  """What a run's log says about how its rows were read (:attr:`Dataset.info`): their scaling, and an image
+  folder's size, classes and skipped files."""
+  from jaxclust.data import folders  # no TensorFlow: only Pillow, and only for reading
+  return info.get("scaling", "as given") + ("; " + folders.summary_line(info) if "image_size" in info else "")
+
+
 def from_arrays(x, y=None, *, name: str = "array") -> Dataset:
-  """A :class:`Dataset` of in-memory rows ``x`` (``[n, d]`` features or ``[n, H, W(, C)]`` images; numpy or
-  JAX) and optional labels ``y`` (for evaluation only), checked as every loaded dataset is."""
+  """A :class:`Dataset` of in-memory rows ``x`` (numpy or JAX; read by :func:`as_rows` as files are) and
+  optional labels ``y`` (for evaluation only), checked as every loaded dataset is. A 1-D ``x`` is refused
+  (as scikit-learn refuses it: one feature or one row is ambiguous); in a file it is one feature."""
   x = np.asarray(x)
-  if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-    raise ValueError(f"{name}: expected real numbers, got an array of dtype {x.dtype}")
-  if x.ndim < 2:
+  if x.ndim < 2 and _real(x.dtype):
     raise ValueError(f"{name}: expected rows [n, d] or images [n, H, W(, C)], got an array of shape {x.shape}")
-  if x.ndim == 3:  # [n, H, W]: grayscale images get their channel axis
+  x, scaling = as_rows(x, name)
+  return _checked(Dataset(x, None if y is None else np.asarray(y), name, {"scaling": scaling}))
+
+
+_IMAGE_DTYPES = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+
+
+def _real(dtype) -> bool:
+  return dtype == np.bool_ or (np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.complexfloating))
+
+
+def as_rows(x: np.ndarray, name) -> tuple[np.ndarray, str]:
+  """``(rows float32, how they were scaled)`` of the array ``x`` of a file or of memory: the one place
+  that reads arrays, so that both read alike.
+
+  ``[n]``: one feature; ``[n, d]``: features, as they are; ``[n, T, C]`` floats: time series, as they are;
+  ``[n, H, W]`` integers: grayscale images ``[n, H, W, 1]``; ``[n, H, W, C]``: images. Integer images
+  are scaled to [0, 1] by their dtype: uint8 / 255, uint16 / 65535, other integer types by the range of
+  their values (within [0, 255]: / 255, within [0, 65535]: / 65535). Floats are never scaled.
+
+  Raises:
+    ValueError: a dtype that is not real numbers (strings, objects, complex), a single number, more than
+      4 dimensions, integer images outside [0, 65535]; each naming ``name``.
+  """
+  if not _real(x.dtype):
+    kind = "complex" if np.issubdtype(x.dtype, np.complexfloating) else str(x.dtype)
+    raise ValueError(f"{name} holds {kind} values, not real numbers")
+  if x.ndim == 0:
+    raise ValueError(f"{name} holds a single number, not rows of features")
+  if x.ndim > 4:
+    raise ValueError(f"{name} has shape {x.shape}: expected rows [n, d], time series [n, T, C] or images "
+                     "[n, H, W(, C)]")
+  if x.ndim == 1:
+    x = x[:, None]
+  integer = np.issubdtype(x.dtype, np.integer)
+  if x.ndim == 3 and integer:  # grayscale images; [n, T, C] floats are time series
     x = x[..., None]
-  return _checked(Dataset(x.astype(np.float32), None if y is None else np.asarray(y), name))
+  if x.ndim < 4 or not integer:
+    kind = {2: "features", 3: "time series [n, T, C]", 4: "images"}[x.ndim]
+    peak = float(np.max(x)) if x.ndim == 4 and x.size else 0.0
+    hint = {3: " (float images need their channel axis, [n, H, W, 1])",
+            4: f" (values up to {peak:g}: divide by 255 if they are 8-bit pixels)" if peak > 1.5 else ""}.get(x.ndim, "")
+    return x.astype(np.float32), f"{x.dtype} {kind}, as they are{hint}"
+  top = _IMAGE_DTYPES.get(x.dtype)
+  if top is None:  # int64 images, e.g. from np.array of Python ints: by the range of their values
+    low, high = (int(np.min(x)), int(np.max(x))) if x.size else (0, 0)
+    if low < 0 or high > 65535:
+      raise ValueError(f"{name} holds {x.dtype} images with values in [{low}, {high}]: integer images must be "
+                       "8-bit (0..255) or 16-bit (0..65535); scale them to [0, 1] floats first")
+    top = 255 if high <= 255 else 65535
+  # Divided, not multiplied by 1 / top: the pixel values the named datasets were measured with.
+  return x.astype(np.float32) / np.float32(top), f"{x.dtype} images / {top}"
 
 
 def _find(data_dir, folders, filename) -> Path:
@@ -133,8 +219,8 @@ def _load_idx_pair(name, data_dir) -> Dataset:
       raise ValueError(f"{name} {image_file} has {x.shape[0]} images but {label_file} has {y.shape[0]} labels")
     images.append(x)
     labels.append(y)
-  x = np.concatenate(images).astype(np.float32)[..., None] / 255.0
-  return Dataset(x, np.concatenate(labels).astype(np.int64), name)
+  x, scaling = as_rows(np.concatenate(images), name)
+  return Dataset(x, np.concatenate(labels).astype(np.int64), name, {"scaling": scaling})
 
 
 def _load_usps(data_dir) -> Dataset:
@@ -147,7 +233,8 @@ def _load_usps(data_dir) -> Dataset:
   except (OSError, KeyError) as e:
     raise ValueError(f"{path} is not a USPS HDF5 file with train/test groups of data and target: {e}") from e
   x = np.concatenate([p[0] for p in parts]).astype(np.float32).reshape(-1, 16, 16, 1)
-  return Dataset(x, np.concatenate([p[1] for p in parts]).astype(np.int64), "usps")
+  return Dataset(x, np.concatenate([p[1] for p in parts]).astype(np.int64), "usps",
+                 {"scaling": "as stored (USPS' HDF5 holds floats in [0, 1])"})
 
 
 def load_array_file(path, *, labels: str | None = None) -> Dataset:
@@ -181,18 +268,15 @@ def load_array_file(path, *, labels: str | None = None) -> Dataset:
   except ValueError as e:
     if str(path) in str(e):
       raise
+    if "Object arrays cannot be loaded" in str(e):  # numpy would need pickle, which may run code: never
+      raise ValueError(f"{path} holds object values, not real numbers (an array of Python objects)") from e
     raise ValueError(f"cannot read {path}: {e}") from e
   except Exception as e:
     # A damaged file surfaces as whatever numpy, zipfile or zlib trips over first (BadZipFile,
     # zlib.error, EOFError, tokenize.TokenError, ...): all of them are the file's fault, not a bug.
     raise ValueError(f"cannot read {path}, is it truncated or corrupt? ({type(e).__name__}: {e})") from e
-  if not np.issubdtype(x.dtype, np.number):
-    raise ValueError(f"{path} holds {x.dtype} values, not numbers")
-  if x.ndim == 0:
-    raise ValueError(f"{path} holds a single number, not rows of features")
-  if x.ndim == 1:
-    x = x[:, None]
-  return Dataset(x.astype(np.float32), None if y is None else np.asarray(y), path.stem)
+  x, scaling = as_rows(x, path)
+  return Dataset(x, None if y is None else np.asarray(y), path.stem, {"scaling": scaling})
 
 
 _MAGIC = {".npy": (b"\x93NUMPY",), ".npz": (b"PK\x03\x04", b"PK\x05\x06")}  # a NumPy header; a zip archive
@@ -289,9 +373,9 @@ def _load_tfds(name, data_dir) -> Dataset:
   batches = list(tfds.as_numpy(data.batch(8192)))
   if not batches:
     raise ValueError(f"tensorflow-datasets {dataset!r} split {split!r} is empty")
-  x = np.concatenate([b["image"] for b in batches]).astype(np.float32) / 255.0
+  x, scaling = as_rows(np.concatenate([b["image"] for b in batches]), dataset)
   y = np.concatenate([b[label_key] for b in batches]).astype(np.int64) if label_key in batches[0] else None
-  return Dataset(x, y, dataset)
+  return Dataset(x, y, dataset, {"scaling": scaling})
 
 
 def _checked(ds: Dataset) -> Dataset:
@@ -315,4 +399,61 @@ def _checked(ds: Dataset) -> Dataset:
       if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
         raise ValueError(f"dataset {ds.name!r} has non-integer labels, e.g. {y[np.flatnonzero(y != np.round(y))[:3]]}")
     y = y.astype(np.int64)
-  return Dataset(x, y, ds.name)
+  return Dataset(x, y, ds.name, ds.info)
+
+
+def read_labels(path, n: int, *, what: str = "the dataset") -> np.ndarray:
+  """``[n]`` int64 labels from ``path`` (the command line's ``--labels``), for evaluation only: a ``.npy``
+  array, or a ``.csv`` with one label a line (a header line is allowed).
+
+  Raises:
+    ValueError: a missing or unreadable file, labels that are not integers, or not ``n`` of them (``what``
+      names the data they were meant for); each naming the file.
+  """
+  path = Path(path)
+  if path.suffix not in (".npy", ".csv"):
+    raise ValueError(f"labels file {path}: expected a .npy or .csv file, got {path.suffix or 'no extension'}")
+  if not path.is_file():
+    raise ValueError(f"labels file {path} does not exist" if not path.exists() else f"labels file {path} is not a file")
+  if path.suffix == ".npy":
+    _check_magic(path)
+    try:
+      y = np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy's many ways of failing on a damaged file, as in load_array_file
+      raise ValueError(f"cannot read labels file {path} ({type(e).__name__}: {e})") from e
+  else:
+    try:
+      with open(path, newline="") as f:
+        rows = [row for row in csv.reader(f) if row]
+    except (OSError, UnicodeDecodeError) as e:
+      raise ValueError(f"cannot read labels file {path}: {e}") from e
+    if rows and not _is_number(rows[0][0]) and (len(rows) == 1 or _is_number(rows[1][0])):
+      rows = rows[1:]  # a header (not the first of labels that are all names)
+    wide = next((r for r, row in enumerate(rows) if len(row) != 1), None)
+    if wide is not None:
+      raise ValueError(f"labels file {path}: expected one label a line, line {wide + 1} has {len(rows[wide])} values")
+    y = np.asarray([row[0].strip() for row in rows])
+    if all(_is_number(v) for v in y):
+      y = y.astype(np.float64)
+  y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
+  if y.ndim != 1:
+    raise ValueError(f"labels file {path}: expected one label per row, got an array of shape {y.shape}")
+  if len(y) != n:
+    raise ValueError(f"labels file {path} has {len(y)} labels but {what} has {n} rows")
+  if not np.issubdtype(y.dtype, np.integer):
+    numeric = _real(y.dtype) and y.dtype != np.bool_
+    bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y))) if numeric else np.arange(len(y))
+    if bad.size:
+      raise ValueError(f"labels file {path} holds non-integer labels, e.g. {y[bad[0]].item()!r} on row {bad[0] + 1}: "
+                       "labels must be integers (class names: number them 0, 1, ...)")
+  return y.astype(np.int64)
+
+
+def with_labels(data, path, *, what: str | None = None):
+  """``data`` (a :class:`Dataset` or a :class:`jaxclust.data.stream.Source`) with its labels read from ``path``
+  (:func:`read_labels`; ``what`` names the data in its errors), replacing any it had."""
+  n = data.x.shape[0] if isinstance(data, Dataset) else data.n
+  y = read_labels(path, n, what=what or f"dataset {os.fspath(data.name)!r}")
+  if isinstance(data, Dataset):
+    return data._replace(y=y)
+  return dataclasses.replace(data, labels=y, label_key="")

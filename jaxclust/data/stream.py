@@ -3,7 +3,8 @@
 For datasets that do not fit in host or device memory (ImageNet: 1.28M JPEGs of varying sizes),
 and for accelerators whose training step should not share the chip with augmentation. A source is
 either a prepared tensorflow-datasets name, ``"tfds:NAME[:SPLIT]"`` (read per process with
-``tfds.split_for_jax_process``, files and records shuffled per epoch), or an in-memory array
+``tfds.split_for_jax_process``, files and records shuffled per epoch), an image folder (its files read,
+decoded and resized by :mod:`jaxclust.data.folders`, as an array's rows are read), or an in-memory array
 ``[n, H, W, C]`` (a process reads its own ``1 / process_count`` of the shuffled rows).
 
 Each process augments its share of a global batch (``batch_size // process_count`` images) and the
@@ -30,8 +31,10 @@ from jaxclust.data.pipeline import tensorflow
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """Where the rows come from: ``array`` (``[n, ...]``: images ``[n, H, W, C]`` in [0, 1], or feature rows)
-  or a tfds ``name`` and ``split`` of images. ``channels`` is 0 for rows that are not images."""
+  """Where the rows come from: ``array`` (``[n, ...]``: images ``[n, H, W, C]`` in [0, 1], or feature rows),
+  the image ``files`` of a folder (read at ``shape``), or a tfds ``name`` and ``split`` of images.
+  ``channels`` is 0 for rows that are not images. ``labels``: the rows' labels in dataset order, where known
+  without reading the rows (arrays, folders, a ``--labels`` file); a tfds dataset's come with its records."""
   n: int
   channels: int
   array: np.ndarray | None = None
@@ -41,17 +44,31 @@ class Source:
   data_dir: str | None = None
   label_key: str = "label"
   shape: tuple | None = None  # a tfds dataset's image shape, None when its images differ in size
+  files: np.ndarray | None = None  # [n] paths of an image folder's images
+  info: dict = dataclasses.field(default_factory=dict)  # as sources.Dataset.info
+
+  @property
+  def y(self) -> np.ndarray | None:
+    """The labels, as :attr:`jaxclust.data.sources.Dataset.y`."""
+    return self.labels
 
 
-def open_source(dataset, *, data_dir=None) -> Source:
-  """A :class:`Source` for ``"tfds:NAME[:SPLIT]"``, or for an already loaded ``jaxclust.data.sources.Dataset``."""
+def open_source(dataset, *, data_dir=None, image_size: int = 0, skip_bad_files: bool = False) -> Source:
+  """A :class:`Source` for ``"tfds:NAME[:SPLIT]"``, an image folder (``image_size`` and ``skip_bad_files`` as
+  in :func:`jaxclust.data.folders.source`), or an already loaded ``jaxclust.data.sources.Dataset``."""
   if not isinstance(dataset, str):
     x = np.asarray(dataset.x)
     if x.ndim < 2:
       raise ValueError(f"streaming needs rows [n, ...]; got an array of shape {x.shape}")
-    return Source(n=x.shape[0], channels=x.shape[-1] if x.ndim == 4 else 0, array=x, labels=dataset.y)
+    return Source(n=x.shape[0], channels=x.shape[-1] if x.ndim == 4 else 0, array=x, labels=dataset.y,
+                  name=dataset.name, info=dict(dataset.info))
+  from jaxclust.data import sources
+  if sources.is_folder(dataset):
+    from jaxclust.data import folders
+    return folders.source(dataset, image_size=image_size, skip_bad_files=skip_bad_files)
   if not dataset.startswith("tfds:"):
-    raise ValueError(f"dataset={dataset!r}: streaming reads 'tfds:NAME[:SPLIT]' datasets or loaded arrays")
+    raise ValueError(f"dataset={dataset!r}: streaming reads 'tfds:NAME[:SPLIT]' datasets, image folders or "
+                     "loaded arrays")
   import tensorflow_datasets as tfds
   tensorflow()
   from jaxclust.data.sources import tfds_name
@@ -71,21 +88,29 @@ def open_source(dataset, *, data_dir=None) -> Source:
   shape = tuple(info.features["image"].shape)
   return Source(n=n, channels=shape[-1], name=name, split=split, data_dir=data_dir,
                 label_key=label_key if label_key in info.features else "",
-                shape=None if None in shape else shape)
+                shape=None if None in shape else shape, info={"scaling": "uint8 images / 255"})
 
 
 def _records(source: Source, seed: int | None):
   """``{"image": float32 [H, W, C] in [0, 1], "label"?}`` of this process's share, shuffled when ``seed`` is set."""
   tf = tensorflow()
   processes, me = jax.process_count(), jax.process_index()
-  if source.array is not None:
+  if source.array is not None or source.files is not None:
     order = tf.data.Dataset.range(source.n)
     if seed is not None:
       order = order.shuffle(source.n, seed=seed, reshuffle_each_iteration=False)
-    rows, labels = tf.constant(source.array), None if source.labels is None else tf.constant(source.labels)
+    labels = None if source.labels is None else tf.constant(source.labels)
+    if source.array is not None:
+      rows = tf.constant(source.array)
+      read = lambda i: tf.gather(rows, i)
+    else:  # an image folder: its files, decoded and resized as when it is loaded whole
+      from jaxclust.data import folders
+      files, size = tf.constant(source.files), tuple(source.shape[:2])
+      read = lambda i: folders.decode(tf.gather(files, i), size)
     return order.shard(processes, me).map(
-        lambda i: {"image": tf.gather(rows, i), **({} if labels is None else {"label": tf.gather(labels, i)}),
-                   **({} if seed is not None else {"index": i})})
+        lambda i: {"image": read(i), **({} if labels is None else {"label": tf.gather(labels, i)}),
+                   **({} if seed is not None else {"index": i})},
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   import tensorflow_datasets as tfds
   split = tfds.split_for_jax_process(source.split) if processes > 1 else source.split
   read = tfds.ReadConfig(shuffle_seed=seed) if seed is not None else None
@@ -133,6 +158,8 @@ def _row_shape(source: Source) -> tuple:
   """The shape of one row of a source whose rows all have one shape (arrays; tfds images of one size)."""
   if source.array is not None:
     return tuple(source.array.shape[1:])
+  if source.files is not None:
+    return tuple(source.shape)
   import tensorflow_datasets as tfds
   shape = tfds.builder(source.name, data_dir=source.data_dir).info.features["image"].shape
   if None in shape:
@@ -318,8 +345,9 @@ def predict_in_order(fn, source: Source, *, size: int | None, batch_size: int, m
   if not np.array_equal(index[order], np.arange(source.n)):
     raise RuntimeError(f"evaluation read {index.size} rows, not each of the {source.n} rows once")
   outputs = tuple(np.concatenate(column)[order] for column in zip(*outputs))
-  has_labels = source.labels is not None if source.array is not None else bool(source.label_key)
-  return outputs, np.concatenate(truth)[order] if has_labels else None, first
+  if source.labels is not None:  # known in dataset order (an array's, a folder's, a --labels file's)
+    return outputs, np.asarray(source.labels), first
+  return outputs, np.concatenate(truth)[order] if source.label_key and source.array is None else None, first
 
 
 def view_batches(x: np.ndarray, *, views, batch_size: int, seed: int, epoch: int, mesh: Mesh, neighbors=None,
@@ -384,8 +412,8 @@ def source_view_batches(source: Source, *, views, batch_size: int, seed: int, ep
                             neighbors=neighbors, prefetch=prefetch)
     return
   if neighbors is not None:
-    raise ValueError(f"tensorflow-datasets {source.name!r} is streamed: views of an image's neighbours need "
-                     "their rows at random, which only an in-memory array gives")
+    raise ValueError(f"{source.name!r} is streamed: views of an image's neighbours need their rows at random, "
+                     "which only an in-memory array gives")
   tf = tensorflow()
   local, me = _local(batch_size, mesh), jax.process_index()
   epoch_seed = seed * 1_000_003 + epoch
@@ -413,9 +441,9 @@ def source_view_batches(source: Source, *, views, batch_size: int, seed: int, ep
 def classes(source: Source) -> int | None:
   """How many classes a source's labels have (a tfds label feature's ``num_classes``, read from the dataset's
   metadata), or None without labels."""
-  if source.array is not None:
-    return None if source.labels is None else len(np.unique(source.labels))
-  if not source.label_key:
+  if source.labels is not None:
+    return len(np.unique(source.labels))
+  if source.array is not None or source.files is not None or not source.label_key:
     return None
   import tensorflow_datasets as tfds
   feature = tfds.builder(source.name, data_dir=source.data_dir).info.features[source.label_key]

@@ -159,10 +159,10 @@ def prepare(config, data, *, mesh, batch_sizes, conv: bool = True) -> engine.Pre
   (``input="tf.data"``), their :class:`jaxclust.data.stream.Source` instead, and nothing on the devices.
 
   ``batch_sizes`` names the settings whose batches are split over the mesh's devices."""
-  streamed_tfds = not hasattr(data, "x")  # a tfds dataset streamed without being loaded
-  if streamed_tfds:
+  unloaded = not hasattr(data, "x")  # a tfds dataset or image folder streamed without being loaded
+  if unloaded:
     from jaxclust.data import stream
-    n, shape, y = data.n, stream._row_shape(data), None  # pylint: disable=protected-access
+    n, shape, y = data.n, stream._row_shape(data), data.labels  # pylint: disable=protected-access
   else:
     n, shape, y = data.x.shape[0], data.x.shape[1:], data.y
   k = config.n_clusters or (len(np.unique(y)) if y is not None else 0)
@@ -178,7 +178,7 @@ def prepare(config, data, *, mesh, batch_sizes, conv: bool = True) -> engine.Pre
     if size % mesh.size:
       raise ValueError(f"{name}={size} is not divisible by the {mesh.size} devices of the mesh: every device "
                        "takes an equal share of each batch")
-  if streamed_tfds:
+  if unloaded:
     return engine.Prepared(k, None, data, n, tuple(shape))
   x = np.asarray(data.x.reshape(n, -1), np.float32)
   if config.input == "tf.data":  # each process streams its share of the rows; nothing sits on the devices
