@@ -64,8 +64,10 @@ class Estimator:
 
   def fit(self, X, y=None):
     """Trains (or resumes, or reads a finished run in ``workdir``) on ``X``; ``y``, labels for evaluation only."""
-    name, data = _data(X, y)
-    n, shape = (data.x.shape[0], data.x.shape[1:]) if data is not None else sources.describe(name)
+    reading = {key: value for key, value in _flat_settings(self.settings) if key in ("image_size", "skip_bad_files")}
+    name, data = _data(X, y, **reading)
+    n, shape = (data.x.shape[0], data.x.shape[1:]) if data is not None else sources.describe(
+        name, image_size=reading.get("image_size", 0))
     config = configs.get_config(self.method, name, recipe=self.recipe, n=n, shape=shape)
     config.seed, config.n_clusters = int(self.seed), int(self.n_clusters)
     for key, value in _flat_settings(self.settings):
@@ -84,8 +86,9 @@ class Estimator:
     """``labels``, ``confidence`` (the method's probability of each row's cluster), ``embedding`` and
     ``outlier`` (the share of training rows nearer to their cluster mean; above 0.99: an outlier) of ``X``."""
     self._check_fitted()
-    _, data = _data(X, None)
-    return engine.predict(self.workdir_, sources.load(X).x if data is None else data.x)
+    if isinstance(X, (str, os.PathLike)):  # an image folder is read at the size the run was trained on
+      X = sources.load_like(os.fspath(X), self.summary_["shape"]).x
+    return engine.predict(self.workdir_, X)
 
   def predict(self, X) -> np.ndarray:
     """The cluster of each row of ``X`` (rows shaped and scaled as the training data)."""
@@ -115,15 +118,14 @@ class Estimator:
       raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit(X) first")
 
 
-def _data(X, y):
+def _data(X, y, **reading):
   """``(dataset name, Dataset or None)``: arrays become a :class:`jaxclust.data.sources.Dataset`; a name or
-  path is loaded by the engine unless labels ``y`` come with it."""
+  path is loaded by the engine unless labels ``y`` come with it (``reading``: how an image folder is read)."""
   if isinstance(X, (str, os.PathLike)):
     name = os.fspath(X)
     if y is None:
       return name, None
-    data = sources.load(name)
-    return name, sources.from_arrays(data.x, y, name=name)
+    return name, sources.from_arrays(sources.load(name, **reading).x, y, name=name)
   return "array", sources.from_arrays(X, y)
 
 

@@ -274,21 +274,15 @@ def _write_predictions(output: str, out) -> None:
 
 def _predict(args) -> int:
   from jaxclust import engine
+  from jaxclust import workdir as workdirs
   from jaxclust.data import sources
 
   if args.output:
     _check_output(args.output)
-  size = 0
-  if sources.is_folder(args.input):  # its images are read at the size the run was trained on
-    from jaxclust import workdir as workdirs
-    summary = workdirs.open(workdirs.path(args.workdir))
-    if summary is None:
-      raise ValueError(f"{args.workdir} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
-    if len(summary["shape"]) != 3:
-      raise ValueError(f"--input {args.input} is an image folder, but the run {args.workdir} was trained on rows of "
-                       f"shape {tuple(summary['shape'])}, not images")
-    size = tuple(summary["shape"][:2])
-  data = sources.load(args.input, data_dir=args.data_dir, image_size=size)
+  summary = workdirs.open(workdirs.path(args.workdir))
+  if summary is None:
+    raise ValueError(f"{args.workdir} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
+  data = sources.load_like(args.input, summary["shape"], data_dir=args.data_dir, what="--input")
   if args.labels:
     data = sources.with_labels(data, args.labels, what=f"--input {args.input}")
   out = engine.predict(args.workdir, data.x)

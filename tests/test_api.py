@@ -89,3 +89,17 @@ def test_the_example_runs(tmp_path):
   out = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "DEC: {'acc':" in out.stdout and "k-means: {'acc':" in out.stdout and "outlier score" in out.stdout
+
+
+def test_an_image_folder_fits_and_predicts_at_the_trained_size(tmp_path):
+  """A folder of images of two sizes: fit reads them at the size most have; predict on another folder of
+  other sizes reads it at the run's size."""
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for folder, sizes in (("train", [(10, 12)] * 30 + [(7, 9)] * 6), ("new", [(20, 16)] * 4)):
+    (tmp_path / folder).mkdir()
+    for i, (h, w) in enumerate(sizes):
+      Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / folder / f"{i:03d}.png")
+  model = jaxclust.DEC(3, workdir=tmp_path / "run", **KEYWORDS).fit(tmp_path / "train")
+  assert model.summary_["shape"] == [10, 12, 3] and model.labels_.shape == (36,)
+  assert model.predict(tmp_path / "new").shape == (4,)

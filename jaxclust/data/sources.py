@@ -95,6 +95,22 @@ _SIZES = {"digits": (1797, (8, 8, 1)), "mnist": (70_000, (28, 28, 1)), "fashion_
           "usps": (9298, (16, 16, 1))}
 
 
+def load_like(name: str, shape, *, data_dir=None, what: str = "the input") -> Dataset:
+  """``name`` read for a run trained on rows of ``shape``: an image folder at that size (its images may be of
+  any size), anything else as :func:`load` reads it.
+
+  Raises:
+    ValueError: an image folder for a run trained on rows that are not images; what :func:`load` raises.
+  """
+  size = 0
+  if is_folder(name):
+    if len(shape) != 3:
+      raise ValueError(f"{what} {name} is an image folder, but the run was trained on rows of shape {tuple(shape)}, "
+                       "not images")
+    size = tuple(shape[:2])
+  return load(name, data_dir=data_dir, image_size=size)
+
+
 def describe(name: str, *, data_dir=None, image_size: int = 0) -> tuple[int | None, tuple | None]:
   """``(rows, row shape)`` of a dataset, read as cheaply as its format allows (what the recipes are chosen
   by); None where unknown without reading every record (a tfds dataset of images of many sizes). An image
