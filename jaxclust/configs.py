@@ -65,10 +65,17 @@ HELP = {
     "vade.lr_decay_epochs": "epochs between VaDE learning-rate decays",
     "vade.min_learning_rate": "floor of VaDE's decayed learning rate",
     # SCAN, SwAV, DeepCluster-v2: the network.
-    "backbone": "network: 'small_cnn', 'resnet18', 'resnet34' or 'resnet50'",
+    "backbone": "network: 'small_cnn', 'resnet18', 'resnet34', 'resnet50' (images) or 'mlp' (vector rows)",
     "stem": "ResNet stem: 'cifar' (one 3x3 convolution) or 'imagenet' (7x7 stride 2 and max-pool)",
     "dtype": "compute dtype of the network: 'float32' or 'bfloat16'",
     "cnn_channels": "channels of the small_cnn backbone's convolution blocks",
+    "mlp_widths": "widths of the mlp backbone's Dense-BatchNorm-ReLU layers (the last is the feature dimension)",
+    # The vector views of SCAN, SwAV and DeepCluster-v2 (the vectors recipes; jaxclust/data/augment_vectors.py).
+    "views.count": "SwAV/DeepCluster-v2: vector views of every row, the first two get codes or fill the bank",
+    "views.noise": "Gaussian noise added to a view, as a fraction of each feature's standard deviation",
+    "views.mask": "probability that a view's feature is replaced by the feature's mean",
+    "views.mix": "a view moves toward a nearest neighbour by a weight drawn per row from U(0, mix)",
+    "views.neighbors": "nearest neighbours (Euclidean, on the input rows) a view may move toward",
     # SCAN.
     "augment.crop_scale": "(low, high) area fraction of SCAN's random resized crops",
     "augment.flip_p": "probability of a horizontal flip in SCAN's views",

@@ -49,6 +49,25 @@ def batch_epoch(step, batch_size: int, n: int, sharding, loop: bool | None = Non
   return lambda state, x, rng: run(state, x, None, rng)
 
 
+def vector_epoch(step, batch_size: int, n: int, sharding):
+  """:func:`batch_epoch` for vector rows: each batch's ``"image"`` is a
+  :class:`jaxclust.data.augment_vectors.Rows` (the rows, a nearest neighbour each, the features'
+  statistics), which the step's views take: ``epoch(state, x, context, rng)`` with ``context`` an
+  :class:`jaxclust.data.augment_vectors.Context`. A compiled ``lax.scan`` on every backend: without
+  convolutions XLA's CPU backend runs it as fast as a loop."""
+  from jaxclust.data import augment_vectors
+
+  def one(state, x, context, index, mask, rng):
+    partner_rng, rng = jax.random.split(rng)
+    rows = augment_vectors.take(x, context, index, partner_rng)
+    if sharding is not None:
+      x_rows, partners, index, mask = jax.lax.with_sharding_constraint((rows.x, rows.partner, index, mask), sharding)
+      rows = rows._replace(x=x_rows, partner=partners)
+    return step(state, {"image": rows, "index": index, "mask": mask}, rng)
+
+  return epoch_runner(one, batch_size, n, loop=False)
+
+
 def epoch_runner(one, batch_size: int, n: int, loop: bool | None = None):
   """``epoch(state, x, aux, rng)``: ``one(state, x, aux, index, mask, rng)`` over shuffled batches of row
   indices covering ``range(n)`` once (the last padded and masked); returns the metrics' means.

@@ -97,16 +97,17 @@ _SETTING_INTS = {  # name: lowest allowed value
     "chunk_size": 1, "eval_every": 1, "freeze_prototypes_steps": 0, "queue_length": 0, "queue_size": 1,
     "queue_start_epoch": 0, "head_hidden": 1, "head_out": 1, "heads": 1, "latent": 1, "lr_decay_epochs": 1,
     "max_steps": 1, "update_interval": 1, "kmeans_n_init": 1, "neighbors": 1, "readout_neighbors": 1,
-    "prototypes": 1, "prototype_sets": 1, "bank_crops": 1, "strong_ops": 0, "n_clusters": 0, "seed": 0}
+    "prototypes": 1, "prototype_sets": 1, "bank_crops": 1, "count": 1, "strong_ops": 0, "n_clusters": 0, "seed": 0}
 _SETTING_FLOATS = {  # name: (low, high, whether low itself is allowed)
     "learning_rate": (0.0, np.inf, False), "temperature": (0.0, np.inf, False),
     "sinkhorn_epsilon": (0.0, np.inf, False),
     "min_learning_rate": (0.0, np.inf, True), "weight_decay": (0.0, np.inf, True), "gamma": (0.0, np.inf, True),
     "tol": (0.0, np.inf, True), "entropy_weight": (0.0, np.inf, True), "momentum": (0.0, 1.0, True),
     "lr_decay": (0.0, 1.0, False), "final_lr_fraction": (0.0, 1.0, True), "flip_p": (0.0, 1.0, True),
-    "cutout": (0.0, 1.0, True), "threshold": (0.0, 1.0, True)}
+    "cutout": (0.0, 1.0, True), "threshold": (0.0, 1.0, True), "noise": (0.0, np.inf, True),
+    "mask": (0.0, 1.0, True), "mix": (0.0, 1.0, True)}
 _SETTING_BOOLS = ("augment", "standardize", "update_backbone", "kmeans_warm_start")
-_SETTING_WIDTHS = ("hidden", "conv_channels", "cnn_channels")
+_SETTING_WIDTHS = ("hidden", "conv_channels", "cnn_channels", "mlp_widths")
 
 
 def check_settings(config, prefix: str = "") -> None:

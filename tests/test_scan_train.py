@@ -236,11 +236,13 @@ def test_killed_scan_run_resumes_to_the_uninterrupted_result(tmp_path):
   assert len(once) == 2 + 3 + 2 and resumed["train_seconds"] == pytest.approx(sum(once.values()))
 
 
-def test_scan_refuses_tabular_data(tmp_path):
+def test_scan_with_a_cnn_refuses_tabular_data(tmp_path):
+  """Tabular rows train with the MLP backbone (the vectors recipe: tests/test_vectors.py), never a CNN."""
   np.savez(tmp_path / "table.npz", x=np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32))
   config = tiny_config()
   config.dataset, config.n_clusters = str(tmp_path / "table.npz"), 3
-  with pytest.raises(ValueError, match=r"SCAN needs images \[n, H, W, C\]"):
+  with pytest.raises(ValueError, match=r"scan with backbone='small_cnn' needs images \[n, H, W, C\]; .* has rows "
+                                       r"of shape \(4,\): use --recipe vectors"):
     engine.fit(config, tmp_path / "run", log=lambda _: None)
   assert not (tmp_path / "run").exists()
 

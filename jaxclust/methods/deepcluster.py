@@ -22,6 +22,10 @@ the trained network's embeddings of the clean images. The epochs log how far the
 prototype set, or with fewer clusters than prototypes the grouping that ``readout`` names
 (:mod:`jaxclust.methods.online`).
 
+Vector rows (tabular features, time series, embeddings: the vectors recipe, ``backbone="mlp"``) are
+multi-cropped as ``views.count`` views of :mod:`jaxclust.data.augment_vectors` (noise, feature masking, a
+move toward a nearest neighbour), made on the devices.
+
 With ``input="tf.data"`` only the bank and the state stay on the devices: the images are streamed, read
 (a prepared tfds dataset such as ImageNet is never loaded whole), multi-cropped on the host and batched
 by :func:`jaxclust.data.stream.indexed_multi_crop_batches`, whose batches carry each image's dataset
@@ -184,8 +188,12 @@ def unit_prototypes(state: DeepClusterState):
 def prepare(config, data, mesh) -> engine.Prepared:
   """:func:`online.prepare` after DeepCluster-v2's own checks: the memory bank stays on the devices, the
   images are there too (``input="device"``) or streamed (``input="tf.data"``)."""
-  check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.crops[0][0]),
-              high_name="crops[0][0], the large crops")
+  if networks.vectors(config):
+    check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.views.count),
+                high_name="views.count")
+  else:
+    check_count(config.get("bank_crops", 1), "bank_crops", low=1, high=int(config.crops[0][0]),
+                high_name="crops[0][0], the large crops")
   if config.get("bank_source", "training") not in ("training", "epoch_end"):
     raise ValueError(f"bank_source={config.bank_source!r} must be 'training' or 'epoch_end'")
   return online.prepare(config, data, mesh)
@@ -201,6 +209,7 @@ def stages(run):
   embed = functools.partial(_embed, model)
   # A streamed run holds no padded rows on the devices, only the bank's: its k-means masks them out alike.
   mask = run.mask if run.source is None else _padding_mask(run.n, run.rows, run.mesh)
+  cache = {}  # per process: the vector views' neighbours and statistics
 
   def placed(rng):
     # Workdirs written before prototype sets and bank crops had one of each.
@@ -228,7 +237,10 @@ def stages(run):
     warm = config.get("kmeans_warm_start", False) and epoch > 0
     state = _recluster(state, jax.random.fold_in(rng, 7), mask, warm)
     targets = collapse.target_stability(parallel.fetch(state.assignments[0])[:run.n], previous, run.y)
-    if run.source is None:
+    if run.source is None and networks.vectors(config):
+      state, m = _vector_epoch(model, tx, config.batch_size, run.n, online.vector_views(config), config.temperature,
+                               epochs.shard(run.mesh))(state, run.x, online.vector_context(run, cache), rng)
+    elif run.source is None:
       state, m = _epoch(model, tx, config.batch_size, run.n, online.crops(config), config.temperature,
                         config.flip_p, epochs.shard(run.mesh))(state, run.x, rng)
     else:
@@ -292,6 +304,14 @@ def _epoch(model, tx, batch_size, n, crops, temperature, flip_p, sharding):
   views = functools.partial(augment.multi_crop, crops=crops, flip_p=flip_p)
   step = functools.partial(train_step, model=model, tx=tx, augment=views, temperature=temperature)
   return epochs.batch_epoch(step, batch_size, n, sharding)
+
+
+@functools.lru_cache(maxsize=None)
+def _vector_epoch(model, tx, batch_size, n, views, temperature, sharding):
+  """One epoch of steps on batches of vector rows on the devices, ``views`` (:func:`online.vector_views`) of
+  each made there."""
+  step = functools.partial(train_step, model=model, tx=tx, augment=views, temperature=temperature)
+  return epochs.vector_epoch(step, batch_size, n, sharding)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -372,7 +392,21 @@ def _digits(c, n, shape):
   online.digits_recipe(c, shape)
 
 
+def _vectors(c, n, shape):
+  """Chosen on scikit-learn's digits as vectors (experiments/vectors.md): the MLP on z-scored features, 4 vector
+  views (2 banked), one set of 100 prototypes, 30 epochs of 10,000 rows (300,000 seen), the bank refilled at each
+  epoch's end, k-means warm-started, read out by neighbours."""
+  del shape
+  online.vector_recipe(c, n)
+  # On digits (seed 0) 100 epochs read out ACC 0.66, 0.76, 0.73, 0.70, 0.58 after 0.1M-0.5M rows seen: shorter.
+  c.prototypes, c.epochs, c.prototype_sets, c.eval_every = 100, 30, 1, 10
+  c.bank_source, c.kmeans_warm_start, c.readout = "epoch_end", True, "knn"
+  online.vector_lengths(c, n)
+
+
 RECIPES = {
+    "vectors": configs.Recipe("the MLP on z-scored features with vector views (noise, masking, neighbour "
+                              "mixing), chosen on digits: 100 prototypes, 300,000 rows seen", _vectors),
     "small_images": configs.Recipe("a small CNN, chosen on MNIST: 200 prototypes, 2.8M images seen, read out "
                                    "by neighbours", _small_images),
     "images": configs.Recipe("the paper's ImageNet recipe: ResNet-50, multi-crop, 3 x 3000 prototypes, 800 "

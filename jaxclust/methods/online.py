@@ -7,6 +7,9 @@ the data and the mesh (:func:`check`), the record of an epoch (:func:`epoch_reco
 ``eval_every`` epochs and the collapse monitor of :mod:`jaxclust.collapse`), and the readout of a run
 and predict (:func:`labels`, :func:`readout`, :func:`assign`).
 
+Vector rows (the vectors recipe, ``backbone="mlp"``) take ``views.count`` vector views
+(:mod:`jaxclust.data.augment_vectors`) instead of multi-crop, on the devices (:func:`vector_views`).
+
 A row's cluster is its prototype (the highest score) when there are as many clusters as prototypes.
 With fewer (over-clustering, as the DeepCluster papers train), ``readout`` says how the prototypes'
 clusters are grouped (:func:`jaxclust.readout.over_cluster`): by spherical k-means of the embeddings
@@ -16,6 +19,7 @@ which saves ``groups.npy``); predict assigns new images with that file.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -28,7 +32,9 @@ import optax
 from jaxclust import collapse, configs, engine, parallel, readout as readouts
 from jaxclust import metrics as cluster_metrics
 from jaxclust import workdir as workdirs
-from jaxclust.data import stream
+from jaxclust.data import augment_vectors, stream
+from jaxclust.methods import networks
+from jaxclust.models import mlp
 from jaxclust.validation import check_count
 
 FILES = ("centroids", "groups")  # what predict reads, one per over-clustering readout
@@ -83,6 +89,39 @@ def small_image_recipe(c, n, shape, *, reference: int | None = 70_000) -> None:
   c.head_hidden, c.head_out = 128, 64
   if reference is not None:
     lengths(c, reference, n)
+
+
+VECTOR_REFERENCE = 10_000  # rows: the vectors recipes state their lengths in epochs of this many rows
+
+
+def vector_recipe(c, n) -> None:
+  """The MLP backbone on z-scored features and vector views instead of crops (chosen on scikit-learn's
+  digits as vectors: experiments/vectors.md): batch 256 (or the largest multiple of 8 under ``n``), Adam
+  1e-3 after one warm-up epoch; each method then sets its own lengths (:data:`VECTOR_REFERENCE`)."""
+  c.backbone, c.mlp_widths, c.standardize = "mlp", mlp.WIDTHS, True
+  del c["crops"], c["flip_p"]
+  # Every vector view costs a full forward pass (a small crop of an image costs a fraction of a large
+  # one), so multi-crop's 2 + 6 becomes 2 + 2: the first two views get codes (SwAV) or fill the bank
+  # (DeepCluster-v2), the other two only predict them.
+  c.views = ml_collections.ConfigDict({"count": 4, "noise": 0.1, "mask": 0.2, "mix": 0.5, "neighbors": 5})
+  c.batch_size = vector_batch(256, n)
+  c.optimizer, c.learning_rate, c.weight_decay, c.warmup_epochs = "adam", 1e-3, 1e-6, 1
+  c.head_hidden, c.head_out = 256, 64
+
+
+def vector_lengths(c, n) -> None:
+  """The vectors recipes' lengths (:func:`lengths`) for ``n`` rows, a checkpoint every twentieth of the epochs
+  (an epoch of a few steps takes less time than its save)."""
+  lengths(c, VECTOR_REFERENCE, n)
+  c.checkpoint_every = max(1, c.epochs // 20)
+
+
+def vector_batch(batch_size: int, n: int | None) -> int:
+  """``batch_size``, or for fewer rows the largest multiple of 8 under ``n`` (a batch larger than the data
+  would repeat its padding row in every BatchNorm statistic; 8 divides the batch over 1, 2, 4 or 8 devices)."""
+  if n is None or n >= batch_size:
+    return batch_size
+  return max(8, n // 8 * 8)
 
 
 def measured_on_mnist(c, n) -> None:
@@ -156,10 +195,13 @@ def images(config, data) -> np.ndarray:
 def prepare(config, data, mesh) -> engine.Prepared:
   """Images on the devices (``input="device"``), or streamed (``input="tf.data"``): from ``data``, a
   loaded dataset or the :class:`jaxclust.data.stream.Source` of a tfds dataset never loaded whole. The
-  network of a streamed run sees the large crops."""
+  network of a streamed run sees the large crops. Vector rows (the MLP backbone) sit on the devices."""
+  if networks.vectors(config):
+    return _prepare_vectors(config, data, mesh)
   if isinstance(data, stream.Source):
     source = data
   else:
+    networks.check_rows(config, data.x.shape[1:])
     images(config, data)
     source = stream.open_source(data) if config.input == "tf.data" else None
   n = data.x.shape[0] if source is None else source.n
@@ -168,6 +210,35 @@ def prepare(config, data, mesh) -> engine.Prepared:
     return engine.Prepared(clusters, data.x)
   size = int(config.crops[0][1])
   return engine.Prepared(clusters, None, source, n, (size, size, source.channels))
+
+
+def _prepare_vectors(config, data, mesh) -> engine.Prepared:
+  networks.check_rows(config, data.x.shape[1:])
+  n = data.x.shape[0]
+  _, clusters = check(config, n, mesh)
+  check_count(config.views.count, "views.count", low=2)  # two views get codes (SwAV) or fill the bank
+  check_count(config.views.neighbors, "views.neighbors", low=1, high=n - 1, high_name="n_samples - 1")
+  return engine.Prepared(clusters, data.x)
+
+
+def vector_views(config):
+  """The ``augment`` of a step on vector rows: ``(rng, rows) -> views.count`` views
+  (:func:`jaxclust.data.augment_vectors.views`); the same object for the same settings, so the compiled
+  epochs cached on it are found again."""
+  return _vector_views(int(config.views.count), augment_vectors.options(config))
+
+
+@functools.lru_cache(maxsize=None)
+def _vector_views(count: int, options: tuple):
+  return functools.partial(augment_vectors.views, count=count, **dict(options))
+
+
+def vector_context(run, cache: dict):
+  """The views' neighbours and feature statistics of the run's rows, computed once per process (the data
+  alone decides them: a resumed run computes the same)."""
+  if "context" not in cache:
+    cache["context"] = augment_vectors.placed_context(run.x, run.n, run.config.views.neighbors, run.mesh)
+  return cache["context"]
 
 
 def check(config, n: int, mesh) -> tuple[int, int]:

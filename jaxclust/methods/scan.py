@@ -22,6 +22,10 @@ clusters come from passes over the stream in dataset order, the kNN runs on the 
 ``scan.update_backbone``) needs rows at random: an array gives them, a tfds stream does not, and
 :func:`prepare` refuses it there (the heads on frozen features need only the features' rows).
 
+Vector rows (tabular features, time series, embeddings: the vectors recipe, ``backbone="mlp"``) train the
+same stages on :mod:`jaxclust.data.augment_vectors`' views (noise, feature masking, a move toward a nearest
+neighbour) instead of crops, held on the devices (a stream cannot give the neighbours' rows).
+
 The losses and steps come first; the stages (what :mod:`jaxclust.engine` runs) follow. What each stage
 compiles is in :mod:`jaxclust.methods.scan_epochs`.
 """
@@ -43,9 +47,9 @@ from flax import struct
 from jaxclust import configs, engine, epochs, parallel
 from jaxclust import metrics as cluster_metrics
 from jaxclust import workdir as workdirs
-from jaxclust.data import stream
+from jaxclust.data import augment_vectors, stream
 from jaxclust.kernels.knn import knn
-from jaxclust.methods import scan_epochs
+from jaxclust.methods import networks, scan_epochs
 from jaxclust.validation import check_count
 
 
@@ -254,9 +258,10 @@ def prepare(config, data, mesh) -> engine.Prepared:
   if isinstance(data, stream.Source):
     source, shape = data, stream._row_shape(data)  # pylint: disable=protected-access
   else:
-    source, shape = stream.open_source(data) if config.input == "tf.data" else None, data.x.shape[1:]
-  if len(shape) != 3:
-    raise ValueError(f"SCAN needs images [n, H, W, C]; {config.dataset!r} has rows of shape {tuple(shape)}")
+    source, shape = None, data.x.shape[1:]
+  networks.check_rows(config, shape)  # images for the CNNs, any rows on the devices for the MLP
+  if source is None and config.input == "tf.data":
+    source = stream.open_source(data)
   if source is not None and source.array is None and config.scan.epochs and not _frozen_features(config):
     # An epoch pairs every image with views of a mined neighbour, a row anywhere in the dataset.
     raise ValueError(f"input='tf.data' streams {config.dataset!r} without loading it, but scan.update_backbone="
@@ -271,6 +276,8 @@ def prepare(config, data, mesh) -> engine.Prepared:
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
   k = check_count(k, "n_clusters", low=1, high=n, high_name="n_samples")
   check_count(config.mine.neighbors, "mine.neighbors", low=1, high=n - 1, high_name="n_samples - 1")
+  if networks.vectors(config):
+    check_count(config.views.neighbors, "views.neighbors", low=1, high=n - 1, high_name="n_samples - 1")
   check_count(config.pretext.get("warmup_epochs", 0), "pretext.warmup_epochs", low=0, high=config.pretext.epochs,
               high_name="pretext.epochs")
   if config.mine.features not in ("projection", "backbone"):
@@ -292,10 +299,22 @@ def stages(run):
   """pretext -> mine -> scan -> selflabel."""
   models = scan_epochs.models(run.config, run.k)
   example = jnp.zeros((2, *run.shape))
-  mined = {}  # the neighbours mined by this process: the SCAN stage reads neighbors.npy only on resume
-  pretext = _pretext_stage(run, models["pretext"], example)
+  # What this process computed from the data: the mined neighbours (the SCAN stage reads neighbors.npy only on
+  # resume) and, for vector rows, the views' neighbours and statistics.
+  mined = {}
+  pretext = _pretext_stage(run, models["pretext"], example, mined)
   return (pretext, _mine_stage(run, models["pretext"], pretext.template, mined),
           *_cluster_stages(run, models["cluster"], example, mined))
+
+
+def _vector_context(run, mined):
+  """The vector views' neighbours (in the input rows, not the mined ones) and feature statistics, once per
+  process; None for images."""
+  if not networks.vectors(run.config):
+    return None
+  if "views" not in mined:
+    mined["views"] = augment_vectors.placed_context(run.x, run.n, run.config.views.neighbors, run.mesh)
+  return mined["views"]
 
 
 def readout(run, state) -> engine.Readout:
@@ -319,7 +338,7 @@ def assign(run, state, x) -> engine.Assignment:
   return engine.Assignment(labels, confidence, parallel.fetch(scan_epochs.features(model, variables, x, len(x), chunk)))
 
 
-def _pretext_stage(run, model, example) -> engine.Stage:
+def _pretext_stage(run, model, example, mined) -> engine.Stage:
   """1. The pretext (SimCLR or MoCo), or another run's finished pretext (``pretext.init_from``, no epochs)."""
   config, c = run.config, run.config.pretext
   tx = scan_epochs.pretext_tx(config, run.n)
@@ -342,8 +361,9 @@ def _pretext_stage(run, model, example) -> engine.Stage:
   def epoch(run, state, epoch):
     rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
     if run.source is None:
-      state, m = scan_epochs.pretext_epoch(model, tx, c.batch_size, run.n, run.shape, options, view,
-                                           epochs.shard(run.mesh))(state, run.x, rng)
+      fn = scan_epochs.pretext_epoch(model, tx, c.batch_size, run.n, run.shape, options, view, epochs.shard(run.mesh))
+      context = _vector_context(run, mined)
+      state, m = fn(state, run.x, rng) if context is None else fn(state, run.x, context, rng)
     else:
       weak, _ = scan_epochs.host_views(run.shape, *view)
       step = epochs.host_step(options[0], model=model, tx=tx, augment=None, **dict(options[1]))
@@ -424,9 +444,12 @@ def _cluster_stages(run, model, example, mined) -> tuple[engine.Stage, engine.St
           run.source, views=(weak, weak), batch_size=c.batch_size, seed=config.seed, epoch=100_000 + epoch,
           mesh=run.mesh, neighbors=mined["neighbors"]))
     else:
+      context = _vector_context(run, mined)
       cluster, m = scan_epochs.scan_epoch(model, scan_tx, c.batch_size, run.n, run.shape, c.entropy_weight,
                                           c.update_backbone, c.augment, view, sharding)(
-                                              cluster, run.x, cache["neighbors"], rng)
+                                              cluster, run.x,
+                                              cache["neighbors"] if context is None else (cache["neighbors"], context),
+                                              rng)
     head_loss = parallel.fetch(m["head_loss"])
     best = int(np.argmin(head_loss))
     record = {"loss": float(head_loss[best]), "best_head": best, "consistency": float(m["consistency"][best]),
@@ -448,8 +471,10 @@ def _cluster_stages(run, model, example, mined) -> tuple[engine.Stage, engine.St
           run.source, views=(scan_epochs.host_identity, strong), batch_size=s.batch_size, seed=config.seed,
           epoch=200_000 + epoch, mesh=run.mesh))
     else:
-      cluster, m = scan_epochs.selflabel_epoch(model, selflabel_tx, s.batch_size, run.n, run.shape, best, s.threshold,
-                                               c.update_backbone, view, sharding)(state.cluster, run.x, rng)
+      fn = scan_epochs.selflabel_epoch(model, selflabel_tx, s.batch_size, run.n, run.shape, best, s.threshold,
+                                       c.update_backbone, view, sharding)
+      context = _vector_context(run, mined)
+      cluster, m = fn(state.cluster, run.x, rng) if context is None else fn(state.cluster, run.x, context, rng)
     record = {"loss": float(m["loss"]), "confident": float(m["confident"])}
     if record["confident"] == 0.0:
       warnings.warn(f"self-labeling epoch {epoch + 1}: no image passed the confidence threshold {s.threshold}, "
@@ -586,7 +611,34 @@ def _digits(c, n, shape):
   c.selflabel.update({"epochs": 10, "batch_size": 128})
 
 
+_VECTOR_REFERENCE = 10_000  # rows: the vectors recipe's lengths are epochs of this many rows
+
+
+def _vectors(c, n, shape):
+  """Chosen on scikit-learn's digits as vectors (experiments/vectors.md): the MLP on z-scored features, SimCLR on
+  vector views (noise, masking, neighbour mixing) for 100 epochs of 10,000 rows (1M seen), neighbours mined on
+  the backbone, the heads on its frozen features, no self-labeling."""
+  del shape
+  from jaxclust.models import mlp
+  c.backbone, c.mlp_widths, c.standardize = "mlp", mlp.WIDTHS, True
+  del c["augment"], c.selflabel["strong_ops"], c.selflabel["cutout"]  # image views: vector views replace them
+  c.views = ml_collections.ConfigDict({"noise": 0.1, "mask": 0.2, "mix": 0.5, "neighbors": 5})
+  batch = min(256, max(8, (n or 256) // 8 * 8))  # not above the data: padding rows would enter BatchNorm
+  # MoCo's queue: a multiple of the batch, at most half the data (older keys would be the same rows again).
+  queue = batch * max(1, min(16, (n or 10 * batch) // (2 * batch)))
+  c.pretext.update({"epochs": 100, "batch_size": batch, "learning_rate": 0.4, "warmup_epochs": 5,
+                    "head_hidden": 256, "head_out": 64, "queue_size": queue})
+  c.mine.update({"neighbors": 10, "features": "backbone"})
+  c.scan.update({"epochs": 100, "batch_size": batch, "learning_rate": 1e-2, "update_backbone": False,
+                 "augment": False})
+  c.selflabel.update({"epochs": 0, "batch_size": batch})
+  _lengths(c, _VECTOR_REFERENCE, n)
+  c.checkpoint_every = max(1, c.pretext.epochs // 20)  # epochs of a few steps: saving each would take longer
+
+
 RECIPES = {
+    "vectors": configs.Recipe("the MLP on z-scored features, SimCLR on vector views (noise, masking, neighbour "
+                              "mixing), chosen on digits: 1M rows seen, heads on frozen features", _vectors),
     "small_images": configs.Recipe("a small CNN, chosen on MNIST: 3.5M SimCLR images seen, heads on frozen "
                                    "features", _small_images),
     "images": configs.Recipe("SCAN's official CIFAR-10/STL-10 configs: ResNet-18, 25M SimCLR images seen",

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 
 from jaxclust import epochs, parallel
 from jaxclust import workdir as workdirs
-from jaxclust.data import augment, augment_tf, stream
+from jaxclust.data import augment, augment_tf, augment_vectors, stream
 from jaxclust.methods import moco, networks, scan, simclr
 from jaxclust.models import heads
 
@@ -60,8 +60,14 @@ def selflabel_tx(config):
   return optax.adamw(config.selflabel.learning_rate, weight_decay=config.selflabel.weight_decay)
 
 
+VECTORS = "vectors"  # view options' first entry for vector rows (the MLP backbone)
+
+
 def view_options(config):
-  """(crop scale, flip probability, strong ops, Cutout fraction) of the weak and strong views, hashable."""
+  """(crop scale, flip probability, strong ops, Cutout fraction) of the weak and strong views, hashable; for
+  vector rows ``("vectors", *views' settings)`` (:func:`jaxclust.data.augment_vectors.options`)."""
+  if networks.vectors(config):
+    return (VECTORS, *augment_vectors.options(config))
   return (tuple(config.augment.crop_scale), config.augment.flip_p, config.selflabel.strong_ops,
           float(config.selflabel.cutout))
 
@@ -87,8 +93,13 @@ def pretext_options(config):
   return (simclr.train_step, (("temperature", c.temperature),))
 
 
-def _views(image_shape, crop_scale, flip_p, strong_ops, cutout):
-  """The weak (SimCLR) and strong (RandAugment + Cutout) views, on device: ``(rng, images) -> views``."""
+def _views(image_shape, *view):
+  """The weak (SimCLR) and strong (RandAugment + Cutout) views of :func:`view_options` ``view``, on device:
+  ``(rng, images) -> views``. Vector rows have one view, both weak and strong: ``(rng, Rows) -> [B, ...]``."""
+  if view[0] == VECTORS:
+    vector_view = augment_vectors.batch_view(view[1:])
+    return vector_view, vector_view
+  crop_scale, flip_p, strong_ops, cutout = view
   size = image_shape[:2]
   weak = augment.batch(augment.simclr_view, size=size, scale=crop_scale, flip_p=flip_p)
   strong = augment.batch(augment.strong_view, size=size, flip_p=flip_p, n_ops=strong_ops,
@@ -119,10 +130,13 @@ def host_views(image_shape, crop_scale, flip_p, strong_ops, cutout):
 
 @functools.lru_cache(maxsize=None)
 def pretext_epoch(model, tx, batch_size, n, image_shape, options, view, sharding):
+  """``epoch(state, x, rng)``; for vector rows ``epoch(state, x, context, rng)`` (:func:`epochs.vector_epoch`)."""
   weak, _ = _views(image_shape, *view)
   train_step, settings = options
-  return epochs.batch_epoch(functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings)),
-                          batch_size, n, sharding)
+  step = functools.partial(train_step, model=model, tx=tx, augment=weak, **dict(settings))
+  if view[0] == VECTORS:
+    return epochs.vector_epoch(step, batch_size, n, sharding)
+  return epochs.batch_epoch(step, batch_size, n, sharding)
 
 
 def _with_neighbors(x, neighbors, index, mask, rng, sharding):
@@ -136,9 +150,28 @@ def _with_neighbors(x, neighbors, index, mask, rng, sharding):
 
 @functools.lru_cache(maxsize=None)
 def scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, update_backbone, augmented, view, sharding):
-  weak = _views(image_shape, *view)[0] if augmented else _unaugmented
+  """``epoch(state, x, neighbors, rng)``; for vector rows ``epoch(state, x, (neighbors, context), rng)``."""
+  vectors = view[0] == VECTORS
+  weak = _views(image_shape, *view)[0] if augmented else (augment_vectors.unaugmented if vectors else _unaugmented)
   step = functools.partial(scan.scan_step, model=model, tx=tx, augment=weak, entropy_weight=entropy_weight,
                            update_backbone=update_backbone)
+
+  def vector_one(state, x, aux, index, mask, rng):
+    """The rows and a mined neighbour each, both as :class:`jaxclust.data.augment_vectors.Rows` (their own
+    partners to move toward)."""
+    neighbors, context = aux
+    k_column, k_rows, k_neighbors, rng = jax.random.split(rng, 4)
+    column = jax.random.randint(k_column, index.shape, 1, neighbors.shape[1])
+    rows = augment_vectors.take(x, context, index, k_rows)
+    neighbor_rows = augment_vectors.take(x, context, neighbors[index, column], k_neighbors)
+    if sharding is not None:
+      a, b, c, d, mask = jax.lax.with_sharding_constraint(
+          (rows.x, rows.partner, neighbor_rows.x, neighbor_rows.partner, mask), sharding)
+      rows, neighbor_rows = rows._replace(x=a, partner=b), neighbor_rows._replace(x=c, partner=d)
+    return step(state, {"image": rows, "neighbor": neighbor_rows, "mask": mask}, rng)
+
+  if vectors:
+    return epochs.epoch_runner(vector_one, batch_size, n, loop=False)
 
   def one(state, x, neighbors, index, mask, rng):
     images, neighbor_images, mask = _with_neighbors(x, neighbors, index, mask, rng, sharding)
@@ -164,9 +197,15 @@ def scan_feature_epoch(model, tx, batch_size, n, entropy_weight, sharding):
 
 @functools.lru_cache(maxsize=None)
 def selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, batchnorm_train, view, sharding):
+  """``epoch(state, x, rng)``; for vector rows ``epoch(state, x, context, rng)``, the rows themselves the weak
+  view and a vector view the strong one."""
   _, strong = _views(image_shape, *view)
-  step = functools.partial(scan.selflabel_step, model=model, tx=tx, weak=_unaugmented, strong=strong, head=head,
+  vectors = view[0] == VECTORS
+  step = functools.partial(scan.selflabel_step, model=model, tx=tx,
+                           weak=augment_vectors.unaugmented if vectors else _unaugmented, strong=strong, head=head,
                            threshold=threshold, batchnorm_train=batchnorm_train)
+  if vectors:
+    return epochs.vector_epoch(step, batch_size, n, sharding)
   return epochs.batch_epoch(step, batch_size, n, sharding)
 
 
@@ -227,8 +266,8 @@ def over_images(run, what: str, model, variables, head: int = 0):
 
 # The settings that shape the pretext network and its checkpointed state: a run may start from another
 # run's pretext (pretext.init_from) only if they agree.
-PRETEXT_SHAPE = ("backbone", "stem", "cnn_channels", "pretext.method", "pretext.optimizer", "pretext.head_hidden",
-                 "pretext.head_out", "pretext.queue_size")
+PRETEXT_SHAPE = ("backbone", "stem", "cnn_channels", "mlp_widths", "pretext.method", "pretext.optimizer",
+                 "pretext.head_hidden", "pretext.head_out", "pretext.queue_size")
 
 
 def pretext_source(config):

@@ -14,6 +14,10 @@ with the batch sharded, the sums in :func:`jaxclust.sinkhorn_knopp` already span
 :func:`codes` also runs it under ``jax.shard_map`` with ``psum`` over the mesh axis, the explicit
 form of the same computation.
 
+Vector rows (tabular features, time series, embeddings: the vectors recipe, ``backbone="mlp"``) are
+multi-cropped as ``views.count`` views of :mod:`jaxclust.data.augment_vectors` (noise, feature masking, a
+move toward a nearest neighbour), made on the devices.
+
 A run (:func:`stages`) is one stage of epochs. The images sit on the devices and each epoch gathers
 and multi-crops its batches there (:func:`jaxclust.epochs.batch_epoch`); with ``input="tf.data"`` they
 are streamed instead, read (a prepared tfds dataset such as ImageNet is never loaded whole),
@@ -238,6 +242,7 @@ def stages(run):
   model, tx = network(config), online.optimizer(config, run.n)
   example = jnp.zeros((2, *run.shape))
   mesh = run.mesh if run.mesh.size > 1 else None  # the explicit global Sinkhorn only across devices
+  cache = {}  # per process: the vector views' neighbours and statistics
 
   def placed(rng):
     return parallel.put(init(model, rng, example, tx, n_assign=2, queue_length=config.queue_length), run.mesh)
@@ -257,9 +262,14 @@ def stages(run):
       return state, {"loss": loss, **collapse.monitor(None, None, run.k, config.prototypes, loss,
                                                       {"batch_spread": float(m["batch_spread"])}, name=NAME,
                                                       advice=COLLAPSE_ADVICE)}
-    state, m = _epoch(model, tx, config.batch_size, run.n, online.crops(config), config.flip_p, config.temperature,
-                      config.sinkhorn_epsilon, config.freeze_prototypes_steps, update_queue,
-                      epochs.shard(run.mesh), mesh)(state, run.x, rng)
+    if networks.vectors(config):
+      state, m = _vector_epoch(model, tx, config.batch_size, run.n, online.vector_views(config), config.temperature,
+                               config.sinkhorn_epsilon, config.freeze_prototypes_steps, update_queue,
+                               epochs.shard(run.mesh), mesh)(state, run.x, online.vector_context(run, cache), rng)
+    else:
+      state, m = _epoch(model, tx, config.batch_size, run.n, online.crops(config), config.flip_p,
+                        config.temperature, config.sinkhorn_epsilon, config.freeze_prototypes_steps, update_queue,
+                        epochs.shard(run.mesh), mesh)(state, run.x, rng)
     loss = float(m["loss"])
     # The steps measure the spread of their batches' embeddings; the record adds the whole dataset's.
     return state, {"loss": loss, **online.epoch_record(run, state, epoch, loss, scorer(config),
@@ -296,6 +306,15 @@ def _epoch(model, tx, batch_size, n, crops, flip_p, temperature, epsilon, freeze
   step = functools.partial(train_step, model=model, tx=tx, augment=views, temperature=temperature, epsilon=epsilon,
                            freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
   return epochs.batch_epoch(step, batch_size, n, sharding)
+
+
+@functools.lru_cache(maxsize=None)
+def _vector_epoch(model, tx, batch_size, n, views, temperature, epsilon, freeze, update_queue, sharding, mesh):
+  """One epoch of steps on batches of vector rows on the devices, ``views`` (:func:`online.vector_views`) of
+  each made there."""
+  step = functools.partial(train_step, model=model, tx=tx, augment=views, temperature=temperature, epsilon=epsilon,
+                           freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)
+  return epochs.vector_epoch(step, batch_size, n, sharding)
 
 
 def _given_crops(rng, crops):
@@ -374,7 +393,20 @@ def _digits(c, n, shape):
   c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 100, 0, 0
 
 
+def _vectors(c, n, shape):
+  """Chosen on scikit-learn's digits as vectors (experiments/vectors.md): the MLP on z-scored features, 4 vector
+  views, 30 prototypes, 30 epochs of 10,000 rows (300,000 seen), read out by neighbours."""
+  del shape
+  online.vector_recipe(c, n)
+  c.freeze_prototypes_steps, c.queue_length, c.queue_start_epoch = 100, 0, 0
+  # On digits (seed 0) 100 epochs reached ACC 0.8297, and 0.8353 after 100,000 rows seen: 30 epochs suffice.
+  c.prototypes, c.epochs, c.eval_every, c.sinkhorn_epsilon, c.readout = 30, 30, 10, 0.025, "knn"
+  online.vector_lengths(c, n)
+
+
 RECIPES = {
+    "vectors": configs.Recipe("the MLP on z-scored features with vector views (noise, masking, neighbour "
+                              "mixing), chosen on digits: 30 prototypes, 300,000 rows seen", _vectors),
     "small_images": configs.Recipe(
         "a small CNN, chosen on MNIST: 30 prototypes, 2.1M images seen, read out by neighbours", _small_images),
     "images": configs.Recipe("the paper's ImageNet recipe: ResNet-50, multi-crop, 800 epochs of 1.28M images",
