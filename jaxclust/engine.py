@@ -356,13 +356,15 @@ def _finish(method, run: Run, state, images, start) -> dict:
         (run.workdir / f"{name}.npy").unlink(missing_ok=True)
       else:
         workdirs.save_npy(run.workdir / f"{name}.npy", array)
-    _reporting_part(run, "report data", lambda: report.save(  # exemplars.png of image data among it
-        run.workdir, labels=labels, k=run.k, seed=run.config.seed, y=y, rows=images, embedding=out.embedding,
-        confidence=out.confidence))
+    drawn = run.config.get("report", True)
+    if drawn:
+      _reporting_part(run, "report data", lambda: report.save(  # exemplars.png of image data among it
+          run.workdir, labels=labels, k=run.k, seed=run.config.seed, y=y, rows=images, embedding=out.embedding,
+          confidence=out.confidence))
     if out.embedding is not None:  # what predict's outlier scores compare new rows with
       workdirs.save_npz(run.workdir / OUTLIERS, **outlier_reference(out.embedding, labels, run.k))
     workdirs.write_json(run.workdir / "summary.json", summary)
-    page = _reporting_part(run, "report", lambda: report.render(run.workdir))
+    page = _reporting_part(run, "report", lambda: report.render(run.workdir)) if drawn else None
     if page is not None:
       run.log(f"report: {page} ({time.perf_counter() - tick:.1f} s)")
   return summary

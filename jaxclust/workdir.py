@@ -26,7 +26,7 @@ import uuid
 import numpy as np
 from etils import epath
 
-RESUMABLE_CHANGES = ("data_dir", "eval_every", "recipe", "labels")  # see check_same_config
+RESUMABLE_CHANGES = ("data_dir", "eval_every", "recipe", "labels", "report")  # see check_same_config
 
 
 def path(workdir) -> epath.Path:

@@ -27,7 +27,7 @@ def fast_config(method="dec"):
 def two_process_settings(data_input: str) -> list[str]:
   """``--set`` values of :func:`fast_config` DEC for the 2-process tests, shorter: there every step and save
   synchronizes the processes. A save every 4 clustering intervals; the labels do not depend on when a run saves."""
-  return FAST + [f"input={data_input}", "checkpoint_every=4", "pretrain.epochs=2", "cluster.max_steps=40"]
+  return FAST + [f"input={data_input}", "checkpoint_every=4", "pretrain.epochs=2", "cluster.max_steps=40", "report=False"]
 
 
 def two_process_config(data_input: str, method: str = "dec"):
