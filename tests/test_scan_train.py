@@ -218,15 +218,15 @@ def test_scan_on_frozen_features_trains_as_the_heads_on_unaugmented_images_and_w
 def test_killed_scan_run_resumes_to_the_uninterrupted_result(tmp_path):
   # Reference and resumed run in the same kind of process (see conftest.run_cli): one label of a
   # near-tie flipped when the reference ran in the test process, whose XLA client has 8 devices.
-  run_cli("scan", tmp_path / "reference", TINY)
+  run_cli("scan", tmp_path / "reference", TINY + ["report=False"])
   reference = json.loads((tmp_path / "reference" / "summary.json").read_text())
   workdir = tmp_path / "killed"
   # saves 1: pretext epoch 1; 2: the pretext's end (mining's start); 3: SCAN's start; 4-5: SCAN epochs 1-2;
   # 6: self-labeling's start (SCAN's end); 7: self-labeling epoch 1; 8: the end. Killed in each stage
   # that trains, each time resumed from the last kill.
   for checkpoint in (1, 4, 7):
-    kill_cli_run("scan", workdir, TINY, checkpoint=checkpoint)
-  run_cli("scan", workdir, TINY)
+    kill_cli_run("scan", workdir, TINY + ["report=False"], checkpoint=checkpoint)
+  run_cli("scan", workdir, TINY + ["report=False"])
   resumed = json.loads((workdir / "summary.json").read_text())
   assert [r.get("epoch") for r in records(workdir) if r["stage"] == "pretext"].count(1) == 1, \
       "the pretext's first epoch was trained again"

@@ -94,7 +94,9 @@ def test_missing_tfds_dataset_is_a_clear_error():
     stream.open_source("mnist")
 
 
-TINY_STREAM = ["epochs=2", "cnn_channels=(8, 16)", "queue_length=256", "queue_start_epoch=0", "input=tf.data"]
+# report=False: a run checked for training and resume; the report has its own tests (tests/test_report.py)
+TINY_STREAM = ["epochs=2", "cnn_channels=(8, 16)", "queue_length=256", "queue_start_epoch=0", "input=tf.data",
+               "report=False"]
 
 
 def test_streamed_swav_trains_predicts_and_resumes_to_the_same_result(tmp_path):
@@ -105,7 +107,7 @@ def test_streamed_swav_trains_predicts_and_resumes_to_the_same_result(tmp_path):
   lines = [json.loads(l) for l in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in lines] == [1, 2]
   assert all(r["loss"] - r["loss_minus_ln_k"] == pytest.approx(np.log(10)) for r in lines)  # 10 prototypes
-  assert (tmp_path / "reference" / "exemplars.png").exists()
+  assert not (tmp_path / "reference" / "report.html").exists()  # report=False
   assert not any("size_entropy" in r for r in lines)  # the streamed epochs log no dataset-wide usage
   assert all(0.0 < r["batch_spread"] < 1.0 for r in lines)  # but the spread of the steps' embeddings
   assert reference["n"] == 1797 and 0.0 < reference["acc"] <= 1.0
@@ -314,10 +316,10 @@ def test_killed_streamed_scan_resumes_to_the_uninterrupted_result(tmp_path):
   resumed after mining, whose neighbours come from neighbors.npy and whose features from a new pass over the
   stream, is test_scan_streams_a_tfds_dataset_never_loaded_whole's."""
   data = {"dataset": stored_tfds(tmp_path / "tfds", n=64), "data_dir": tmp_path / "tfds"}
-  run_cli("scan", tmp_path / "whole", STREAMED_SCAN, **data)
+  run_cli("scan", tmp_path / "whole", STREAMED_SCAN + ["report=False"], **data)
   workdir = tmp_path / "killed"
-  kill_cli_run("scan", workdir, STREAMED_SCAN, checkpoint=1, **data)
-  run_cli("scan", workdir, STREAMED_SCAN, **data)
+  kill_cli_run("scan", workdir, STREAMED_SCAN + ["report=False"], checkpoint=1, **data)
+  run_cli("scan", workdir, STREAMED_SCAN + ["report=False"], **data)
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "whole" / "labels.npy"))
   stages = [json.loads(line)["stage"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert stages == ["pretext", "pretext", "mine", "scan", "scan"]
