@@ -213,8 +213,10 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None,
     log(f"{config.method} on {config.dataset}: n={run.n} rows {run.shape} k={run.k} on {mesh.size} device(s), "
         f"workdir {path}")
     log(f"data: {sources.reading_line(data.info)}")
-    state, stopped = _train(stages, run, stop_after)
-    run.logger.close()
+    try:
+      state, stopped = _train(stages, run, stop_after)
+    finally:  # a run that diverges or fails still closes its TensorBoard writer and its thread
+      run.logger.close()
     if stopped:
       log(f"stage {stop_after} done; run again without --stage to continue")
       return {"stage": stop_after}
