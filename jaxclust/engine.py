@@ -254,7 +254,11 @@ def _train(stages, run: Run, stop_after):
           [ocp.checkpoint_managers.LatestN(run.config.keep_checkpoints), policy])))
   saves = manager.latest_step() or 0
   for step in manager.all_steps():
-    if _meta(manager, step, run)["progress"] == 0:
+    if step != saves and _unreadable(manager, step):
+      # Orbax deletes old checkpoints file by file in the background: a run killed meanwhile leaves one half
+      # deleted (seen in CI). Never the latest (saves are renamed into place whole), never a stage start (kept).
+      run.log(f"checkpoint {step} is incomplete (a deletion cut short by the end of a run); ignored")
+    elif _meta(manager, step, run)["progress"] == 0:
       policy.steps.add(step)
   run.meta = _meta(manager, saves, run) if saves else {"stage": names[0], "progress": 0, "rows": run.rows}
   if run.meta.get("rows", run.rows) != run.rows:
@@ -456,6 +460,14 @@ def _nearest(z, means):
   finite = np.all(np.isfinite(means), axis=1)  # an empty cluster has no mean
   d2 = (z * z).sum(1, keepdims=True) - 2 * z @ means[finite].T + (means[finite] ** 2).sum(1)
   return np.sqrt(np.maximum(d2.min(1), 0.0))
+
+
+def _unreadable(manager, step) -> bool:
+  try:
+    manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return False
+  except Exception:  # orbax raises many types
+    return True
 
 
 def _meta(manager, step, run) -> dict:

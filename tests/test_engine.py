@@ -101,6 +101,16 @@ def test_a_corrupt_checkpoint_is_named_and_removing_it_resumes(tmp_path):
   (workdir / "summary.json").unlink()  # as if killed after its last save
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   latest = workdir / "checkpoints" / str(steps[-1])
+  # A kill while orbax deleted an old checkpoint leaves it half deleted: that one is ignored.
+  import shutil
+  gone = min(set(range(1, steps[-1])) - set(steps))
+  shutil.copytree(latest, workdir / "checkpoints" / str(gone))
+  shutil.rmtree(workdir / "checkpoints" / str(gone) / "meta")
+  (workdir / "checkpoints" / str(gone) / "_CHECKPOINT_METADATA").unlink()
+  messages = []
+  assert engine.fit(config, workdir, log=messages.append, mesh=ONE_DEVICE)["acc"] == reference["acc"]
+  assert f"checkpoint {gone} is incomplete (a deletion cut short by the end of a run); ignored" in messages
+  (workdir / "summary.json").unlink()
   for f in latest.rglob("*"):
     if f.is_file() and f.stat().st_size > 0 and "meta" not in str(f):
       f.write_bytes(b"corrupt")
@@ -110,7 +120,6 @@ def test_a_corrupt_checkpoint_is_named_and_removing_it_resumes(tmp_path):
   assert "\n" not in message and message.startswith(f"checkpoint {latest} cannot be restored")
   assert f"remove that folder to resume from checkpoint {steps[-2]}" in message and "error.log" in message
   assert "Traceback" in (workdir / "error.log").read_text()
-  import shutil
   shutil.rmtree(latest)
   messages = []
   resumed = engine.fit(config, workdir, log=messages.append, mesh=ONE_DEVICE)
