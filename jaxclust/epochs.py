@@ -109,7 +109,22 @@ def host_step(train_step, **options):
   return _host_step_cached(train_step, tuple(sorted(options.items())))
 
 
-@functools.lru_cache(maxsize=None)
+# The jitted programs of the method modules are cached on their settings (model, optimizer, sizes), so that
+# equal settings compile once. The caches are bounded: each fit makes a new optimizer, so an unbounded cache
+# kept every fit's executables alive, and a process fitting many times ran out of memory maps
+# (vm.max_map_count, 65,530 here: ~500 per DEC fit) and crashed inside XLA's compiler (seen in CI workers).
+compiled = functools.lru_cache(maxsize=8)
+
+
+@functools.lru_cache(maxsize=64)
+def same(factory, *args, **kwargs):
+  """``factory(*args, **kwargs)``, one object for equal arguments. Optimizers and schedules are static
+  arguments of compiled programs (hashed by identity): made through here, a fit with the settings of an
+  earlier one in the process reuses its programs instead of compiling and keeping new ones."""
+  return factory(*args, **kwargs)
+
+
+@compiled
 def _host_step_cached(train_step, options):
   return jax.jit(functools.partial(train_step, **dict(options)), donate_argnums=0)
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -126,3 +127,22 @@ def test_a_corrupt_checkpoint_is_named_and_removing_it_resumes(tmp_path):
   assert any(m.startswith(f"resuming from checkpoint {steps[-2]}: cluster,") for m in messages)
   np.testing.assert_array_equal(np.load(workdir / "labels.npy"), np.load(tmp_path / "reference" / "labels.npy"))
   assert resumed["acc"] == reference["acc"]
+
+
+def test_a_second_fit_with_the_same_settings_compiles_nothing(tmp_path):
+  # Optimizers are static arguments of the compiled steps: each fit used to make new ones, so every fit
+  # compiled its programs again and kept them, and a process fitting many times ran out of memory maps
+  # (~500 per DEC fit) until XLA's compiler crashed.
+  compiles = []
+  count = lambda event, secs, **_: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None
+  jax.monitoring.register_event_duration_secs_listener(count)
+  config = fast_config()
+  config.report, config.hidden = False, (48, 40)  # a network no other test trains: the first fit compiles
+  try:
+    engine.fit(config, tmp_path / "first", log=lambda _: None, mesh=ONE_DEVICE)
+    first = len(compiles)
+    config.seed = 1
+    engine.fit(config, tmp_path / "second", log=lambda _: None, mesh=ONE_DEVICE)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(count)
+  assert first > 0 and len(compiles) == first, f"the second fit compiled {len(compiles) - first} programs"

@@ -80,7 +80,7 @@ class DECState(struct.PyTreeNode):
 
 def sgd(learning_rate: float = 0.01, momentum: float = 0.9) -> optax.GradientTransformation:
   """DEC's optimizer for the clustering stage (official code)."""
-  return optax.sgd(learning_rate, momentum=momentum)
+  return epochs.same(optax.sgd, learning_rate, momentum=momentum)
 
 
 def init(ae_params, centers, n: int, tx: optax.GradientTransformation, *, keep_decoder: bool = False) -> DECState:
@@ -210,7 +210,7 @@ def _cluster_stage(run, model) -> engine.Stage:
         labels=parallel.put(np.full((run.rows,), -1, np.int32), run.mesh, P("data")))
 
   def template(run):
-    ae_params = pretrain.init(model, jax.random.key(0), jnp.zeros((1, d)), optax.adam(1.0)).params
+    ae_params = pretrain.init(model, jax.random.key(0), jnp.zeros((1, d)), epochs.same(optax.adam, 1.0)).params
     return placed(jax.tree.map(np.asarray, ae_params), np.zeros((run.k, run.config.latent), np.float32))
 
   def start(run, pretrained):
@@ -250,7 +250,7 @@ def _cluster_stage(run, model) -> engine.Stage:
   return engine.Stage("cluster", intervals, start, template, epoch)
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def _refresh(model):
   return jax.jit(functools.partial(refresh_target, model=model), donate_argnums=0)
 
@@ -258,7 +258,7 @@ def _refresh(model):
 _refresh_streamed = jax.jit(refresh_from_assignments, donate_argnums=0)
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def _interval(model, tx, gamma, update_interval, batch_size, n, batch_sharding):
   """``update_interval`` steps on random batches of the first ``n`` rows, as one compiled scan."""
   step = functools.partial(train_step, model=model, tx=tx, gamma=gamma)

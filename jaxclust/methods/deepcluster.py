@@ -298,7 +298,7 @@ def _recluster(state, rng, mask, warm_start):
   return recluster(state, rng, mask=mask, warm_start=warm_start)
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def _epoch(model, tx, batch_size, n, crops, temperature, flip_p, sharding):
   """One epoch of steps on batches of the images on the devices, multi-cropped there."""
   views = functools.partial(augment.multi_crop, crops=crops, flip_p=flip_p)
@@ -306,7 +306,7 @@ def _epoch(model, tx, batch_size, n, crops, temperature, flip_p, sharding):
   return epochs.batch_epoch(step, batch_size, n, sharding)
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def _vector_epoch(model, tx, batch_size, n, views, temperature, sharding):
   """One epoch of steps on batches of vector rows on the devices, ``views`` (:func:`online.vector_views`) of
   each made there."""

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxclust import collapse, configs, engine, parallel, readout as readouts
+from jaxclust import collapse, configs, engine, epochs, parallel, readout as readouts
 from jaxclust import metrics as cluster_metrics
 from jaxclust import workdir as workdirs
 from jaxclust.data import augment_vectors, stream
@@ -170,12 +170,12 @@ def optimizer(config, n: int) -> optax.GradientTransformation:
   over ``epochs`` of ``n`` images; LARS (SwAV's optimizer, You et al. 2017) or AdamW."""
   steps = max(1, config.epochs * -(-n // config.batch_size))
   warmup = min(steps - 1, config.warmup_epochs * -(-n // config.batch_size))
-  schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, steps,
+  schedule = epochs.same(optax.warmup_cosine_decay_schedule, 0.0, config.learning_rate, warmup, steps,
                                                 end_value=config.learning_rate * config.final_lr_fraction)
   if config.optimizer == "lars":
-    return optax.lars(schedule, weight_decay=config.weight_decay, momentum=0.9)
+    return epochs.same(optax.lars, schedule, weight_decay=config.weight_decay, momentum=0.9)
   if config.optimizer == "adam":
-    return optax.adamw(schedule, weight_decay=config.weight_decay)
+    return epochs.same(optax.adamw, schedule, weight_decay=config.weight_decay)
   raise ValueError(f"optimizer={config.optimizer!r} must be 'lars' or 'adam'")
 
 
@@ -228,7 +228,7 @@ def vector_views(config):
   return _vector_views(int(config.views.count), augment_vectors.options(config))
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def _vector_views(count: int, options: tuple):
   return functools.partial(augment_vectors.views, count=count, **dict(options))
 

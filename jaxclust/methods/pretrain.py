@@ -212,7 +212,7 @@ def stage(run, model) -> engine.Stage:
   (``pretrain.init_from``, then no epochs). Its end saves the autoencoder apart from the rotating
   checkpoints, so that other runs can start from it."""
   c = run.config.pretrain
-  tx = optax.adam(c.learning_rate)
+  tx = epochs.same(optax.adam, c.learning_rate)
   example = jnp.zeros((2, math.prod(run.shape)))
 
   def template(run):

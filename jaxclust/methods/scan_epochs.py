@@ -39,25 +39,26 @@ def pretext_tx(config, n):
   steps = max(1, c.epochs * per_epoch)
   warmup = c.get("warmup_epochs", 0)
   if warmup:  # SimCLR (Chen et al. 2020): a linear warm-up, then the cosine decay
-    schedule = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, warmup * per_epoch, steps)
+    schedule = epochs.same(optax.warmup_cosine_decay_schedule, 0.0, c.learning_rate, warmup * per_epoch, steps)
   else:
-    schedule = optax.cosine_decay_schedule(c.learning_rate, steps)
+    schedule = epochs.same(optax.cosine_decay_schedule, c.learning_rate, steps)
   if c.optimizer == "lars":  # SimCLR's optimizer (You et al. 2017), from optax
-    return optax.lars(schedule, weight_decay=c.weight_decay, momentum=0.9)
+    return epochs.same(optax.lars, schedule, weight_decay=c.weight_decay, momentum=0.9)
   if c.optimizer != "sgd":
     raise ValueError(f"pretext.optimizer={c.optimizer!r} must be 'sgd' or 'lars'")
-  return optax.chain(optax.add_decayed_weights(c.weight_decay), optax.sgd(schedule, momentum=0.9))
+  return epochs.same(optax.chain, epochs.same(optax.add_decayed_weights, c.weight_decay),
+                     epochs.same(optax.sgd, schedule, momentum=0.9))
 
 
 def scan_tx(config):
   """AdamW of the SCAN stage (official), on the heads alone when the backbone is frozen."""
-  tx = optax.adamw(config.scan.learning_rate, weight_decay=config.scan.weight_decay)
-  return tx if config.scan.update_backbone else scan.head_only(tx)
+  tx = epochs.same(optax.adamw, config.scan.learning_rate, weight_decay=config.scan.weight_decay)
+  return tx if config.scan.update_backbone else epochs.same(scan.head_only, tx)
 
 
 def selflabel_tx(config):
   """AdamW of self-labeling, a fresh optimizer state at the stage's start."""
-  return optax.adamw(config.selflabel.learning_rate, weight_decay=config.selflabel.weight_decay)
+  return epochs.same(optax.adamw, config.selflabel.learning_rate, weight_decay=config.selflabel.weight_decay)
 
 
 VECTORS = "vectors"  # view options' first entry for vector rows (the MLP backbone)
@@ -119,7 +120,7 @@ def _unaugmented(rng, images):
   return images.astype(jnp.float32) / 255.0 if jnp.issubdtype(images.dtype, jnp.integer) else images
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def host_views(image_shape, crop_scale, flip_p, strong_ops, cutout):
   """The weak and strong views of :func:`_views` in tf.data (``input="tf.data"``): ``(image, seed) -> view``."""
   size = tuple(image_shape[:2])
@@ -128,7 +129,7 @@ def host_views(image_shape, crop_scale, flip_p, strong_ops, cutout):
                             cutout_size=round(cutout * size[0])))
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def pretext_epoch(model, tx, batch_size, n, image_shape, options, view, sharding):
   """``epoch(state, x, rng)``; for vector rows ``epoch(state, x, context, rng)`` (:func:`epochs.vector_epoch`)."""
   weak, _ = _views(image_shape, *view)
@@ -148,7 +149,7 @@ def _with_neighbors(x, neighbors, index, mask, rng, sharding):
   return rows, neighbor_rows, mask
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, update_backbone, augmented, view, sharding):
   """``epoch(state, x, neighbors, rng)``; for vector rows ``epoch(state, x, (neighbors, context), rng)``."""
   vectors = view[0] == VECTORS
@@ -180,7 +181,7 @@ def scan_epoch(model, tx, batch_size, n, image_shape, entropy_weight, update_bac
   return epochs.epoch_runner(one, batch_size, n)
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def scan_feature_epoch(model, tx, batch_size, n, entropy_weight, sharding):
   """SCAN for the heads alone on precomputed backbone features ``[n, d]``: ``epoch(state, features,
   neighbors, rng)``, the same batches and sampled neighbours as :func:`scan_epoch`. A compiled
@@ -195,7 +196,7 @@ def scan_feature_epoch(model, tx, batch_size, n, entropy_weight, sharding):
   return epochs.epoch_runner(one, batch_size, n, loop=False)
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, batchnorm_train, view, sharding):
   """``epoch(state, x, rng)``; for vector rows ``epoch(state, x, context, rng)``, the rows themselves the weak
   view and a vector view the strong one."""

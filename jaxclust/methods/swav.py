@@ -299,7 +299,7 @@ def assign(run, state, x):
   return online.assign(run, state, x, scorer(run.config))
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def _epoch(model, tx, batch_size, n, crops, flip_p, temperature, epsilon, freeze, update_queue, sharding, mesh):
   """One epoch of steps on batches of the images on the devices, multi-cropped there."""
   views = functools.partial(augment.multi_crop, crops=crops, flip_p=flip_p)
@@ -308,7 +308,7 @@ def _epoch(model, tx, batch_size, n, crops, flip_p, temperature, epsilon, freeze
   return epochs.batch_epoch(step, batch_size, n, sharding)
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def _vector_epoch(model, tx, batch_size, n, views, temperature, epsilon, freeze, update_queue, sharding, mesh):
   """One epoch of steps on batches of vector rows on the devices, ``views`` (:func:`online.vector_views`) of
   each made there."""
@@ -322,7 +322,7 @@ def _given_crops(rng, crops):
   return list(crops)
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def _stream_step(model, tx, temperature, epsilon, freeze, update_queue, mesh):
   step = functools.partial(train_step, model=model, tx=tx, augment=_given_crops, temperature=temperature,
                            epsilon=epsilon, freeze_prototypes=freeze, update_queue=update_queue, mesh=mesh)

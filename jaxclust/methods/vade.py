@@ -217,7 +217,7 @@ def _mixture_stage(run, autoencoder) -> engine.Stage:
   return engine.Stage("cluster", config.vade.epochs, start, template, epoch)
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def _model_cached(input_dim, hidden, latent, n, batch_size, learning_rate, decay, decay_epochs, min_learning_rate):
   # VaDE's official code multiplies the learning rate by `decay` every `decay_epochs` epochs, never going
   # below `min_learning_rate`.
@@ -233,7 +233,7 @@ def _model(config, input_dim, n=1):
                        v.lr_decay, v.lr_decay_epochs, v.min_learning_rate)
 
 
-@functools.lru_cache(maxsize=None)
+@epochs.compiled
 def _epoch(model, tx, batch_size, n, batch_sharding):
   @functools.partial(jax.jit, donate_argnums=0)
   def epoch(state, x, rng):
