@@ -35,17 +35,9 @@ _LONG = ("test_killed", "test_cli_run_logs", "test_stages_run_in_order", "test_t
          "test_a_url_workdir")
 
 
-# Run first as well: in three clean-clone CI runs of 2026-12-05 (commits c4ffd70, 0ca2574, eb8b35f) the xdist
-# worker that reached test_vade's first compile at about 72% of the suite died in XLA's CPU compiler (SIGSEGV /
-# SIGABRT, in backend_compile_and_load); the test passes alone, with test_train before it, and in a fresh worker.
-# Cause not found; the worker had a dozen TensorBoard writer threads of earlier runs still open.
-_FIRST = ("test_training_reduces_the_negative_elbo",)
-
-
 def pytest_collection_modifyitems(items):
   # stable: the rest keep their order
-  items.sort(key=lambda item: (not any(name in item.name for name in _FIRST),
-                               not any(name in item.name for name in _LONG)))
+  items.sort(key=lambda item: not any(name in item.name for name in _LONG))
 
 
 def pytest_sessionfinish(session):
