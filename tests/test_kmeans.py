@@ -164,3 +164,39 @@ class TestMiniBatch:
     full = KMeans(8, n_init=5, random_state=0).fit(x)
     assert float(mb.inertia) <= 1.05 * full.inertia_
     assert np.isfinite(np.asarray(mb.centers)).all()
+
+
+class TestRange:
+  """kmeans_range: every k of a range in one call (choosing k, stability)."""
+
+  def test_best_run_within_one_percent_of_sklearn_for_every_k(self, digits):
+    x, _ = digits
+    ks = list(range(2, 13))
+    out = kmeans_module.kmeans_range(x, ks, rng=jax.random.key(0), runs=4)
+    chex.assert_shape(out.labels, (4, len(ks), len(x)))
+    for i, k in enumerate(ks):
+      theirs = KMeans(k, n_init=4, random_state=0).fit(x).inertia_
+      assert float(out.inertia[:, i].min()) <= 1.01 * theirs, k
+      run = int(np.argmin(out.inertia[:, i]))
+      c, lab = np.asarray(out.centers[run, i], np.float64), np.asarray(out.labels[run, i])
+      assert np.isnan(c[k:]).all() and lab.max() < k and np.asarray(out.counts[run, i, k:]).sum() == 0
+      np.testing.assert_allclose(float(out.inertia[run, i]), ((x - c[lab]) ** 2).sum(), rtol=1e-4)
+
+  def test_each_k_equals_kmeans_from_the_first_k_seeds(self, blobs):
+    x, _ = blobs
+    seeds = x[np.random.default_rng(0).choice(len(x), 12, replace=False)][None]
+    out = kmeans_module.kmeans_range(x, [3, 8, 12], rng=jax.random.key(0), runs=1, init=seeds)
+    for i, k in enumerate([3, 8, 12]):
+      alone = jaxclust.kmeans(x, k, rng=jax.random.key(0), init=seeds[0, :k])
+      np.testing.assert_array_equal(out.labels[0, i], alone.labels)
+      np.testing.assert_allclose(out.centers[0, i, :k], alone.centers, rtol=1e-5, atol=1e-5)
+      assert int(out.n_iter[0, i]) == int(alone.n_iter)
+
+  @pytest.mark.parametrize("ks, init, match", [
+      ([], None, r"ks=\[\] must be a non-empty sequence"),
+      ([2, 101], None, "k=101"),
+      ([2, 3], np.zeros((1, 2, 4), np.float32), r"init has shape \(1, 2, 4\), expected \(1, 3, 4\)")])
+  def test_bad_input(self, ks, init, match):
+    x = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=match):
+      kmeans_module.kmeans_range(x, ks, rng=jax.random.key(0), runs=1, init=init)

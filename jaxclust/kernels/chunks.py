@@ -55,7 +55,7 @@ def normalize_rows(x, eps: float = 1e-12):
   return x * lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
 
 
-def nearest(xc, centers, *, spherical: bool, precision=None):
+def nearest(xc, centers, *, spherical: bool, precision=None, valid=None):
   """Nearest center of each row of ``xc``.
 
   Scores are ``x.c - |c|^2 / 2`` (or ``x.c`` for unit vectors), whose argmax is the argmin of
@@ -66,6 +66,7 @@ def nearest(xc, centers, *, spherical: bool, precision=None):
     centers: ``[k, d]``.
     spherical: score by cosine similarity; the distance is then ``1 - cos``.
     precision: ``lax.Precision`` of the GEMM (None: JAX default, TF32 on recent NVIDIA GPUs).
+    valid: optional ``[k]`` bool; centers that are not valid are never chosen.
 
   Returns:
     ``(labels [m] int32, dist [m])`` with ``dist`` the squared Euclidean distance (clamped at 0)
@@ -75,6 +76,8 @@ def nearest(xc, centers, *, spherical: bool, precision=None):
   scores = jnp.matmul(xc, centers.T, precision=precision)
   if not spherical:
     scores = scores - 0.5 * jnp.sum(centers * centers, axis=-1)
+  if valid is not None:
+    scores = jnp.where(valid, scores, -jnp.inf)
   best = jnp.max(scores, axis=-1)
   # The first index attaining the max: a plain max + masked min fuses with the GEMM epilogue on XLA
   # CPU, where the variadic-reduce argmax is 2.7x slower (measured at n=200k, d=64, k=256).

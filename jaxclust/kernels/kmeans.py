@@ -118,6 +118,79 @@ def kmeans(x, k: int, *, rng, n_init: int = 1, max_iter: int = 300, tol: float =
   return out
 
 
+class KMeansRangeOutput(NamedTuple):
+  """Result of :func:`kmeans_range`: one solution per run and per k (axes ``[runs, len(ks)]``)."""
+  centers: jax.Array  # [runs, K, k_max, d]; rows k and above of a k's solution are NaN
+  labels: jax.Array  # [runs, K, n] int32
+  inertia: jax.Array  # [runs, K]
+  n_iter: jax.Array  # [runs, K] int32
+  converged: jax.Array  # [runs, K] bool
+  counts: jax.Array  # [runs, K, k_max]; 0 beyond k
+
+
+def kmeans_range(x, ks, *, rng, runs: int = 4, max_iter: int = 300, tol: float = 1e-4, init=None,
+                 chunk_size: int | None = None) -> KMeansRangeOutput:
+  """k-means for every k in ``ks`` at once, ``runs`` times each: one compiled call (choosing k, stability).
+
+  Each run seeds ``max(ks)`` centers by greedy k-means++ once; the solution for k starts from the first k
+  of them (the first k steps of a greedy k-means++ seeding are a k-means++ seeding for k) and runs Lloyd
+  with the other centers masked out (never nearest, never re-seeded), every k in one ``vmap``. So a run
+  for k equals :func:`kmeans` started from those k centers. Squared Euclidean distances; not row-sharded
+  (as :func:`kmeans`' batched problems).
+
+  Args:
+    x: ``[n, d]`` points. ks: the numbers of clusters, each in ``[1, n]``.
+    rng: a ``jax.random`` key; run ``r`` seeds with ``jax.random.split(rng, runs)[r]``.
+    runs: independent seedings per k (the best by inertia is ``kmeans(n_init=runs)``'s answer; their
+      agreement measures stability).
+    max_iter, tol: as :func:`kmeans`.
+    init: optional ``[runs, max(ks), d]`` seeds instead of k-means++.
+    chunk_size: rows per distance block; default sized to ``runs * len(ks) * max(ks)`` scores per row.
+  """
+  validation.check_float_array(x, "x", ranks=(2,))
+  n, d = x.shape
+  if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__") or not list(ks):
+    raise ValueError(f"ks={ks!r} must be a non-empty sequence of numbers of clusters")
+  ks = tuple(validation.check_count(k, "k", low=1, high=n, high_name="n_samples") for k in ks)
+  runs = validation.check_count(runs, "runs", low=1)
+  max_iter = validation.check_count(max_iter, "max_iter", low=1)
+  if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+    raise ValueError(f"tol={tol!r} must be a finite number >= 0")
+  validation.check_rng(rng)
+  if init is not None:
+    validation.check_float_array(init, "init", ranks=(3,))
+    if tuple(init.shape) != (runs, max(ks), d):
+      raise ValueError(f"init has shape {tuple(init.shape)}, expected {(runs, max(ks), d)} (runs, max(ks), d)")
+    init = jnp.asarray(init, jnp.float32)
+  if chunk_size is None:
+    chunk_size = default_chunk_size(n, runs * len(ks) * max(ks))
+  chunk_size = validation.check_count(chunk_size, "chunk_size", low=1)
+  return _solve_range(x, init, rng, jnp.float32(tol), ks=ks, runs=runs, max_iter=max_iter,
+                      n_trials=2 + int(math.log(max(ks))), chunk_size=chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=("ks", "runs", "max_iter", "n_trials", "chunk_size"))
+def _solve_range(x, init, rng, tol, *, ks, runs, max_iter, n_trials, chunk_size):
+  k_max = max(ks)
+  w = jnp.ones(x.shape[0], jnp.float32)
+  ops = _Ops(k=k_max, chunk_size=chunk_size, spherical=False, precision=None, psum=lambda v: v)
+  xf = x.astype(jnp.float32)
+  var = jnp.mean(xf * xf, axis=0) - jnp.mean(xf, axis=0) ** 2
+  tol_abs = tol * jnp.mean(jnp.maximum(var, 0.0))
+  if init is None:
+    init = jax.vmap(lambda key: _kmeans_plus_plus(x, w, key, ops, n_trials, None))(jax.random.split(rng, runs))
+  valid = jnp.arange(k_max)[None, :] < jnp.asarray(ks)[:, None]  # [K, k_max]
+
+  def one(seeds, mask):
+    masked = ops._replace(valid=mask)
+    centers, n_iter, converged = _lloyd(x, w, seeds[None], tol_abs, masked, max_iter, None)
+    (_, counts, inertia), labels = masked.accumulate(x, w, centers[0], with_labels=True)
+    centers = jnp.where(mask[:, None], centers[0], jnp.nan)
+    return KMeansRangeOutput(centers, labels, inertia, n_iter[0], converged[0], counts)
+
+  return jax.vmap(lambda seeds: jax.vmap(lambda mask: one(seeds, mask))(valid))(init)
+
+
 def _check_init(init, *, batched, n_init, k, d, x_shape):
   validation.check_float_array(init, "init", ranks=(3, 4) if batched else (2, 3))
   given = tuple(init.shape)
@@ -184,12 +257,14 @@ def _solve_local(x, w, init, rng, tol, *, k, n_init, max_iter, n_trials, chunk_s
 
 
 class _Ops(NamedTuple):
-  """The chunked passes over local rows, closed over the static settings."""
+  """The chunked passes over local rows, closed over the static settings (and, for :func:`kmeans_range`, the
+  ``[k]`` mask of the centers in use: the others are never nearest, never re-seeded)."""
   k: int
   chunk_size: int
   spherical: bool
   precision: object
   psum: object
+  valid: object = None
 
   def rows(self, xc):
     xc = xc.astype(jnp.float32)
@@ -199,7 +274,7 @@ class _Ops(NamedTuple):
     """Per-cluster weighted sums and weights, and the inertia, of the assignment to ``centers``."""
     def step(carry, chunk):
       xc, wc = self.rows(chunk[0]), chunk[1]
-      labels, dist = nearest(xc, centers, spherical=self.spherical, precision=self.precision)
+      labels, dist = nearest(xc, centers, spherical=self.spherical, precision=self.precision, valid=self.valid)
       sums, counts, inertia = carry
       carry = (sums + jax.ops.segment_sum(xc * wc[:, None], labels, self.k),
                counts + jax.ops.segment_sum(wc, labels, self.k),
@@ -219,9 +294,12 @@ class _Ops(NamedTuple):
     sq = jnp.sum(xc * xc, axis=-1)[:, None] - 2.0 * dots + jnp.sum(points * points, axis=-1)
     return jnp.maximum(sq, 0.0)
 
-  def min_distance(self, x, points):
-    """``[n]`` distance of each row to its nearest point in ``points``."""
-    step = lambda carry, chunk: (carry, jnp.min(self.distances(self.rows(chunk[0]), points), axis=-1))
+  def min_distance(self, x, points, valid=None):
+    """``[n]`` distance of each row to its nearest point in ``points`` (those ``valid`` only, if given)."""
+    def step(carry, chunk):
+      dist = self.distances(self.rows(chunk[0]), points)
+      return carry, jnp.min(dist if valid is None else jnp.where(valid, dist, jnp.inf), axis=-1)
+
     return scan_chunks(step, None, (x,), self.chunk_size)[1]
 
 
@@ -237,7 +315,7 @@ def _lloyd(x, w, centers, tol_abs, ops, max_iter, axis_name):
     centers, n_iter, converged, it = state
     sums, counts, _ = jax.vmap(lambda c: ops.accumulate(x, w, c))(centers)
     new = jnp.where(counts[..., None] > 0, sums / jnp.maximum(counts, 1e-30)[..., None], centers)
-    empty = counts <= 0
+    empty = counts <= 0 if ops.valid is None else (counts <= 0) & ops.valid
     # The cond sits outside the vmap so the re-seeding pass runs only when a cluster is empty.
     new = lax.cond(jnp.any(empty),
                    lambda: jax.vmap(lambda c, nw, e: _reseed(x, w, c, nw, e, ops, axis_name))(centers, new, empty),
@@ -258,7 +336,7 @@ def _reseed(x, w, centers, new, empty, ops, axis_name):
   """Moves each empty cluster onto one of the points farthest from their current centers."""
   k = centers.shape[0]
   m = min(k, x.shape[0])
-  dist = ops.min_distance(x, centers)
+  dist = ops.min_distance(x, centers, ops.valid)
   dist = jnp.where(w > 0, dist, -jnp.inf)  # zero-weight rows (padding) are never chosen
   far_dist, far_idx = lax.top_k(dist, m)
   far = ops.rows(x[far_idx])
