@@ -1,6 +1,7 @@
 """jaxclust: deep clustering in JAX, on sharded on-device k-means, kNN and Sinkhorn kernels."""
 
 from jaxclust import metrics, parallel
+from jaxclust.k_choice import Choice, choose_k
 from jaxclust.api import DEC, IDEC, SCAN, DeepClusterV2, SwAV, VaDE
 from jaxclust.kernels.gmm import GMMOutput, gmm_diag
 from jaxclust.kernels.kmeans import KMeansOutput, kmeans
@@ -11,6 +12,6 @@ from jaxclust.kernels.sinkhorn import sinkhorn_knopp
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEC", "DeepClusterV2", "IDEC", "SCAN", "SwAV", "VaDE", "GMMOutput", "KMeansOutput", "KNNOutput", "gmm_diag", "MiniBatchState", "kmeans", "knn", "metrics", "minibatch_init",
+    "Choice", "DEC", "DeepClusterV2", "IDEC", "SCAN", "SwAV", "VaDE", "GMMOutput", "choose_k", "KMeansOutput", "KNNOutput", "gmm_diag", "MiniBatchState", "kmeans", "knn", "metrics", "minibatch_init",
     "minibatch_kmeans", "minibatch_update", "parallel", "sinkhorn_knopp",
 ]

@@ -400,6 +400,46 @@ _LABELS = "the rows' labels for evaluation only: a .npy file or a .csv with one 
 _SKIP = "image folders: skip unreadable image files (counted in the log and summary) instead of stopping"
 
 
+def _choose_k(args) -> int:
+  from jaxclust import k_choice, report
+  from jaxclust import workdir as workdirs
+  from jaxclust.data import sources
+  ks = k_choice.parse_range(args.k)
+  if (args.dataset is None) == (args.workdir is None):
+    raise ValueError("choose-k needs --dataset D (its rows) or --workdir DIR (a finished run's embedding), one of them")
+  if args.output is not None and not args.output.endswith(".png"):
+    raise ValueError(f"--output {args.output} must be a .png file")
+  if args.dataset is not None:
+    data = sources.load(args.dataset, data_dir=args.data_dir, image_size=args.image_size,
+                        skip_bad_files=args.skip_bad_files)
+    x, where = data.x.reshape(len(data.x), -1), f"the rows of {args.dataset}"
+  else:
+    path = workdirs.path(args.workdir)
+    if workdirs.open(path) is None:
+      raise ValueError(f"{path} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
+    saved = path / report.FOLDER / report.DATA
+    stored = workdirs.load_npz(saved) if saved.exists() else {}
+    if "components" not in stored:
+      raise ValueError(f"{path} has no embedding sample ({saved}): its run was fitted with report=false or gives "
+                       "no usable embedding; use --dataset")
+    x = stored["components"]
+    where = f"the {stored['space']} of {path} ({len(x)} rows, {x.shape[1]} principal components, from {saved.name})"
+  print(f"choose-k on {where}: k in {ks[0]}..{ks[-1]}, {args.runs} k-means runs per k, "
+        f"{args.references} reference sets")
+  start = time.perf_counter()
+  choice = k_choice.choose_k(x, ks, seed=args.seed, runs=args.runs, references=args.references,
+                             sample_size=args.sample_size)
+  print(choice.table())
+  picks = ", ".join(f"{name} {k}" for name, k in choice.by_criterion().items())
+  print(f"each criterion alone: {picks}")
+  print(f"{choice.rows} rows, {time.perf_counter() - start:.1f} s; rule: {k_choice.RULE}")
+  if args.output:
+    k_choice.plot(choice, args.output)
+    print(f"curves: {args.output}")
+  print(f"k={choice.k}")
+  return 0
+
+
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   parser = _Parser(prog="jaxclust", description=__doc__.splitlines()[0])
@@ -453,9 +493,27 @@ def main(argv=None) -> int:
   ev.add_argument("--workdir", required=True)
   rep = sub.add_parser("report", help="draw a finished run's report.html again (fit writes it at the end)")
   rep.add_argument("--workdir", required=True)
+  ck = sub.add_parser("choose-k", help="score every number of clusters of a range without labels; the last line "
+                                        "is the recommended one, k=N")
+  ck.add_argument("--dataset", default=None, help=_DATASETS)
+  ck.add_argument("--data-dir", default=None)
+  ck.add_argument("--image-size", type=int, default=0,
+                  help="image folders: read images at this size x this size (default 0: the size most of them have)")
+  ck.add_argument("--skip-bad-files", action="store_true", help=_SKIP)
+  ck.add_argument("--workdir", default=None,
+                  help="a finished run: choose k in the space its report measures clusters in (up to 5,000 rows "
+                       "of its embedding, in principal components; the run is only read)")
+  ck.add_argument("--k", default="2..30", help="the ks to score: LOW..HIGH (inclusive) or a list, e.g. 2,4,8")
+  ck.add_argument("--runs", type=int, default=4, help="k-means seedings per k (the best is scored; their agreement "
+                                                     "is the stability)")
+  ck.add_argument("--references", type=int, default=8, help="uniform reference sets of the gap statistic")
+  ck.add_argument("--sample-size", type=int, default=10_000, help="rows used at most (a seeded sample)")
+  ck.add_argument("--seed", type=int, default=0)
+  ck.add_argument("--output", default=None, help="a .png of the criteria against k")
   rec = sub.add_parser("recipes", help="the methods' recipes and what each sets")
   rec.add_argument("method", nargs="?", choices=tuple(methods.REGISTRY))
-  commands = {"fit": _fit, "kmeans": _kmeans, "predict": _predict, "eval": _eval, "report": _report, "recipes": _recipes}
+  commands = {"fit": _fit, "kmeans": _kmeans, "predict": _predict, "eval": _eval, "report": _report, "recipes": _recipes,
+              "choose-k": _choose_k}
   try:
     args = parser.parse_args(argv)
     return commands[args.command](args)

@@ -167,3 +167,20 @@ def curves(panels) -> bytes:
       else:
         ax.set_ylabel(next(iter(series)), fontsize=8)
   return _png(fig)
+
+
+def choose_k_curves(ks, curves: dict, chosen: int) -> bytes:
+  """One panel per criterion of :mod:`jaxclust.choose_k` (``curves``: title -> ``(values, errors or None)``)
+  against k, the recommended k marked in each."""
+  columns = 3
+  rows = -(-len(curves) // columns)
+  fig, axes = _figure(3.2 * columns, 2.4 * rows, (rows, columns))
+  for ax, (title, (values, errors)) in zip(axes.flat, curves.items()):
+    ax.errorbar(ks, values, yerr=errors, marker="o", markersize=3, linewidth=1)
+    ax.axvline(chosen, color="tab:red", linewidth=1, linestyle="--")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("k", fontsize=8)
+    ax.tick_params(labelsize=7)
+  for ax in list(axes.flat)[len(curves):]:
+    ax.set_visible(False)
+  return _png(fig)
