@@ -75,6 +75,7 @@ class Estimator:
     self.workdir_ = str(workdirs.path(self.workdir or tempfile.mkdtemp(prefix=f"jaxclust-{self.method}-")))
     self.summary_ = engine.fit(config, self.workdir_, data=data, log=print if self.verbose else (lambda _: None))
     self.config_ = config
+    self._training = None if data is None else data.x  # for kneighbors (a name or path is read again)
     self.labels_ = workdirs.load_npy(workdirs.path(self.workdir_) / "labels.npy")
     self.n_clusters_ = int(self.summary_["k"])
     return self
@@ -89,6 +90,15 @@ class Estimator:
     if isinstance(X, (str, os.PathLike)):  # an image folder is read at the size the run was trained on
       X = sources.load_like(os.fspath(X), self.summary_["shape"]).x
     return engine.predict(self.workdir_, X)
+
+  def kneighbors(self, X, n_neighbors: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """``(distances, indices)``, each ``[m, n_neighbors]``: the training rows nearest to each row of ``X`` in
+    the method's embedding (Euclidean, exact), nearest first; their clusters are ``labels_[indices]``."""
+    self._check_fitted()
+    if isinstance(X, (str, os.PathLike)):
+      X = sources.load_like(os.fspath(X), self.summary_["shape"]).x
+    out = engine.predict(self.workdir_, X, neighbors=n_neighbors, training=getattr(self, "_training", None))
+    return out.neighbor_distances, out.neighbors
 
   def predict(self, X) -> np.ndarray:
     """The cluster of each row of ``X`` (rows shaped and scaled as the training data)."""

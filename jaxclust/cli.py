@@ -260,16 +260,30 @@ def _write_predictions(output: str, out) -> None:
   """Labels, confidence and outlier score to exactly ``output``: .npy (a structured array with those three
   fields), or .csv with a ``label,confidence,outlier`` header (outlier empty for a run without its reference)."""
   outlier = np.full(len(out.labels), np.nan, np.float32) if out.outlier is None else out.outlier
+  k = 0 if out.neighbors is None else out.neighbors.shape[1]
   if Path(output).suffix.lower() == ".npy":
-    table = np.zeros(len(out.labels), [("label", np.int64), ("confidence", np.float32), ("outlier", np.float32)])
+    fields = [("label", np.int64), ("confidence", np.float32), ("outlier", np.float32)]
+    if k:
+      fields += [("neighbors", np.int64, (k,)), ("neighbor_distances", np.float32, (k,)),
+                 ("neighbor_labels", np.int64, (k,))]
+    table = np.zeros(len(out.labels), fields)
     table["label"], table["confidence"], table["outlier"] = out.labels, out.confidence, outlier
+    if k:
+      table["neighbors"], table["neighbor_distances"] = out.neighbors, out.neighbor_distances
+      table["neighbor_labels"] = out.neighbor_labels
     with open(output, "wb") as f:  # np.save(name) would append .npy to a name lacking it
       np.save(f, table)
   else:
+    header = ["label", "confidence", "outlier"] + [f"{name}_{j + 1}" for name in ("neighbor", "neighbor_distance",
+                                                                                 "neighbor_label") for j in range(k)]
     with open(output, "w") as f:
-      f.write("label,confidence,outlier\n" + "".join(
-          f"{int(label)},{float(p):.6f},{'' if np.isnan(o) else f'{float(o):.6f}'}\n"
-          for label, p, o in zip(out.labels, out.confidence, outlier)))
+      f.write(",".join(header) + "\n")
+      for i, (label, p, o) in enumerate(zip(out.labels, out.confidence, outlier)):
+        row = [str(int(label)), f"{float(p):.6f}", "" if np.isnan(o) else f"{float(o):.6f}"]
+        if k:
+          row += [str(int(j)) for j in out.neighbors[i]] + [f"{float(d):.6f}" for d in out.neighbor_distances[i]]
+          row += [str(int(j)) for j in out.neighbor_labels[i]]
+        f.write(",".join(row) + "\n")
 
 
 def _predict(args) -> int:
@@ -285,12 +299,15 @@ def _predict(args) -> int:
   data = sources.load_like(args.input, summary["shape"], data_dir=args.data_dir, what="--input")
   if args.labels:
     data = sources.with_labels(data, args.labels, what=f"--input {args.input}")
-  out = engine.predict(args.workdir, data.x)
+  out = engine.predict(args.workdir, data.x, neighbors=args.neighbors)
   labels = out.labels
   if args.output:
     _write_predictions(args.output, out)
   counts = np.bincount(labels)
   print(f"{len(labels)} rows -> clusters with sizes {counts.tolist()}" + (f"; saved to {args.output}" if args.output else ""))
+  if args.neighbors:
+    agree = float(np.mean(out.neighbor_labels == labels[:, None]))
+    print(f"{args.neighbors} nearest training rows each: {agree:.4f} of them in the row's own cluster")
   if data.y is not None:
     import jaxclust
     scores = jaxclust.metrics.evaluate(data.y, labels)
@@ -489,6 +506,9 @@ def main(argv=None) -> int:
   pred.add_argument("--data-dir", default=None)
   pred.add_argument("--labels", default=None, metavar="FILE", help=_LABELS)
   pred.add_argument("--output", default=None, help="where to save the labels: a .npy file, or .csv (a `label` column)")
+  pred.add_argument("--neighbors", type=int, default=0, metavar="K",
+                    help="also find each row's K nearest training rows (read again from the run's dataset) in the "
+                         "method's embedding, with their distances and clusters (fields of --output)")
   ev = sub.add_parser("eval", help="metrics of a finished run")
   ev.add_argument("--workdir", required=True)
   rep = sub.add_parser("report", help="draw a finished run's report.html again (fit writes it at the end)")

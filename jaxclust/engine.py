@@ -107,6 +107,9 @@ class Assignment(NamedTuple):
   confidence: np.ndarray
   embedding: np.ndarray
   outlier: np.ndarray | None = None  # [m] in [0, 1], from predict: see outlier_scores
+  neighbors: np.ndarray | None = None  # [m, K] from predict(neighbors=K): the nearest training rows' indices,
+  neighbor_distances: np.ndarray | None = None  # [m, K] their Euclidean distances in the embedding,
+  neighbor_labels: np.ndarray | None = None  # [m, K] and their clusters (labels.npy)
 
 
 @dataclasses.dataclass
@@ -388,26 +391,55 @@ def _reporting_part(run: Run, what: str, fn):
     return None
 
 
-def predict(workdir, x) -> Assignment:
+def predict(workdir, x, *, neighbors: int = 0, training=None) -> Assignment:
   """New rows ``x`` (``[m, ...]``, shaped and scaled as the training data) under a finished run: their
   clusters, confidence, embedding and outlier score (:func:`outlier_scores`; None for a run finished before
-  fit saved its reference)."""
+  fit saved its reference). ``neighbors=K`` adds each row's K nearest training rows in the method's embedding
+  (exact, Euclidean: :func:`jaxclust.knn`) with their clusters; the training rows are ``training`` or, by
+  default, the run's dataset read again, and are embedded anew for each call."""
   method, run, state = restore(workdir)
+  out = _assign(method, run, state, x, "input")
+  reference = run.workdir / OUTLIERS
+  if reference.exists():
+    out = out._replace(outlier=outlier_scores(out.embedding, workdirs.load_npz(reference)))
+  if neighbors:
+    out = _neighbors(method, run, state, out, neighbors, training)
+  return out
+
+
+def _assign(method, run, state, x, what: str) -> Assignment:
   x = np.asarray(x, np.float32)
   shape = run.shape
   if x.ndim < 2 or math.prod(x.shape[1:]) != math.prod(shape):
-    raise ValueError(f"input has rows of shape {tuple(x.shape[1:])} but the run {run.workdir} was trained on {shape}")
+    raise ValueError(f"{what} has rows of shape {tuple(x.shape[1:])} but the run {run.workdir} was trained on {shape}")
   if not np.all(np.isfinite(x)):
-    raise ValueError("input has NaN or Inf values")
+    raise ValueError(f"{what} has NaN or Inf values")
   x = x.reshape(len(x), *shape)
   if run.config.get("standardize"):  # the training data's statistics, saved by fit
     stats = workdirs.load_npz(run.workdir / _STANDARDIZATION)
     x = ((x - stats["mean"]) / stats["std"]).astype(np.float32)
-  out = method.assign(run, state, x)
-  reference = run.workdir / OUTLIERS
-  if reference.exists():
-    out = out._replace(outlier=outlier_scores(out.embedding, workdirs.load_npz(reference)))
-  return out
+  return method.assign(run, state, x)
+
+
+def _neighbors(method, run, state, out: Assignment, k: int, training) -> Assignment:
+  from jaxclust.kernels.knn import knn
+  if training is None:
+    if run.config.dataset == "array":
+      raise ValueError(f"the run {run.workdir} was fitted on arrays in memory: pass its training rows (training=X) "
+                       "to find neighbours among them")
+    data = _data(ml_collections.ConfigDict({**run.config.to_dict(), "input": "device"}), None)
+    training = data.x
+  labels = workdirs.load_npy(run.workdir / "labels.npy")
+  if len(training) != len(labels):
+    raise ValueError(f"the training rows number {len(training)}, but the run {run.workdir} clustered {len(labels)}")
+  k = int(k)
+  if not 1 <= k <= len(labels):
+    raise ValueError(f"neighbors={k} must be in [1, {len(labels)}] (the training rows)")
+  reference = _assign(method, run, state, training, "the training data").embedding
+  found = knn(np.asarray(reference, np.float32).reshape(len(reference), -1), k,
+              query=np.asarray(out.embedding, np.float32).reshape(len(out.embedding), -1), metric="euclidean")
+  index = np.asarray(found.indices)
+  return out._replace(neighbors=index, neighbor_distances=np.asarray(found.values), neighbor_labels=labels[index])
 
 
 def restore(workdir):

@@ -48,6 +48,15 @@ def test_predict_transform_score_and_centers(fitted):
   assert model.predict(images).shape == (5,)
 
 
+def test_kneighbors_equals_scikit_learn_on_the_embedding(fitted):
+  from sklearn.neighbors import NearestNeighbors
+  model, digits = fitted
+  distances, indices = model.kneighbors(digits.x[:30], n_neighbors=3)
+  theirs = NearestNeighbors(n_neighbors=3).fit(model.transform(digits.x)).kneighbors(model.transform(digits.x[:30]))
+  np.testing.assert_allclose(distances, theirs[0], atol=1e-4)
+  assert (indices == theirs[1]).mean() > 0.95  # ties in the last float bits may swap neighbours
+
+
 def test_a_workdir_with_a_finished_run_is_read_not_trained(fitted):
   model, digits = fitted
   again = clone(model).fit(digits.x, digits.y)

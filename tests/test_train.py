@@ -292,3 +292,33 @@ def test_every_driver_returns_a_finished_run_untouched(tmp_path, driver, method)
   assert fit(configs.get_config(method, "digits"), tmp_path, log=messages.append) == {"acc": 0.25}
   assert messages == [f"{tmp_path} holds a finished run; not training again (use another --workdir for a new run)"]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_predict_finds_the_nearest_training_rows_in_the_embedding(tmp_path, capsys):
+  from sklearn.datasets import load_digits
+
+  from jaxclust import cli
+  engine.fit(fast_config(), tmp_path, log=lambda _: None)
+  x = (load_digits().data / 16.0).astype(np.float32)
+  out = engine.predict(tmp_path, x[:40], neighbors=4)
+  # brute force in the embedding of every training row
+  z = engine.predict(tmp_path, x).embedding.astype(np.float64)
+  d = np.sqrt(((out.embedding[:, None, :].astype(np.float64) - z[None]) ** 2).sum(-1))
+  np.testing.assert_allclose(out.neighbor_distances, np.sort(d, axis=1)[:, :4], atol=1e-4)
+  np.testing.assert_allclose(np.take_along_axis(d, out.neighbors, 1), out.neighbor_distances, atol=1e-4)
+  assert (out.neighbors[:, 0] == np.arange(40)).mean() > 0.9  # a training row is its own nearest, up to duplicates
+  np.testing.assert_array_equal(out.neighbor_labels, np.load(tmp_path / "labels.npy")[out.neighbors])
+  np.save(tmp_path / "new.npy", x[:40])
+  assert cli.main(["predict", "--workdir", str(tmp_path), "--input", str(tmp_path / "new.npy"), "--neighbors", "4",
+                   "--output", str(tmp_path / "pred.npy")]) == 0
+  table = np.load(tmp_path / "pred.npy")
+  np.testing.assert_array_equal(table["neighbors"], out.neighbors)
+  np.testing.assert_array_equal(table["neighbor_labels"], out.neighbor_labels)
+  assert "4 nearest training rows each:" in capsys.readouterr().out
+  assert cli.main(["predict", "--workdir", str(tmp_path), "--input", str(tmp_path / "new.npy"), "--neighbors", "4",
+                   "--output", str(tmp_path / "pred.csv")]) == 0
+  header = (tmp_path / "pred.csv").read_text().splitlines()[0].split(",")
+  assert header[3:5] == ["neighbor_1", "neighbor_2"] and header[-1] == "neighbor_label_4"
+  assert cli.main(["predict", "--workdir", str(tmp_path), "--input", str(tmp_path / "new.npy"), "--neighbors",
+                   "5000"]) == 2
+  assert "neighbors=5000 must be in [1, 1797]" in capsys.readouterr().err
