@@ -100,6 +100,16 @@ class Estimator:
     out = engine.predict(self.workdir_, X, neighbors=n_neighbors, training=getattr(self, "_training", None))
     return out.neighbor_distances, out.neighbors
 
+  def stability(self, runs: int = 3, *, seeds=None, subsample: float | None = None, cheap: bool = False,
+                output=None):
+    """:class:`jaxclust.stability.Stability` of this fit against ``runs`` reruns (other seeds, from this run's
+    pretraining or pretext where the method has one; ``subsample``: on that share of the rows) or, ``cheap``,
+    k-means of its embedding; written to ``output`` (default: the workdir's path + ``-stability``)."""
+    from jaxclust import stability
+    self._check_fitted()
+    return stability.run(self.workdir_, runs=runs, seeds=seeds, subsample=subsample, cheap=cheap, output=output,
+                         training=getattr(self, "_training", None), log=print if self.verbose else (lambda _: None))
+
   def predict(self, X) -> np.ndarray:
     """The cluster of each row of ``X`` (rows shaped and scaled as the training data)."""
     return self.assign(X).labels

@@ -457,6 +457,27 @@ def _choose_k(args) -> int:
   return 0
 
 
+def _stability(args) -> int:
+  from jaxclust import stability
+  seeds = None
+  if args.seeds is not None:
+    try:
+      seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+      raise ValueError(f"--seeds {args.seeds!r} must be comma-separated integers") from None
+  result = stability.run(args.workdir, runs=args.runs, seeds=seeds, subsample=args.subsample, cheap=args.cheap,
+                         output=args.output)
+  s = result.summary()
+  print(f"{len(result.names)} labelings ({', '.join(result.names)})")
+  print(f"mean pairwise ARI={s['mean_ari']:.4f} NMI={s['mean_nmi']:.4f}; rows every labeling agrees on: "
+        f"{s['rows_agreed_by_all']:.4f}; mean agreement with the consensus: {s['mean_agreement']:.4f}")
+  jaccard = result.cluster_jaccard
+  print("per-cluster stability (mean best-match Jaccard): " + " ".join(f"{j}:{v:.2f}" for j, v in enumerate(jaccard)))
+  weak = [j for j, v in enumerate(jaccard) if v < 0.5]
+  print(f"clusters below 0.5 (dissolve in other labelings): {weak or 'none'}")
+  return 0
+
+
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   parser = _Parser(prog="jaxclust", description=__doc__.splitlines()[0])
@@ -530,10 +551,19 @@ def main(argv=None) -> int:
   ck.add_argument("--sample-size", type=int, default=10_000, help="rows used at most (a seeded sample)")
   ck.add_argument("--seed", type=int, default=0)
   ck.add_argument("--output", default=None, help="a .png of the criteria against k")
+  st = sub.add_parser("stability", help="compare a finished run with reruns of other seeds or subsamples (or, "
+                                         "--cheap, k-means of its embedding); the run is only read")
+  st.add_argument("--workdir", required=True)
+  st.add_argument("--runs", type=int, default=3, help="reruns (default 3), or k-means seedings with --cheap")
+  st.add_argument("--seeds", default=None, help="the reruns' seeds, e.g. 1,2,3 (instead of --runs)")
+  st.add_argument("--subsample", type=float, default=None, help="each rerun on this share of the rows, e.g. 0.8")
+  st.add_argument("--cheap", action="store_true", help="no reruns: k-means of the run's embedding, --runs seedings, "
+                                                       "in one device call")
+  st.add_argument("--output", default=None, help="where the reruns and the results go (default: WORKDIR-stability)")
   rec = sub.add_parser("recipes", help="the methods' recipes and what each sets")
   rec.add_argument("method", nargs="?", choices=tuple(methods.REGISTRY))
   commands = {"fit": _fit, "kmeans": _kmeans, "predict": _predict, "eval": _eval, "report": _report, "recipes": _recipes,
-              "choose-k": _choose_k}
+              "choose-k": _choose_k, "stability": _stability}
   try:
     args = parser.parse_args(argv)
     return commands[args.command](args)

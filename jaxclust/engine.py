@@ -421,17 +421,25 @@ def _assign(method, run, state, x, what: str) -> Assignment:
   return method.assign(run, state, x)
 
 
+def training_rows(workdir, training=None) -> np.ndarray:
+  """The rows the finished run in ``workdir`` was trained on: ``training`` checked against the run, or its
+  dataset read again (in memory, whatever the run's ``input``)."""
+  path = workdirs.path(workdir)
+  config = ml_collections.ConfigDict(workdirs.read_json(path / "config.json"))
+  if training is None:
+    if config.dataset == "array":
+      raise ValueError(f"the run {path} was fitted on arrays in memory: pass its training rows (training=X)")
+    training = _data(ml_collections.ConfigDict({**config.to_dict(), "input": "device"}), None).x
+  n = len(workdirs.load_npy(path / "labels.npy"))
+  if len(training) != n:
+    raise ValueError(f"the training rows number {len(training)}, but the run {path} clustered {n}")
+  return training
+
+
 def _neighbors(method, run, state, out: Assignment, k: int, training) -> Assignment:
   from jaxclust.kernels.knn import knn
-  if training is None:
-    if run.config.dataset == "array":
-      raise ValueError(f"the run {run.workdir} was fitted on arrays in memory: pass its training rows (training=X) "
-                       "to find neighbours among them")
-    data = _data(ml_collections.ConfigDict({**run.config.to_dict(), "input": "device"}), None)
-    training = data.x
+  training = training_rows(run.workdir, training)
   labels = workdirs.load_npy(run.workdir / "labels.npy")
-  if len(training) != len(labels):
-    raise ValueError(f"the training rows number {len(training)}, but the run {run.workdir} clustered {len(labels)}")
   k = int(k)
   if not 1 <= k <= len(labels):
     raise ValueError(f"neighbors={k} must be in [1, {len(labels)}] (the training rows)")

@@ -184,3 +184,24 @@ def choose_k_curves(ks, curves: dict, chosen: int) -> bytes:
   for ax in list(axes.flat)[len(curves):]:
     ax.set_visible(False)
   return _png(fig)
+
+
+def stability(ari, names, cluster_jaccard) -> bytes:
+  """Pairwise ARI between labelings (a heat map) and each cluster's mean best-match Jaccard (bars)."""
+  r = len(names)
+  fig, axes = _figure(9.0, 3.6, (1, 2), left=0.9, bottom=0.9)
+  image = axes[0, 0].imshow(ari, vmin=0, vmax=1, cmap="viridis")
+  axes[0, 0].set_xticks(range(r), [str(i) for i in range(r)], fontsize=7)
+  axes[0, 0].set_yticks(range(r), [str(i) for i in range(r)], fontsize=7)
+  axes[0, 0].set_title("ARI between labelings (0: the run)", fontsize=9)
+  fig.colorbar(image, ax=axes[0, 0], fraction=0.046)
+  k = len(cluster_jaccard)
+  axes[0, 1].bar(range(k), cluster_jaccard, color=["tab:green" if j >= 0.75 else "tab:orange" if j >= 0.5
+                                                   else "tab:red" for j in cluster_jaccard])
+  axes[0, 1].axhline(0.75, color="grey", linewidth=0.8, linestyle="--")
+  axes[0, 1].axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+  axes[0, 1].set_ylim(0, 1)
+  axes[0, 1].set_xlabel("cluster of the run", fontsize=8)
+  axes[0, 1].set_title("best-match Jaccard, mean over labelings", fontsize=9)
+  axes[0, 1].tick_params(labelsize=7)
+  return _png(fig)

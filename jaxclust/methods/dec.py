@@ -30,7 +30,7 @@ from jaxclust import engine, epochs, parallel
 from jaxclust import metrics as cluster_metrics
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.methods import networks, pretrain
-from jaxclust.methods.pretrain import RECIPES, config  # noqa: F401  (DEC's settings are the shared ones)
+from jaxclust.methods.pretrain import RECIPES, REUSE, config  # noqa: F401  (DEC's settings are the shared ones)
 from jaxclust.models.autoencoder import reconstruction_loss
 
 

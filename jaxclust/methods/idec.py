@@ -14,7 +14,7 @@ from jaxclust.methods.dec import DECState, embed, predict, refresh_target  # noq
 from jaxclust.methods.dec import assign, centers, prepare, readout, stages  # noqa: F401, E402
 
 GAMMA = 0.1
-RECIPES = pretrain.RECIPES
+RECIPES, REUSE = pretrain.RECIPES, pretrain.REUSE
 
 
 def config():

@@ -30,6 +30,8 @@ from jaxclust.methods import networks
 from jaxclust.models.autoencoder import reconstruction_loss
 from jaxclust.validation import check_count
 
+# The setting that starts a run from another finished run's earlier stage (reruns reuse it: jaxclust stability).
+REUSE = "pretrain.init_from"
 PRETRAINED = "pretrained_autoencoder"  # the folder of a run's pretrained autoencoder (pretrain.init_from)
 
 

@@ -636,6 +636,9 @@ def _vectors(c, n, shape):
   c.checkpoint_every = max(1, c.pretext.epochs // 20)  # epochs of a few steps: saving each would take longer
 
 
+# The setting that starts a run from another finished run's pretext (reruns reuse it: jaxclust stability).
+REUSE = "pretext.init_from"
+
 RECIPES = {
     "vectors": configs.Recipe("the MLP on z-scored features, SimCLR on vector views (noise, masking, neighbour "
                               "mixing), chosen on digits: 1M rows seen, heads on frozen features", _vectors),

@@ -32,7 +32,7 @@ from jaxclust.kernels.gmm import gmm_diag
 from jaxclust.methods import networks, pretrain
 from jaxclust.models.autoencoder import MLPAutoencoder
 
-RECIPES = pretrain.RECIPES
+RECIPES, REUSE = pretrain.RECIPES, pretrain.REUSE
 
 
 def config():
