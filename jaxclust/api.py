@@ -26,7 +26,8 @@ class Estimator:
   """A deep clustering method as an estimator; the subclasses name the method.
 
   Args:
-    n_clusters: clusters to find; 0: the number of classes of ``y`` (or of the dataset's labels).
+    n_clusters: clusters to find; 0: the number of classes of ``y`` (or of the dataset's labels); ``"auto"``:
+      chosen on ``X`` without labels (:func:`jaxclust.choose_k` over k = 2..30).
     workdir: where the run's checkpoints, labels, summary and report go (default: a new temporary folder).
       A workdir holding a finished run with the same settings is read, not trained again.
     seed: random seed of initialization, batches and augmentation.
@@ -69,7 +70,7 @@ class Estimator:
     n, shape = (data.x.shape[0], data.x.shape[1:]) if data is not None else sources.describe(
         name, image_size=reading.get("image_size", 0))
     config = configs.get_config(self.method, name, recipe=self.recipe, n=n, shape=shape)
-    config.seed, config.n_clusters = int(self.seed), int(self.n_clusters)
+    config.seed, config.n_clusters = int(self.seed), -1 if self.n_clusters == "auto" else int(self.n_clusters)
     for key, value in _flat_settings(self.settings):
       _override(config, key, value)
     self.workdir_ = str(workdirs.path(self.workdir or tempfile.mkdtemp(prefix=f"jaxclust-{self.method}-")))

@@ -121,6 +121,9 @@ def _parse_setting(name: str, text: str, default):
   def refuse(expected):
     return ValueError(f"--set {name}={text!r}: expected {expected} (default {default!r})")
 
+  if name == "n_clusters" and text.strip().lower() == "auto":
+    return -1  # chosen on the data by engine.fit
+
   if isinstance(default, bool):
     if text.strip().lower() not in ("true", "false"):
       raise refuse("true or false")

@@ -30,7 +30,8 @@ HELP = {
     "dataset": "what to cluster (the command's --dataset)",
     "data_dir": "folder with the dataset's files (the command's --data-dir)",
     "seed": "random seed of initialization, batches and augmentation",
-    "n_clusters": "clusters to find; 0 = the number of classes in the dataset's labels",
+    "n_clusters": "clusters to find; 0 = the number of classes in the dataset's labels; auto = chosen on the input "
+                  "rows without labels, by choose-k's rule over k = 2..30",
     "input": "'device' (data kept on the devices) or 'tf.data' (batches from a host tf.data pipeline)",
     "checkpoint_every": "epochs (DEC/IDEC: target refreshes) between checkpoints",
     "keep_checkpoints": "checkpoints kept in the workdir; older ones are deleted",

@@ -193,6 +193,8 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None,
   stats = _standardization(data.x) if config.get("standardize") else None
   if stats is not None:
     data = data._replace(x=((data.x - stats["mean"]) / stats["std"]).astype(np.float32))
+  if config.get("n_clusters") == -1:
+    config.n_clusters = _auto_k(config, data, log)
   mesh = mesh or parallel.make_mesh()
   prepared = method.prepare(config, data, mesh)
   y = getattr(data, "y", None)
@@ -246,6 +248,20 @@ def _data(config, data):
   if config.get("labels"):
     return sources.with_labels(data, config.labels, what=f"dataset {config.dataset}")
   return data
+
+
+def _auto_k(config, data, log) -> int:
+  """``n_clusters=auto``: k by :func:`jaxclust.choose_k` on the input rows (at most 10,000 of them), k = 2..30."""
+  from jaxclust import k_choice
+  if not hasattr(data, "x"):
+    raise ValueError(f"n_clusters=auto chooses k on the rows in memory, but {config.dataset!r} is streamed "
+                     "(input='tf.data'): run `jaxclust choose-k` and set n_clusters")
+  n = len(data.x)
+  if n < 4:
+    raise ValueError(f"n_clusters=auto needs at least 4 rows, got {n}")
+  choice = k_choice.choose_k(data.x, range(2, min(30, n - 1) + 1), seed=config.seed)
+  log(f"n_clusters=auto: k={choice.k} on the input rows ({choice.rows} of them; {k_choice.RULE})")
+  return choice.k
 
 
 def _train(stages, run: Run, stop_after):

@@ -100,3 +100,12 @@ def test_on_a_run_it_reads_the_runs_embedding_and_changes_nothing(tmp_path, caps
   assert out[0].startswith(f"choose-k on the embedding of {tmp_path / 'run'} (1797 rows, 10 principal components")
   assert out[-1].startswith("k=") and 2 <= int(out[-1][2:]) <= 12
   assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
+
+
+def test_n_clusters_auto_chooses_k_on_the_rows_in_fit_and_the_api(tmp_path):
+  import json
+  x, _ = make_blobs(600, centers=4, n_features=6, cluster_std=0.6, random_state=2)
+  assert cli.make_config("dec", "digits", settings=["n_clusters=auto"]).n_clusters == -1  # what fit resolves
+  model = jaxclust.DEC("auto", workdir=tmp_path / "api", report=False, pretrain__epochs=2, cluster__max_steps=20)
+  assert model.fit(x).n_clusters_ == 4
+  assert json.loads((tmp_path / "api" / "config.json").read_text())["n_clusters"] == 4  # resumes with that k
