@@ -41,7 +41,7 @@ def real(data_dir):
 
 def rules(choice) -> dict:
   picks = choice.by_criterion()
-  picks["gap, else silhouette (RULE)"] = choice.k
+  picks["RULE"] = choice.k
   return picks
 
 

@@ -19,6 +19,7 @@ def test_well_separated_blobs_get_their_k_from_every_criterion(choice):
   _, c = choice
   picks = c.by_criterion()
   assert c.k == 4 and {picks[name] for name in ("silhouette", "davies_bouldin", "calinski_harabasz", "gap")} == {4}
+  assert c.k == picks["calinski_harabasz"]  # the rule (k_choice.RULE)
   assert c.stability[c.ks.index(4)] == 1.0  # stability alone ties: fewer, merged blobs are found as surely
 
 
@@ -88,18 +89,6 @@ def test_bad_input_is_one_line(args, message, capsys):
   assert cli.main(["choose-k", *args]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and re.search(message, err), err
-
-
-def test_on_a_run_it_reads_the_runs_embedding_and_changes_nothing(tmp_path, capsys):
-  from jaxclust import engine, parallel
-  from test_train import fast_config
-  engine.fit(fast_config(), tmp_path / "run", log=lambda _: None, mesh=parallel.make_mesh(1))
-  before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
-  assert cli.main(["choose-k", "--workdir", str(tmp_path / "run"), "--k", "2..12", "--references", "2"]) == 0
-  out = capsys.readouterr().out.splitlines()
-  assert out[0].startswith(f"choose-k on the embedding of {tmp_path / 'run'} (1797 rows, 10 principal components")
-  assert out[-1].startswith("k=") and 2 <= int(out[-1][2:]) <= 12
-  assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
 
 
 def test_n_clusters_auto_chooses_k_on_the_rows_in_fit_and_the_api(tmp_path):

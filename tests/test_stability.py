@@ -1,4 +1,5 @@
-"""Stability: the comparison against its definitions, reruns from the run's pretraining, the command line."""
+"""Stability: the comparison against its definitions, reruns from the run's pretraining, the command line; and
+choose-k on the same finished run."""
 
 import json
 
@@ -59,6 +60,15 @@ def test_reruns_start_from_the_runs_autoencoder_and_leave_the_run_alone(finished
   table = np.load(tmp_path / "out" / "consensus.npy")
   assert table.dtype.names == ("label", "agreement") and len(table) == 1797
   assert (tmp_path / "out" / "stability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_choose_k_on_a_run_reads_its_embedding_and_changes_nothing(finished, capsys):
+  before = {p: p.stat().st_mtime_ns for p in finished.rglob("*")}
+  assert cli.main(["choose-k", "--workdir", str(finished), "--k", "2..12", "--references", "2"]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[0].startswith(f"choose-k on the embedding of {finished} (1797 rows, 10 principal components")
+  assert out[-1].startswith("k=") and 2 <= int(out[-1][2:]) <= 12
+  assert {p: p.stat().st_mtime_ns for p in finished.rglob("*")} == before
 
 
 def test_subsample_and_cheap_modes(finished, tmp_path):
