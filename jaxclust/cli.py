@@ -478,6 +478,8 @@ def _stability(args) -> int:
   print("per-cluster stability (mean best-match Jaccard): " + " ".join(f"{j}:{v:.2f}" for j, v in enumerate(jaccard)))
   weak = [j for j, v in enumerate(jaccard) if v < 0.5]
   print(f"clusters below 0.5 (dissolve in other labelings): {weak or 'none'}")
+  if args.output is None:
+    print(f"`jaxclust report --workdir {args.workdir}` adds this to the run's report")
   return 0
 
 

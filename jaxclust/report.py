@@ -187,6 +187,7 @@ def render(workdir) -> str:
   page.add(*_exemplars(page, folder, data))
   page.add(*_truth(page, summary, labels, y))
   page.add(*_training(page, path / "metrics.jsonl"))
+  page.add(*_stability(page, path.parent / (path.name + "-stability")))
   page.add(f"<h2>Settings</h2><details><summary>config.json</summary><pre>"
            f"{html.escape(json.dumps(config, indent=2))}</pre></details>")
   title = f"{summary['method']} on {summary['dataset']}"
@@ -209,6 +210,20 @@ class _Page:
       workdirs.write_bytes(self.folder / f"{name}.png", png)
     return (f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(alt)}" '
             f'title="{FOLDER}/{name}.png">')
+
+
+def _stability(page, folder):
+  """The results of ``jaxclust stability`` in its default folder (``WORKDIR-stability``), when it was run."""
+  if not (folder / "stability.json").exists():
+    return ()
+  s = workdirs.read_json(folder / "stability.json")
+  weak = [j for j, v in enumerate(s["cluster_jaccard"]) if v < 0.5]
+  line = (f"<p>{len(s['labelings'])} labelings ({html.escape(', '.join(s['labelings']))}): mean pairwise ARI "
+          f"{s['mean_ari']:.4f}, NMI {s['mean_nmi']:.4f}; rows every labeling agrees on: {s['rows_agreed_by_all']:.4f}. "
+          f"Clusters whose best match elsewhere has a Jaccard index below 0.5 (they dissolve): "
+          f"{', '.join(map(str, weak)) or 'none'}. From <code>{html.escape(str(folder))}</code>.</p>")
+  png = (folder / "stability.png").read_bytes() if (folder / "stability.png").exists() else None
+  return "<h2>Stability</h2>", line, png and page.image("stability", png, "stability", write=False)
 
 
 def _number(value) -> str:

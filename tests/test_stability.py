@@ -71,6 +71,13 @@ def test_choose_k_on_a_run_reads_its_embedding_and_changes_nothing(finished, cap
   assert {p: p.stat().st_mtime_ns for p in finished.rglob("*")} == before
 
 
+def test_the_report_shows_the_stability_of_its_default_folder(finished):
+  from jaxclust import report
+  stability.run(finished, runs=3, cheap=True, log=lambda _: None)  # to RUN-stability, the default
+  page = open(report.render(finished)).read()
+  assert "<h2>Stability</h2>" in page and "4 labelings (the run, k-means of the embedding" in page
+
+
 def test_subsample_and_cheap_modes(finished, tmp_path):
   sub = stability.run(finished, seeds=[3], subsample=0.5, output=tmp_path / "sub", log=lambda _: None)
   assert np.sum(sub.labels[1] >= 0) == 898 and 0.0 <= sub.ari[0, 1] <= 1.0
