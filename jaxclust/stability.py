@@ -137,8 +137,7 @@ def run(workdir, *, runs: int = 3, seeds=None, subsample: float | None = None, c
   labelings, names = [base], ["the run"]
   if cheap:
     embedding = engine.predict(path, engine.training_rows(path, training)).embedding
-    for seed, labels in zip(seeds, recluster(embedding, int(summary["k"]), len(seeds), seeds[0])):
-      labelings.append(labels)
+    labelings += list(recluster(embedding, int(summary["k"]), len(seeds), seeds[0]))
     names += [f"k-means of the embedding, seeding {i + 1}" for i in range(len(seeds))]
   else:
     config = ml_collections.ConfigDict(workdirs.read_json(path / "config.json"))
