@@ -35,7 +35,8 @@ class Estimator:
     verbose: print the run's progress lines.
     **settings: any setting of the method, nested ones as ``group__name=value`` or ``group={...}``.
 
-  Attributes (after :meth:`fit`): ``labels_`` ``[n]``, ``n_clusters_``, ``summary_`` (summary.json),
+  Attributes (after :meth:`fit`): ``labels_`` ``[n]``, ``n_clusters_``, ``cluster_names_`` (with seed labels:
+  each cluster's name, None where unnamed; else None), ``summary_`` (summary.json),
   ``workdir_``, ``config_``; ``cluster_centers_`` for methods with centers (DEC, IDEC: the Student-t
   centers; VaDE: the mixture means), in the space of :meth:`transform`.
   """
@@ -63,8 +64,12 @@ class Estimator:
     shown = {k: v for k, v in self.get_params().items() if v not in (None, False) and not (k == "n_clusters" and v == 0)}
     return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
-  def fit(self, X, y=None):
-    """Trains (or resumes, or reads a finished run in ``workdir``) on ``X``; ``y``, labels for evaluation only."""
+  def fit(self, X, y=None, seed_labels=None):
+    """Trains (or resumes, or reads a finished run in ``workdir``) on ``X``; ``y``, labels for evaluation only.
+
+    ``seed_labels``: a few labelled rows that start, name and keep their clusters (:mod:`jaxclust.seeding`):
+    ``{row: label}``, ``[n]`` labels with -1 or None where unlabelled, or a ``.csv`` of ``index,label`` rows.
+    """
     reading = {key: value for key, value in _flat_settings(self.settings) if key in ("image_size", "skip_bad_files")}
     name, data = _data(X, y, **reading)
     n, shape = (data.x.shape[0], data.x.shape[1:]) if data is not None else sources.describe(
@@ -74,11 +79,14 @@ class Estimator:
     for key, value in _flat_settings(self.settings):
       _override(config, key, value)
     self.workdir_ = str(workdirs.path(self.workdir or tempfile.mkdtemp(prefix=f"jaxclust-{self.method}-")))
+    if seed_labels is not None:
+      config.seed_labels = _seed_file(seed_labels, self.workdir_)
     self.summary_ = engine.fit(config, self.workdir_, data=data, log=print if self.verbose else (lambda _: None))
     self.config_ = config
     self._training = None if data is None else data.x  # for kneighbors (a name or path is read again)
     self.labels_ = workdirs.load_npy(workdirs.path(self.workdir_) / "labels.npy")
     self.n_clusters_ = int(self.summary_["k"])
+    self.cluster_names_ = engine.cluster_names(self.workdir_)
     return self
 
   def fit_predict(self, X, y=None) -> np.ndarray:
@@ -148,6 +156,21 @@ def _data(X, y, **reading):
       return name, None
     return name, sources.from_arrays(sources.load(name, **reading).x, y, name=name)
   return "array", sources.from_arrays(X, y)
+
+
+def _seed_file(seed_labels, workdir: str) -> str:
+  """The path of a seed file: ``seed_labels`` itself when it is one, else the labels written into the workdir
+  (the run's own copy, so that resuming with the same labels finds the same settings)."""
+  from jaxclust import seeding
+  if isinstance(seed_labels, (str, os.PathLike)):
+    return os.fspath(seed_labels)
+  index, labels = seeding.from_arrays(seed_labels)
+  if not len(index):
+    raise ValueError("seed_labels has no labelled rows (every entry is -1 or None)")
+  path = workdirs.path(workdir)
+  path.mkdir(parents=True, exist_ok=True)
+  seeding.write(path / seeding.FILE, index, labels)
+  return os.fspath(path / seeding.FILE)
 
 
 def _flat_settings(settings: dict, prefix: str = ""):

@@ -216,6 +216,10 @@ def _fit(args) -> int:
                        settings=args.set or [], recipe=args.recipe)
   if args.labels:
     config.labels = args.labels
+  if args.seed_labels:
+    from jaxclust import seeding
+    seeding.read(args.seed_labels)  # a missing or malformed file fails before the data are loaded
+    config.seed_labels = args.seed_labels
   if args.skip_bad_files:
     config.skip_bad_files = True
   workdir = args.workdir or f"workdirs/{config.method}_{config.dataset.replace('/', '_')}_seed{config.seed}"
@@ -259,34 +263,44 @@ def _check_output(output: str) -> None:
     raise ValueError(f"--output {output} is not writable")
 
 
-def _write_predictions(output: str, out) -> None:
+def _write_predictions(output: str, out, names=None) -> None:
   """Labels, confidence and outlier score to exactly ``output``: .npy (a structured array with those three
-  fields), or .csv with a ``label,confidence,outlier`` header (outlier empty for a run without its reference)."""
+  fields), or .csv with a ``label,confidence,outlier`` header (outlier empty for a run without its reference);
+  a seeded run's cluster ``names`` (:mod:`jaxclust.seeding`) add a ``name`` after ``label`` (empty if unnamed)."""
   outlier = np.full(len(out.labels), np.nan, np.float32) if out.outlier is None else out.outlier
   k = 0 if out.neighbors is None else out.neighbors.shape[1]
+  named = None if names is None else np.asarray(["" if v is None else str(v) for v in names])[out.labels]
   if Path(output).suffix.lower() == ".npy":
-    fields = [("label", np.int64), ("confidence", np.float32), ("outlier", np.float32)]
+    fields = [("label", np.int64)] + ([] if named is None else [("name", named.dtype)])
+    fields += [("confidence", np.float32), ("outlier", np.float32)]
     if k:
       fields += [("neighbors", np.int64, (k,)), ("neighbor_distances", np.float32, (k,)),
                  ("neighbor_labels", np.int64, (k,))]
     table = np.zeros(len(out.labels), fields)
     table["label"], table["confidence"], table["outlier"] = out.labels, out.confidence, outlier
+    if named is not None:
+      table["name"] = named
     if k:
       table["neighbors"], table["neighbor_distances"] = out.neighbors, out.neighbor_distances
       table["neighbor_labels"] = out.neighbor_labels
     with open(output, "wb") as f:  # np.save(name) would append .npy to a name lacking it
       np.save(f, table)
   else:
-    header = ["label", "confidence", "outlier"] + [f"{name}_{j + 1}" for name in ("neighbor", "neighbor_distance",
+    header = ["label"] + ([] if named is None else ["name"]) + ["confidence", "outlier"] + [f"{name}_{j + 1}" for name in ("neighbor", "neighbor_distance",
                                                                                  "neighbor_label") for j in range(k)]
     with open(output, "w") as f:
       f.write(",".join(header) + "\n")
       for i, (label, p, o) in enumerate(zip(out.labels, out.confidence, outlier)):
-        row = [str(int(label)), f"{float(p):.6f}", "" if np.isnan(o) else f"{float(o):.6f}"]
+        row = [str(int(label))] + ([] if named is None else [_csv_field(named[i])])
+        row += [f"{float(p):.6f}", "" if np.isnan(o) else f"{float(o):.6f}"]
         if k:
           row += [str(int(j)) for j in out.neighbors[i]] + [f"{float(d):.6f}" for d in out.neighbor_distances[i]]
           row += [str(int(j)) for j in out.neighbor_labels[i]]
         f.write(",".join(row) + "\n")
+
+
+def _csv_field(text: str) -> str:
+  return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(ch in text for ch in ',"\n') else text
 
 
 def _predict(args) -> int:
@@ -304,10 +318,13 @@ def _predict(args) -> int:
     data = sources.with_labels(data, args.labels, what=f"--input {args.input}")
   out = engine.predict(args.workdir, data.x, neighbors=args.neighbors)
   labels = out.labels
+  names = engine.cluster_names(args.workdir)
   if args.output:
-    _write_predictions(args.output, out)
-  counts = np.bincount(labels)
+    _write_predictions(args.output, out, names)
+  counts = np.bincount(labels, minlength=summary["k"])
   print(f"{len(labels)} rows -> clusters with sizes {counts.tolist()}" + (f"; saved to {args.output}" if args.output else ""))
+  if names is not None:
+    print("named clusters: " + ", ".join(f"{c}={v} ({counts[c]})" for c, v in enumerate(names) if v is not None))
   if args.neighbors:
     agree = float(np.mean(out.neighbor_labels == labels[:, None]))
     print(f"{args.neighbors} nearest training rows each: {agree:.4f} of them in the row's own cluster")
@@ -498,6 +515,10 @@ def main(argv=None) -> int:
   fit.add_argument("--dataset", default="digits", help=_DATASETS)
   fit.add_argument("--data-dir", default=None)
   fit.add_argument("--labels", default=None, metavar="FILE", help=_LABELS)
+  fit.add_argument("--seed-labels", default=None, metavar="FILE",
+                   help="a .csv of `index,label` rows, a few labelled training rows: they start the clusters, name "
+                        "them (integer labels are cluster numbers) and keep their label; more clusters than "
+                        "labelled classes are allowed")
   fit.add_argument("--skip-bad-files", action="store_true", help=_SKIP)
   fit.add_argument("--config", default=None, help="a Python file defining get_config()")
   fit.add_argument("--recipe", default=None,

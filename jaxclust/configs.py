@@ -37,6 +37,8 @@ HELP = {
     "keep_checkpoints": "checkpoints kept in the workdir; older ones are deleted",
     "report": "write report.html and its figures at the end of the fit (false: labels and summary only)",
     "labels": "a .npy or .csv file of the rows' labels, for evaluation only (the command's --labels)",
+    "seed_labels": "a .csv of `index,label` rows: a few labelled rows that start, name and keep their clusters "
+                   "(the command's --seed-labels)",
     "image_size": "image folders: read images at this size x this size; 0 = the size most of them have",
     "skip_bad_files": "image folders: skip and count unreadable image files instead of stopping (--skip-bad-files)",
     # DEC / IDEC / VaDE: the autoencoder.
@@ -258,6 +260,7 @@ def shared(**settings) -> ml_collections.ConfigDict:
   c.input = "device"
   c.checkpoint_every, c.keep_checkpoints = 1, 2
   c.labels = ""  # labels for evaluation only, read from a file: training never sees them
+  c.seed_labels = ""  # a few labelled rows that seed, name and keep their clusters (jaxclust.seeding)
   c.image_size, c.skip_bad_files = 0, False  # how an image folder is read (jaxclust.data.folders)
   c.report = True  # report.html and its data at the end of the fit (jaxclust report draws it later)
   c.update(settings)

@@ -39,7 +39,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxclust import epochs, methods, parallel, report, reporting
+from jaxclust import epochs, methods, parallel, report, reporting, seeding
 from jaxclust import metrics as cluster_metrics
 from jaxclust import workdir as workdirs
 from jaxclust.data import sources
@@ -128,6 +128,7 @@ class Run:
   x: jax.Array | None = None
   mask: jax.Array | None = None
   source: Any = None  # the stream of a streamed dataset (jaxclust.data.stream.Source)
+  seeds: seeding.Seeds | None = None  # labelled rows (config.seed_labels): jaxclust.seeding
   data_info: dict = dataclasses.field(default_factory=dict)  # how the rows were read (Dataset.info): summary.json
   meta: dict = dataclasses.field(default_factory=dict)
   summary: dict = dataclasses.field(default_factory=dict)  # a finished run's, when predicting
@@ -204,8 +205,12 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None,
   else:
     x, mask = parallel.global_rows(np.asarray(prepared.rows, np.float32), mesh)
     n, shape, rows = data.x.shape[0], tuple(data.x.shape[1:]), x.shape[0]
+  seeds = None
+  if config.get("seed_labels"):
+    seeds = seeding.resolve(*seeding.read(config.seed_labels), n=n, k=prepared.k,
+                            what=f"seed labels file {config.seed_labels}")
   run = Run(config, path, mesh, prepared.k, n, shape, rows, y=y, x=x, mask=mask,
-            source=prepared.source, log=log, data_info=dict(data.info))
+            source=prepared.source, seeds=seeds, log=log, data_info=dict(data.info))
   stages = method.stages(run)
   if stop_after is not None and stop_after not in [stage.name for stage in stages]:
     raise ValueError(f"--stage {stop_after!r} must be one of {config.method}'s stages: "
@@ -214,6 +219,8 @@ def fit(config, workdir, *, log=print, mesh=None, stop_after: str | None = None,
     workdirs.claim(path, config, lead=lead)  # only now, with data and settings known valid
     if stats is not None and lead:
       workdirs.save_npz(path / _STANDARDIZATION, **stats)
+    if seeds is not None and lead and not (path / seeding.FILE).exists():  # the run's own copy
+      seeding.write(path / seeding.FILE, seeds.index, [seeds.names[c] for c in seeds.cluster])
     run.logger = reporting.Logger(path, log, start, workdirs.append_line, enabled=lead)
     log(f"{config.method} on {config.dataset}: n={run.n} rows {run.shape} k={run.k} on {mesh.size} device(s), "
         f"workdir {path}")
@@ -361,8 +368,20 @@ def _finish(method, run: Run, state, images, start) -> dict:
              "shape": list(run.shape), "k": run.k, "seed": run.config.seed, "devices": run.mesh.size,
              "processes": jax.process_count(), **run.data_info, **out.summary, "wall_seconds": time.perf_counter() - start,
              "train_seconds": workdirs.train_seconds(run.workdir)}
+  seeded = None
+  if run.seeds is not None:  # clusters numbered and named after the labelled classes
+    labels, order = seeding.name_clusters(labels, run.seeds, run.k)
+    seeded = {"order": order.tolist(), "names": list(run.seeds.names)}
+    summary.update(seed_labels=len(run.seeds.index), seed_classes=sum(v is not None for v in run.seeds.names))
   if y is not None:
     summary.update(cluster_metrics.evaluate(y, labels))
+    if run.seeds is not None:  # the scores of the rows nobody labelled, and how often a row's cluster is its class
+      free = np.ones(len(labels), bool)
+      free[run.seeds.index] = False
+      summary.update({f"unlabelled_{name}": value for name, value in cluster_metrics.evaluate(
+          np.asarray(y)[free], labels[free]).items()})
+      if all(name is None or name == str(c) for c, name in enumerate(run.seeds.names)):
+        summary["named_accuracy"] = float(np.mean(labels[free] == np.asarray(y)[free]))
   sizes = np.bincount(labels, minlength=run.k)
   summary["size_entropy"] = float(cluster_metrics.cluster_balance(jnp.asarray(labels), k=run.k)["normalized_entropy"])
   summary["collapsed"] = bool(summary["size_entropy"] < 0.1 or np.sum(sizes > 0) < run.k / 2)
@@ -374,6 +393,8 @@ def _finish(method, run: Run, state, images, start) -> dict:
                                               rng=jax.random.fold_in(run.key, 7)))
   if run.lead:
     workdirs.save_npy(run.workdir / "labels.npy", labels)
+    if seeded is not None:
+      workdirs.write_json(run.workdir / seeding.SAVED, seeded)
     if y is not None:  # eval reads them instead of loading the dataset again
       workdirs.save_npy(run.workdir / "true_labels.npy", np.asarray(y))
     for name, array in out.files.items():
@@ -415,6 +436,8 @@ def predict(workdir, x, *, neighbors: int = 0, training=None) -> Assignment:
   default, the run's dataset read again, and are embedded anew for each call."""
   method, run, state = restore(workdir)
   out = _assign(method, run, state, x, "input")
+  if (run.workdir / seeding.SAVED).exists():  # a seeded run's clusters carry their classes' numbers
+    out = out._replace(labels=np.asarray(workdirs.read_json(run.workdir / seeding.SAVED)["order"])[out.labels])
   reference = run.workdir / OUTLIERS
   if reference.exists():
     out = out._replace(outlier=outlier_scores(out.embedding, workdirs.load_npz(reference)))
@@ -435,6 +458,13 @@ def _assign(method, run, state, x, what: str) -> Assignment:
     stats = workdirs.load_npz(run.workdir / _STANDARDIZATION)
     x = ((x - stats["mean"]) / stats["std"]).astype(np.float32)
   return method.assign(run, state, x)
+
+
+def cluster_names(workdir) -> list | None:
+  """The name of each cluster of the finished run in ``workdir`` (None for a cluster no seed label named), or
+  None for a run fitted without seed labels."""
+  saved = workdirs.path(workdir) / seeding.SAVED
+  return workdirs.read_json(saved)["names"] if saved.exists() else None
 
 
 def training_rows(workdir, training=None) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
-from jaxclust import figures, reporting
+from jaxclust import figures, reporting, seeding
 from jaxclust import metrics as cluster_metrics
 from jaxclust import workdir as workdirs
 
@@ -79,7 +79,8 @@ def save(workdir, *, labels, k: int, seed: int, y=None, rows=None, embedding=Non
   if rows is not None and rows.ndim == 2:
     data.update(_profile(np.asarray(rows, np.float32), labels[:len(rows)], k))
   if rows is not None and rows.ndim == 4:
-    data["ranking"] = np.asarray(_image_grids(folder, rows, labels, k, points, confidence))
+    data["ranking"] = np.asarray(_image_grids(folder, rows, labels, k, points, confidence,
+                                              _names(workdirs.path(workdir))))
   workdirs.save_npz(folder / DATA, **data)
 
 
@@ -122,7 +123,13 @@ def _profile(rows, labels, k: int, chunk: int = 65536) -> dict:
   return {"profile": np.where(sizes[:, None] > 0, z, 0.0).astype(np.float32), "profile_sizes": sizes}
 
 
-def _image_grids(folder, images, labels, k: int, points, confidence) -> str:
+def _names(path) -> list:
+  """Each cluster's name from a seeded run's seeding.json (:mod:`jaxclust.seeding`), else all None."""
+  saved = path / seeding.SAVED
+  return workdirs.read_json(saved)["names"] if saved.exists() else None
+
+
+def _image_grids(folder, images, labels, k: int, points, confidence, names=None) -> str:
   """Each shown cluster's most typical and most ambiguous images, to typical.png and ambiguous.png (and the
   typical ones to the workdir's exemplars.png); returns how members were ranked."""
   m = len(images)
@@ -144,7 +151,7 @@ def _image_grids(folder, images, labels, k: int, points, confidence) -> str:
   shown = shown[sizes[shown] > 0]
   position = np.full(k, -1)
   position[shown] = np.arange(len(shown))
-  names = [f"cluster {c} ({sizes[c]})" for c in shown]
+  names = [f"cluster {c}{'' if not names or names[c] is None else ' ' + str(names[c])} ({sizes[c]})" for c in shown]
   for file, score in (("typical.png", typical), ("ambiguous.png", None if ranking.startswith("none") else
                                                  -ambiguous)):
     if score is None:
@@ -183,6 +190,7 @@ def render(workdir) -> str:
   page.add(_facts(summary))
   page.add(_quality(summary, data))
   page.add(*_sizes(page, labels, k, summary))
+  page.add(*_seeded(path, labels, k, y))
   page.add(*_map(page, data, k))
   page.add(*_exemplars(page, folder, data))
   page.add(*_truth(page, summary, labels, y))
@@ -210,6 +218,29 @@ class _Page:
       workdirs.write_bytes(self.folder / f"{name}.png", png)
     return (f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(alt)}" '
             f'title="{FOLDER}/{name}.png">')
+
+
+def _seeded(path, labels, k, y):
+  """A seeded run's named clusters: size, and with true labels the most common one and its share."""
+  names = _names(path)
+  if names is None:
+    return ()
+  sizes = np.bincount(labels, minlength=k)
+  rows = []
+  for c in range(k):
+    cells = [str(c), html.escape("" if names[c] is None else str(names[c])), str(sizes[c])]
+    if y is not None:
+      members = np.asarray(y)[labels == c]
+      values, counts = np.unique(members, return_counts=True) if len(members) else ([], [])
+      cells.append(f"{html.escape(str(values[np.argmax(counts)]))} ({counts.max() / len(members):.3f})"
+                   if len(members) else "-")
+    rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+  head = ["cluster", "name", "rows"] + (["most common true label (share)"] if y is not None else [])
+  labelled = sum(v is not None for v in names)
+  return ("<h2>Named clusters</h2>",
+          f"<p>{labelled} of {k} clusters are named after the seed labels (<code>{seeding.FILE}</code>); the labelled "
+          "rows keep their class; the rest were free to form clusters of their own.</p>",
+          "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
 
 
 def _stability(page, folder):

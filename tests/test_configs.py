@@ -21,9 +21,10 @@ def test_the_measured_datasets_keep_the_settings_they_were_measured_with():
     assert config.pop("recipe") == configs.MEASURED[dataset][0]
     if "crops" in config and "crops" not in settings:
       assert config.pop("crops")[0][1] == (96 if "stl10" in dataset else 32), key
-    # How data is read and whether a report is drawn, added after the record: neither changes training.
-    assert {name: config.pop(name) for name in ("labels", "image_size", "skip_bad_files", "report")} == {
-        "labels": "", "image_size": 0, "skip_bad_files": False, "report": True}, key
+    # How data is read, whether a report is drawn and seed labels (none by default), added after the record: at
+    # their defaults none changes training.
+    assert {name: config.pop(name) for name in ("labels", "image_size", "skip_bad_files", "report", "seed_labels")} == {
+        "labels": "", "image_size": 0, "skip_bad_files": False, "report": True, "seed_labels": ""}, key
     assert config == settings, key
 
 

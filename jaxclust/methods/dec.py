@@ -26,7 +26,7 @@ import optax
 from flax import struct
 from jax.sharding import PartitionSpec as P
 
-from jaxclust import engine, epochs, parallel
+from jaxclust import engine, epochs, parallel, seeding
 from jaxclust import metrics as cluster_metrics
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.methods import networks, pretrain
@@ -133,23 +133,28 @@ def train_step(state: DECState, batch, rng, *, model, tx, alpha: float = 1.0, ga
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def refresh_target(state: DECState, x, mask=None, *, model, alpha: float = 1.0):
+def refresh_target(state: DECState, x, mask=None, fixed=None, *, model, alpha: float = 1.0):
   """Recomputes P from Q over the whole dataset ``x`` ([n, ...]); returns the share of labels changed.
 
   ``x`` may be a row-sharded global array padded to a multiple of the device count, with ``mask``
   False on the padding rows, which are excluded from P's cluster frequencies and from the count.
+  ``fixed`` ``[n]``: a seeded row's cluster (-1 elsewhere), which is its label and its one-hot target.
   """
   return refresh_from_assignments(state, soft_assignment(embed(model, state.params, x), state.params["centers"], alpha),
-                                  mask)
+                                  mask, fixed)
 
 
-def refresh_from_assignments(state: DECState, q, mask=None):
+def refresh_from_assignments(state: DECState, q, mask=None, fixed=None):
   """:func:`refresh_target` from the soft assignments ``q`` ``[n, k]`` of the whole dataset (computed in a
   streaming pass when the rows do not sit on the devices)."""
   labels = jnp.argmax(q, axis=-1).astype(jnp.int32)
+  target = target_distribution(q, mask)
+  if fixed is not None:  # labelled rows keep their class (jaxclust.seeding)
+    labels = jnp.where(fixed >= 0, fixed, labels)
+    target = jnp.where((fixed >= 0)[:, None], jax.nn.one_hot(fixed, q.shape[-1], dtype=target.dtype), target)
   valid = jnp.ones(labels.shape, bool) if mask is None else mask
   changed = jnp.sum((labels != state.labels) & valid) / jnp.maximum(jnp.sum(valid), 1)
-  return state.replace(target=target_distribution(q, mask), labels=labels), changed
+  return state.replace(target=target, labels=labels), changed
 
 
 def predict(model: nn.Module, params, x, *, alpha: float = 1.0):
@@ -213,25 +218,33 @@ def _cluster_stage(run, model) -> engine.Stage:
     ae_params = pretrain.init(model, jax.random.key(0), jnp.zeros((1, d)), epochs.same(optax.adam, 1.0)).params
     return placed(jax.tree.map(np.asarray, ae_params), np.zeros((run.k, run.config.latent), np.float32))
 
+  fixed = None if run.seeds is None else parallel.put(seeding.vector(run.seeds, run.rows), run.mesh, P("data"))
+
   def start(run, pretrained):
-    """Centers from k-means (``kmeans_n_init`` restarts) on the pretrained embeddings."""
+    """Centers from k-means (``kmeans_n_init`` restarts) on the pretrained embeddings; with seed labels, from
+    the labelled classes' mean embeddings (:func:`jaxclust.seeding.kmeans`)."""
     z = pretrain.embed(run, model, pretrained.params)
-    out = kmeans(z, run.k, rng=jax.random.fold_in(run.key, 2), n_init=c.kmeans_n_init)
-    run.log(f"k-means on embeddings: inertia {float(out.inertia):.4f}")
-    state = placed(jax.tree.map(np.asarray, pretrained.params), np.asarray(out.centers))
+    if run.seeds is not None:
+      centers, labels_n = seeding.kmeans(z, run.seeds, run.k, seed=run.config.seed)
+      run.log(f"seeded k-means on embeddings from {len(run.seeds.index)} labelled rows")
+    else:
+      out = kmeans(z, run.k, rng=jax.random.fold_in(run.key, 2), n_init=c.kmeans_n_init)
+      run.log(f"k-means on embeddings: inertia {float(out.inertia):.4f}")
+      centers, labels_n = np.asarray(out.centers), np.asarray(out.labels)
+    state = placed(jax.tree.map(np.asarray, pretrained.params), centers)
     labels = np.full((run.rows,), -1, np.int32)
-    labels[:run.n] = np.asarray(out.labels)
+    labels[:run.n] = labels_n
     return state.replace(labels=parallel.put(labels, run.mesh, P("data")))
 
   def epoch(run, state, i):
     steps = i * c.update_interval
     if run.source is None:
-      state, changed = _refresh(model)(state, run.x, run.mask)
+      state, changed = _refresh(model)(state, run.x, run.mask, fixed)
     else:  # Q of every row in a streaming pass, then P over the whole dataset on the devices
       q = np.full((run.rows, run.k), 1.0 / run.k, np.float32)  # padding rows: any valid distribution
       q[:run.n] = _assignments(run, model, state.params)
       mask = parallel.put(np.arange(run.rows) < run.n, run.mesh, P("data"))
-      state, changed = _refresh_streamed(state, parallel.put(q, run.mesh, P("data")), mask)
+      state, changed = _refresh_streamed(state, parallel.put(q, run.mesh, P("data")), mask, fixed)
     record = {"step": steps, "changed": float(changed)}
     if run.y is not None:
       record.update(cluster_metrics.evaluate(run.y, parallel.fetch(state.labels)[:run.n]))

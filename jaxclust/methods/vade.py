@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxclust import engine, epochs, parallel
+from jaxclust import engine, epochs, parallel, seeding
 from jaxclust import metrics as cluster_metrics
 from jaxclust.kernels.gmm import gmm_diag
 from jaxclust.methods import networks, pretrain
@@ -178,6 +178,15 @@ def assign(run, state, x) -> engine.Assignment:
   return engine.Assignment(np.argmax(gamma, -1), np.max(gamma, -1), parallel.fetch(mean))
 
 
+def _m_step(z, labels, k: int):
+  """``(weights, means, variances)`` of hard assignments ``labels`` of ``z`` (an empty cluster: the data's)."""
+  weights, means, variances = np.zeros(k), np.zeros((k, z.shape[1])), np.zeros((k, z.shape[1]))
+  for c in range(k):
+    rows = z[labels == c] if np.any(labels == c) else z
+    weights[c], means[c], variances[c] = max(np.sum(labels == c), 1) / len(z), rows.mean(0), rows.var(0) + 1e-6
+  return weights, means, variances
+
+
 def _mixture_stage(run, autoencoder) -> engine.Stage:
   config, d = run.config, int(np.prod(run.shape))
   model, tx = _model(config, d, run.n)
@@ -191,7 +200,13 @@ def _mixture_stage(run, autoencoder) -> engine.Stage:
     # The mixture starts from the k-means DEC uses (n_init restarts), not scikit-learn's single run: on
     # pretrained MNIST embeddings one k-means run gave initial ACC 0.65-0.85 by seed.
     z = pretrain.embed(run, autoencoder, pretrained.params)
-    fit = gmm_diag(z, run.k, rng=jax.random.fold_in(run.key, 2), kmeans_n_init=config.cluster.kmeans_n_init)
+    start = None
+    if run.seeds is not None:  # the mixture's first M-step from the seeded k-means (jaxclust.seeding)
+      _, labels = seeding.kmeans(z, run.seeds, run.k, seed=run.config.seed)
+      start = _m_step(np.asarray(z, np.float64), labels, run.k)
+      run.log(f"mixture seeded from {len(run.seeds.index)} labelled rows")
+    fit = gmm_diag(z, run.k, rng=jax.random.fold_in(run.key, 2), kmeans_n_init=config.cluster.kmeans_n_init,
+                   init=start)
     run.log(f"GMM on embeddings: mean log-likelihood {float(fit.log_likelihood):.4f} after {int(fit.n_iter)} "
             "EM steps")
     params = model.init(jax.random.fold_in(run.key, 3), jnp.zeros((2, d)), jnp.zeros((2, config.latent)))["params"]
