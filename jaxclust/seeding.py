@@ -12,7 +12,9 @@ clusters to classes on the labelled rows), the labelled rows keep their label, a
 (``seeding.json``) for predict, the report and the API. What a method does with them during training is its
 own (each method module's docstring): DEC and IDEC start their centers from the labelled rows' embeddings
 (:func:`initial_centers`, then k-means from there: Seeded-KMeans, Basu, Banerjee & Mooney 2002) and hold the
-labelled rows' targets at their class; VaDE starts its mixture the same way.
+labelled rows' targets at their class; VaDE starts its mixture the same way; SCAN trains its heads first on
+the labelled rows and their mined neighbours (:func:`jaxclust.methods.scan.seed_heads`). SwAV and
+DeepCluster-v2 use the labels for the naming alone.
 """
 
 from __future__ import annotations

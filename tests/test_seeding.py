@@ -2,16 +2,22 @@
 scikit-learn and numpy, the Hungarian naming against brute force, and seeded fits through the API and CLI."""
 
 import itertools
+import json
 
+import chex
+import flax.linen as nn
+import jax
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 
 import jaxclust
-from jaxclust import cli, seeding
-from jaxclust.methods import dec
+from jaxclust import cli, engine, seeding
+from jaxclust.methods import dec, scan
+from jaxclust.models.heads import Clusterer
 from test_cli import error_line
+from test_guarantees import SHORTER, TINY
 from test_train import FAST, fast_config
 
 
@@ -177,3 +183,51 @@ def test_the_command_line_refuses_bad_seed_labels_in_one_line(tmp_path, capsys):
   assert cli.main(missing) == 2
   line = error_line(capsys)
   assert "seed labels file" in line and "does not exist" in line
+
+
+def test_seeded_rows_are_the_labelled_rows_and_their_neighbours_of_one_class():
+  neighbors = np.array([[0, 1, 2], [1, 0, 3], [2, 4, 0], [3, 1, 4], [4, 2, 3]])  # column 0: the row itself
+  rows, classes = scan.seeded_rows(np.array([0, 3]), np.array([5, 7]), neighbors)
+  # row 0 (class 5) brings 1 and 2; row 3 (class 7) brings 1 (claimed by both: left out) and 4
+  assert rows.tolist() == [0, 2, 3, 4] and classes.tolist() == [5, 5, 7, 7]
+  rows, classes = scan.seeded_rows(np.array([0, 1]), np.array([2, 3]), neighbors)  # a labelled row keeps its own
+  assert dict(zip(rows.tolist(), classes.tolist())) == {0: 2, 1: 3, 2: 2, 3: 3}
+
+
+class _Dense(nn.Module):
+  @nn.compact
+  def __call__(self, x, train=False):
+    return nn.Dense(6)(x)
+
+
+def test_seeded_heads_learn_the_labelled_classes_and_leave_the_backbone():
+  model = Clusterer(backbone=_Dense(), k=4, heads=2)
+  params = model.init(jax.random.key(0), np.zeros((1, 5), np.float32))["params"]
+  rng = np.random.default_rng(0)
+  classes = rng.integers(0, 4, 40).astype(np.int32)
+  features = (np.eye(4)[classes] @ rng.normal(size=(4, 6)) * 3 + rng.normal(size=(40, 6)) * 0.1).astype(np.float32)
+  out, losses = scan.seed_heads(model, params, features, classes)
+  assert losses[-1] < 0.05 < losses[0]
+  logits = model.apply({"params": out}, features, method=model.classify)
+  np.testing.assert_array_equal(np.argmax(logits, -1), np.stack([classes, classes]))
+  chex.assert_trees_all_equal(out["backbone"], params["backbone"])
+  # the loss is the mean cross-entropy of every head, as numpy computes it
+  logits = np.asarray(model.apply({"params": params}, features, method=model.classify), np.float64)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  np.testing.assert_allclose(losses[0], -np.mean(logp[:, np.arange(40), classes]), rtol=1e-5)
+
+
+def test_a_seeded_scan_run_starts_its_heads_from_the_labels(tmp_path):
+  x, y = load_digits(return_X_y=True)
+  rng = np.random.default_rng(2)
+  rows = np.concatenate([rng.choice(np.flatnonzero(y == c), 3, replace=False) for c in range(10)])
+  seeding.write(tmp_path / "s.csv", rows, y[rows])
+  config = cli.make_config("scan", "digits", settings=TINY["scan"] + SHORTER["scan"])
+  config.seed_labels = str(tmp_path / "s.csv")
+  summary = engine.fit(config, tmp_path / "run", log=lambda _: None)
+  record = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+            if r.get("stage") == "seed_heads"]
+  assert len(record) == 1 and record[0]["last_loss"] < record[0]["first_loss"] and record[0]["rows"] >= len(rows)
+  labels = np.load(tmp_path / "run" / "labels.npy")
+  np.testing.assert_array_equal(labels[rows], y[rows])
+  assert summary["named_accuracy"] > 0.1 and summary["seed_labels"] == 30

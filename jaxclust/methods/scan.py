@@ -8,7 +8,9 @@ A run (:func:`stages`) has four stages:
    (:func:`jaxclust.kernels.knn.knn`), saved as the workdir's ``neighbors.npy``;
 3. ``scan``: clustering heads learn to give an image and a random one of its neighbours the same
    cluster (eq. 2), with an entropy term against collapse (weight 5.0 in the official configs).
-   Several heads train at once and the one with the lowest SCAN loss is kept;
+   Several heads train at once and the one with the lowest SCAN loss is kept. With seed labels
+   (:mod:`jaxclust.seeding`) the heads first learn the labelled rows' classes, and their mined neighbours'
+   (:func:`seed_heads`);
 4. ``selflabel``: images assigned with confidence above 0.99 (on the image itself, the official
    code's "standard" view, passed as the weak view) train on their strong view (flip,
    RandAugment-style ops, Cutout) with a cross-entropy that weighs classes by their inverse
@@ -416,10 +418,20 @@ def _cluster_stages(run, model, example, mined) -> tuple[engine.Stage, engine.St
     return state.replace(cluster=state.cluster.replace(opt_state=selflabel_tx.init(state.cluster.params)))
 
   def scan_start(run, pretext):
-    """The clustering model with the pretext backbone (params and BatchNorm statistics) and fresh heads."""
+    """The clustering model with the pretext backbone (params and BatchNorm statistics) and fresh heads; with
+    seed labels, heads first trained on the labelled rows and their mined neighbours (:func:`seed_heads`)."""
     fresh = init(model, jax.random.fold_in(run.key, 4), example, scan_tx)
     params = {**fresh.params, "backbone": pretext.params["backbone"]}
     batch_stats = {**fresh.batch_stats, "backbone": pretext.batch_stats["backbone"]}
+    if run.seeds is not None:
+      if "neighbors" not in mined:
+        mined["neighbors"] = workdirs.load_npy(run.workdir / NEIGHBORS)
+      features = scan_epochs.over_images(run, "features", model, {"params": params, "batch_stats": batch_stats})
+      rows, classes = seeded_rows(run.seeds.index, run.seeds.cluster, mined["neighbors"])
+      params, losses = seed_heads(model, params, parallel.fetch(features)[rows], classes)
+      run.record("seed_heads", rows=len(rows), first_loss=float(losses[0]), last_loss=float(losses[-1]))
+      run.log(f"heads seeded on {len(run.seeds.index)} labelled rows and their neighbours ({len(rows)} rows): "
+              f"cross-entropy {float(losses[0]):.4f} -> {float(losses[-1]):.4f}")
     cluster = ClusterState(step=jnp.int32(0), params=params, batch_stats=batch_stats, opt_state=scan_tx.init(params))
     return parallel.put(jax.tree.map(np.asarray, HeadsState(cluster, np.zeros(c.heads, np.float32))), run.mesh)
 
@@ -485,6 +497,43 @@ def _cluster_stages(run, model, example, mined) -> tuple[engine.Stage, engine.St
 
   return (engine.Stage("scan", c.epochs, scan_start, scan_template, scan_epoch),
           engine.Stage("selflabel", config.selflabel.epochs, selflabel_start, selflabel_template, selflabel_epoch))
+
+
+SEED_STEPS, SEED_LEARNING_RATE = 200, 1e-2  # the seeded heads' warm start: full-batch Adam steps
+
+
+def seeded_rows(index, classes, neighbors) -> tuple[np.ndarray, np.ndarray]:
+  """The labelled rows and their mined neighbours (``neighbors [n, 1 + K]``, column 0 the row itself), each with
+  its anchor's class; a neighbour of anchors of different classes is left out, a labelled row keeps its own."""
+  rows = np.asarray(neighbors)[np.asarray(index)].reshape(-1)
+  cls = np.repeat(np.asarray(classes), np.asarray(neighbors).shape[1])
+  chosen = {}
+  for r, c in zip(rows.tolist(), cls.tolist()):
+    chosen.setdefault(r, set()).add(c)
+  own = dict(zip(np.asarray(index).tolist(), np.asarray(classes).tolist()))
+  kept = sorted(r for r, cs in chosen.items() if r in own or len(cs) == 1)
+  return np.asarray(kept, np.int64), np.asarray([own.get(r, next(iter(chosen[r]))) for r in kept], np.int32)
+
+
+def seed_heads(model, params, features, classes, *, steps: int = SEED_STEPS, learning_rate: float = SEED_LEARNING_RATE):
+  """Every clustering head trained alone (the backbone untouched) by full-batch Adam on the cross-entropy of
+  ``features [m, d]`` with their ``classes [m]``; ``(params, losses [steps])``."""
+  heads = {name: p for name, p in params.items() if name != "backbone"}
+  tx = epochs.same(optax.adam, learning_rate)
+  features, classes = jnp.asarray(features), jnp.asarray(classes)
+
+  def loss(heads):
+    logits = model.apply({"params": {**heads, "backbone": params["backbone"]}}, features, method=model.classify)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, classes[None, :]))
+
+  def step(carry, _):
+    heads, opt = carry
+    value, grads = jax.value_and_grad(loss)(heads)
+    updates, opt = tx.update(grads, opt, heads)
+    return (optax.apply_updates(heads, updates), opt), value
+
+  (heads, _), losses = jax.jit(lambda h: jax.lax.scan(step, (h, tx.init(h)), None, length=steps))(heads)
+  return {**params, **heads}, np.asarray(losses)
 
 
 def _variables(state) -> dict:
