@@ -119,6 +119,17 @@ class Estimator:
     return stability.run(self.workdir_, runs=runs, seeds=seeds, subsample=subsample, cheap=cheap, output=output,
                          training=getattr(self, "_training", None), log=print if self.verbose else (lambda _: None))
 
+  def partial_fit(self, X) -> "Estimator":
+    """Updates the fitted run with new rows ``X`` (:func:`jaxclust.updating.update`): assigns them, moves the
+    centers by mini-batch k-means, reports drift (``update_``: outliers, center movement, size shift,
+    candidate new clusters) and saves a version under the workdir's ``updates/``; later predictions use it."""
+    from jaxclust import updating
+    self._check_fitted()
+    if isinstance(X, (str, os.PathLike)):
+      X = sources.load_like(os.fspath(X), self.summary_["shape"]).x
+    self.update_ = updating.update(self.workdir_, X, log=print if self.verbose else (lambda _: None))
+    return self
+
   def predict(self, X) -> np.ndarray:
     """The cluster of each row of ``X`` (rows shaped and scaled as the training data)."""
     return self.assign(X).labels
@@ -139,7 +150,7 @@ class Estimator:
     if not hasattr(module, "centers"):
       raise AttributeError(f"{type(self).__name__} has no cluster centers: transform(X) gives the embedding, and "
                            "assign(X) each row's cluster and confidence")
-    _, run, state = engine.restore(self.workdir_)
+    _, run, state = engine.restore(self.workdir_, version=None)  # moved by partial_fit, if it ran
     return np.asarray(module.centers(run, state))
 
   def _check_fitted(self):

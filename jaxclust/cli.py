@@ -316,7 +316,7 @@ def _predict(args) -> int:
   data = sources.load_like(args.input, summary["shape"], data_dir=args.data_dir, what="--input")
   if args.labels:
     data = sources.with_labels(data, args.labels, what=f"--input {args.input}")
-  out = engine.predict(args.workdir, data.x, neighbors=args.neighbors)
+  out = engine.predict(args.workdir, data.x, neighbors=args.neighbors, version=args.version)
   labels = out.labels
   names = engine.cluster_names(args.workdir)
   if args.output:
@@ -332,6 +332,23 @@ def _predict(args) -> int:
     import jaxclust
     scores = jaxclust.metrics.evaluate(data.y, labels)
     print(f"ACC={scores['acc']:.4f} NMI={scores['nmi']:.4f} ARI={scores['ari']:.4f} (against the input's labels)")
+  return 0
+
+
+def _update(args) -> int:
+  from jaxclust import updating
+  from jaxclust import workdir as workdirs
+  from jaxclust.data import sources
+
+  summary = workdirs.open(workdirs.path(args.workdir))
+  if summary is None:
+    raise ValueError(f"{args.workdir} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
+  if args.min_group < 0:
+    raise ValueError(f"--min-group={args.min_group} must be at least 0")
+  data = sources.load_like(args.input, summary["shape"], data_dir=args.data_dir, what="--input")
+  report = updating.update(args.workdir, data.x, min_group=args.min_group, log=lambda _: None)
+  print(f"saved to {updating.version_folder(args.workdir, report['version'])}")
+  print(updating.summary_line(report))
   return 0
 
 
@@ -556,6 +573,16 @@ def main(argv=None) -> int:
   pred.add_argument("--neighbors", type=int, default=0, metavar="K",
                     help="also find each row's K nearest training rows (read again from the run's dataset) in the "
                          "method's embedding, with their distances and clusters (fields of --output)")
+  pred.add_argument("--version", type=int, default=None,
+                    help="the update (jaxclust update) to predict with; default the latest, 0 the run as trained")
+  up = sub.add_parser("update", help="assign new data to a finished run, move its centers (mini-batch k-means), "
+                                     "report drift and save the result as a new version under WORKDIR/updates")
+  up.add_argument("--workdir", required=True)
+  up.add_argument("--input", required=True, help="the new rows: a .npy/.npz/.csv file, an image folder or a dataset "
+                                                 "name, with the run's features")
+  up.add_argument("--data-dir", default=None)
+  up.add_argument("--min-group", type=int, default=0,
+                  help="the fewest outliers a candidate new cluster has (default: 1%% of the new rows, at least 10)")
   ev = sub.add_parser("eval", help="metrics of a finished run")
   ev.add_argument("--workdir", required=True)
   rep = sub.add_parser("report", help="draw a finished run's report.html again (fit writes it at the end)")
@@ -589,7 +616,7 @@ def main(argv=None) -> int:
   rec = sub.add_parser("recipes", help="the methods' recipes and what each sets")
   rec.add_argument("method", nargs="?", choices=tuple(methods.REGISTRY))
   commands = {"fit": _fit, "kmeans": _kmeans, "predict": _predict, "eval": _eval, "report": _report, "recipes": _recipes,
-              "choose-k": _choose_k, "stability": _stability}
+              "choose-k": _choose_k, "stability": _stability, "update": _update}
   try:
     args = parser.parse_args(argv)
     return commands[args.command](args)

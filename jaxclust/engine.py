@@ -428,16 +428,16 @@ def _reporting_part(run: Run, what: str, fn):
     return None
 
 
-def predict(workdir, x, *, neighbors: int = 0, training=None) -> Assignment:
+def predict(workdir, x, *, neighbors: int = 0, training=None, version: int | None = None) -> Assignment:
   """New rows ``x`` (``[m, ...]``, shaped and scaled as the training data) under a finished run: their
   clusters, confidence, embedding and outlier score (:func:`outlier_scores`; None for a run finished before
   fit saved its reference). ``neighbors=K`` adds each row's K nearest training rows in the method's embedding
   (exact, Euclidean: :func:`jaxclust.knn`) with their clusters; the training rows are ``training`` or, by
-  default, the run's dataset read again, and are embedded anew for each call."""
-  method, run, state = restore(workdir)
+  default, the run's dataset read again, and are embedded anew for each call. ``version``: which update
+  (:mod:`jaxclust.updating`) to predict with; None: the latest, 0: the run as trained."""
+  method, run, state = restore(workdir, version=version)
   out = _assign(method, run, state, x, "input")
-  if (run.workdir / seeding.SAVED).exists():  # a seeded run's clusters carry their classes' numbers
-    out = out._replace(labels=np.asarray(workdirs.read_json(run.workdir / seeding.SAVED)["order"])[out.labels])
+  out = out._replace(labels=seeded_order(run.workdir, run.k)[out.labels])  # a seeded run's numbers
   reference = run.workdir / OUTLIERS
   if reference.exists():
     out = out._replace(outlier=outlier_scores(out.embedding, workdirs.load_npz(reference)))
@@ -458,6 +458,13 @@ def _assign(method, run, state, x, what: str) -> Assignment:
     stats = workdirs.load_npz(run.workdir / _STANDARDIZATION)
     x = ((x - stats["mean"]) / stats["std"]).astype(np.float32)
   return method.assign(run, state, x)
+
+
+def seeded_order(workdir, k: int) -> np.ndarray:
+  """``[k]``: the number a seeded run gave each of its method's clusters (:mod:`jaxclust.seeding`); 0..k-1
+  for a run fitted without seed labels."""
+  saved = workdirs.path(workdir) / seeding.SAVED
+  return np.asarray(workdirs.read_json(saved)["order"]) if saved.exists() else np.arange(k)
 
 
 def cluster_names(workdir) -> list | None:
@@ -496,8 +503,9 @@ def _neighbors(method, run, state, out: Assignment, k: int, training) -> Assignm
   return out._replace(neighbors=index, neighbor_distances=np.asarray(found.values), neighbor_labels=labels[index])
 
 
-def restore(workdir):
-  """``(method module, Run, final state)`` of the finished run in ``workdir``, on one device."""
+def restore(workdir, version: int | None = 0):
+  """``(method module, Run, final state)`` of the finished run in ``workdir``, on one device; with the centers
+  of update ``version`` (None: the latest) for a method whose clusters are centers (``with_centers``)."""
   path = workdirs.path(workdir)
   summary = workdirs.open(path)
   if summary is None:
@@ -518,6 +526,15 @@ def restore(workdir):
     manager.close()
   finally:
     absl.setLevel(level)
+  from jaxclust import updating
+  done = updating.versions(path)
+  if version is None:
+    version = done[-1] if done else 0
+  if version and version not in done:
+    raise ValueError(f"version={version}: {path} has {'updates ' + ', '.join(map(str, done)) if done else 'no updates'}")
+  centers = updating.version_folder(path, version) / "centers.npy"
+  if version and hasattr(method, "with_centers") and centers.exists():
+    state = method.with_centers(run, state, workdirs.load_npy(centers))
   return method, run, state
 
 

@@ -195,6 +195,12 @@ def centers(run, state) -> np.ndarray:
   return parallel.fetch(state.params["centers"])
 
 
+def with_centers(run, state, centers):
+  """``state`` with the cluster centers ``[k, latent]`` replaced (``jaxclust update``'s mini-batch k-means)."""
+  del run
+  return state.replace(params={**state.params, "centers": jnp.asarray(centers, jnp.float32)})
+
+
 def assign(run, state, x) -> engine.Assignment:
   """New rows ``x`` under a finished run: the argmax of Q, its probability, the embedding z."""
   z, q = _embed_and_assign(networks.autoencoder(run.config, run.shape), state.params, jnp.asarray(x.reshape(len(x), -1)))

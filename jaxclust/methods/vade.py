@@ -169,6 +169,13 @@ def centers(run, state) -> np.ndarray:
   return parallel.fetch(state.params["prior"]["means"])
 
 
+def with_centers(run, state, centers):
+  """``state`` with the mixture's means ``[k, latent]`` replaced (``jaxclust update``'s mini-batch k-means)."""
+  del run
+  prior = {**state.params["prior"], "means": jnp.asarray(centers, jnp.float32)}
+  return state.replace(params={**state.params, "prior": prior})
+
+
 def assign(run, state, x) -> engine.Assignment:
   """New rows ``x`` under a finished run: ``argmax_c p(c | z)`` at the posterior mean, that probability, the
   posterior mean."""
