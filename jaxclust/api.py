@@ -119,15 +119,18 @@ class Estimator:
     return stability.run(self.workdir_, runs=runs, seeds=seeds, subsample=subsample, cheap=cheap, output=output,
                          training=getattr(self, "_training", None), log=print if self.verbose else (lambda _: None))
 
-  def partial_fit(self, X) -> "Estimator":
+  def partial_fit(self, X, *, finetune: bool = False, replay: int | None = None) -> "Estimator":
     """Updates the fitted run with new rows ``X`` (:func:`jaxclust.updating.update`): assigns them, moves the
     centers by mini-batch k-means, reports drift (``update_``: outliers, center movement, size shift,
-    candidate new clusters) and saves a version under the workdir's ``updates/``; later predictions use it."""
+    candidate new clusters) and saves a version under the workdir's ``updates/``; later predictions use it.
+    ``finetune``: also trains the method on ``X`` and ``replay`` replayed training rows (default: as many)."""
     from jaxclust import updating
     self._check_fitted()
     if isinstance(X, (str, os.PathLike)):
       X = sources.load_like(os.fspath(X), self.summary_["shape"]).x
-    self.update_ = updating.update(self.workdir_, X, log=print if self.verbose else (lambda _: None))
+    self.update_ = updating.update(self.workdir_, X, finetune=finetune, replay=replay,
+                                   training=getattr(self, "_training", None),
+                                   log=print if self.verbose else (lambda _: None))
     return self
 
   def predict(self, X) -> np.ndarray:

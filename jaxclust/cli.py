@@ -346,7 +346,12 @@ def _update(args) -> int:
   if args.min_group < 0:
     raise ValueError(f"--min-group={args.min_group} must be at least 0")
   data = sources.load_like(args.input, summary["shape"], data_dir=args.data_dir, what="--input")
-  report = updating.update(args.workdir, data.x, min_group=args.min_group, log=lambda _: None)
+  if args.replay is not None and not args.finetune:
+    raise ValueError(f"--replay={args.replay} needs --finetune")
+  if args.replay is not None and args.replay < 1:
+    raise ValueError(f"--replay={args.replay} must be at least 1")
+  report = updating.update(args.workdir, data.x, min_group=args.min_group, finetune=args.finetune,
+                           replay=args.replay, log=print)
   print(f"saved to {updating.version_folder(args.workdir, report['version'])}")
   print(updating.summary_line(report))
   return 0
@@ -583,6 +588,12 @@ def main(argv=None) -> int:
   up.add_argument("--data-dir", default=None)
   up.add_argument("--min-group", type=int, default=0,
                   help="the fewest outliers a candidate new cluster has (default: 1%% of the new rows, at least 10)")
+  up.add_argument("--finetune", action="store_true",
+                  help="also train the method's objective on the new rows and replayed training rows, from the run's "
+                       "pretrained autoencoder or pretext, the replayed rows keeping their clusters (a run in the "
+                       "version's folder)")
+  up.add_argument("--replay", type=int, default=None, metavar="N",
+                  help="with --finetune: training rows replayed (default: as many as the new rows)")
   ev = sub.add_parser("eval", help="metrics of a finished run")
   ev.add_argument("--workdir", required=True)
   rep = sub.add_parser("report", help="draw a finished run's report.html again (fit writes it at the end)")

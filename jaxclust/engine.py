@@ -532,6 +532,9 @@ def restore(workdir, version: int | None = 0):
     version = done[-1] if done else 0
   if version and version not in done:
     raise ValueError(f"version={version}: {path} has {'updates ' + ', '.join(map(str, done)) if done else 'no updates'}")
+  tuned = updating.finetuned(path, version)
+  if tuned is not None:  # an update that fine-tuned: its own run holds the model
+    return restore(tuned, version=0)
   centers = updating.version_folder(path, version) / "centers.npy"
   if version and hasattr(method, "with_centers") and centers.exists():
     state = method.with_centers(run, state, workdirs.load_npy(centers))

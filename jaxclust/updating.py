@@ -16,7 +16,9 @@
 4. saves the update as a version, ``WORKDIR/updates/0001/`` (``update.json`` with the figures above,
    ``labels.npy``, ``outlier.npy``, ``candidates.npy`` (-1, or the row's candidate group), ``centers.npy``,
    ``counts.npy``, ``means.npy``). Nothing of the original run is modified; ``predict`` uses the latest
-   version (``version=0``: the run as trained).
+   version (``version=0``: the run as trained);
+5. with ``finetune``, trains the method's own objective on the new rows and a replayed sample of the training
+   rows, from the run's earlier stage, the replayed rows seeding their current clusters (:func:`update`).
 """
 
 from __future__ import annotations
@@ -47,19 +49,29 @@ def version_folder(workdir, version: int):
   return workdirs.path(workdir) / FOLDER / f"{version:04d}"
 
 
-def update(workdir, x, *, min_group: int = 0, log=print) -> dict:
+def update(workdir, x, *, min_group: int = 0, finetune: bool = False, replay: int | None = None, training=None,
+           log=print) -> dict:
   """Assigns the new rows ``x`` (shaped and scaled as the training data) under the latest version of the
   finished run in ``workdir``, updates its centers, reports drift and saves version N+1; returns its
   ``update.json``. ``min_group``: the fewest outliers a candidate new cluster has (default: 1% of the new rows,
-  at least 10)."""
-  method, run, state = engine.restore(workdir, version=None)  # the latest version's centers
-  done = versions(run.workdir)
+  at least 10).
+
+  ``finetune``: the version also trains the method's own objective on the new rows plus ``replay`` (default: as
+  many as there are new rows, at most all) training rows drawn at random (``training``: the run's training rows,
+  else its dataset read again): a run in ``updates/NNNN/run`` that starts from this run's finished earlier stage
+  (its ``REUSE`` setting: the pretrained autoencoder, the pretext) and takes the replayed rows' current clusters
+  as seed labels (:mod:`jaxclust.seeding`), so the clusters keep their numbers. Predictions then come from it.
+  """
+  home = workdirs.path(workdir)
+  done = versions(home)
   previous = done[-1] if done else 0
+  method, run, state = engine.restore(home, version=None)  # the latest version's model
+  tuned = run.workdir != home  # the latest version is a fine-tuned run: its own model and reference
   out = engine._assign(method, run, state, x, "the new rows")
   z = np.asarray(out.embedding, np.float32).reshape(len(out.embedding), -1)
   order = engine.seeded_order(run.workdir, run.k)
   reference = workdirs.load_npz(run.workdir / engine.OUTLIERS)
-  base = _current(run, method, state, previous, order)
+  base = _current(run, method, state, home, 0 if tuned else previous, order)
   outlier = engine.outlier_scores(z, reference)
 
   from jaxclust.kernels import minibatch
@@ -92,8 +104,14 @@ def update(workdir, x, *, min_group: int = 0, log=print) -> dict:
                               "nearest_cluster": int(np.bincount(labels[groups == g]).argmax())}
                              for g in range(int(groups.max()) + 1)],
   }
+  folder = version_folder(home, previous + 1)
+  if folder.exists():  # a version cut short (no update.json): never resumed, its data may differ
+    import shutil
+    shutil.rmtree(folder)
+  if finetune:
+    labels, report["finetuned"] = _finetune(home, run, x, folder / "run", replay, training, log)
+    report["sizes"] = np.bincount(labels, minlength=run.k).tolist()
   if run.lead:
-    folder = version_folder(run.workdir, previous + 1)
     folder.mkdir(parents=True, exist_ok=True)
     workdirs.save_npy(folder / "labels.npy", labels)
     workdirs.save_npy(folder / "outlier.npy", outlier)
@@ -139,12 +157,55 @@ def candidate_groups(z, outliers, min_group: int) -> np.ndarray:
   return out
 
 
-def _current(run, method, state, version: int, order) -> dict:
+def finetuned(workdir, version: int):
+  """The fine-tuned run of update ``version`` of ``workdir``, or None (a version without ``--finetune``)."""
+  run = version_folder(workdir, version) / "run"
+  return run if version and (run / "summary.json").exists() else None
+
+
+def _finetune(home, run, x, folder, replay, training, log) -> tuple[np.ndarray, dict]:
+  """The fine-tuning run of an update (see :func:`update`); ``(the new rows' labels, its figures)``."""
+  import time
+
+  import ml_collections
+
+  from jaxclust import methods, seeding
+  from jaxclust.data import sources
+  start = time.perf_counter()
+  config = ml_collections.ConfigDict(workdirs.read_json(home / "config.json"))
+  config.n_clusters, config.report, config.labels = run.k, False, ""
+  reuse = getattr(methods.get(config.method), "REUSE", None)
+  if reuse and not _setting(config, reuse):
+    config.update_from_flattened_dict({reuse: str(home)})
+  old = engine.training_rows(home, training)
+  count = min(len(old), len(x) if replay is None else int(replay))
+  if count < 1:
+    raise ValueError(f"replay={replay}: fine-tuning replays at least one training row")
+  pick = np.sort(np.random.default_rng(config.seed + len(versions(home)) + 1).choice(len(old), count, replace=False))
+  current = engine.predict(home, old[pick]).labels  # the latest version's clusters of the replayed rows
+  rows = np.concatenate([np.asarray(x, np.float32).reshape(len(x), *old.shape[1:]), np.asarray(old[pick], np.float32)])
+  folder.mkdir(parents=True, exist_ok=True)
+  seeding.write(folder / seeding.FILE, len(x) + np.arange(count), current)
+  config.seed_labels = str(folder / seeding.FILE)
+  summary = engine.fit(config, folder, data=sources.from_arrays(rows), log=lambda _: None)
+  labels = workdirs.load_npy(folder / "labels.npy")[:len(x)]
+  log(f"fine-tuned {config.method} on {len(x)} new and {count} replayed rows in {folder}")
+  return labels, {"new_rows": int(len(x)), "replayed_rows": int(count), "from": reuse and str(_setting(config, reuse)),
+                  "seconds": time.perf_counter() - start, "train_seconds": summary.get("train_seconds")}
+
+
+def _setting(config, dotted: str):
+  for part in dotted.split("."):
+    config = config.get(part) if config is not None else None
+  return config
+
+
+def _current(run, method, state, home, version: int, order) -> dict:
   """The centers, counts and cluster means the next update starts from: version ``version``'s, or the
   training run's (centers from the method, counts and sizes from the training labels, means from the
   outlier reference)."""
   if version:
-    folder = version_folder(run.workdir, version)
+    folder = version_folder(home, version)
     has = (folder / "centers.npy").exists()
     return {"centers": workdirs.load_npy(folder / "centers.npy") if has else None,
             "counts": workdirs.load_npy(folder / "counts.npy") if has else None,

@@ -2,6 +2,7 @@
 groups against brute force, versions, predict by version, the original run untouched, and the errors."""
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -139,3 +140,29 @@ def test_the_command_line_updates_and_refuses_bad_input_in_one_line(blobs_run, t
   assert cli.main(["predict", "--workdir", str(workdir), "--input", str(tmp_path / "new.npy"), "--version", "3"]) == 2
   assert "version=3" in error_line(capsys)
   assert updating.versions(workdir) == [1]
+
+
+def test_a_fine_tuning_update_trains_from_the_pretrained_autoencoder_and_keeps_the_replayed_clusters(blobs_run, tmp_path):
+  model, x, y = blobs_run
+  import shutil
+  workdir = tmp_path / "copy"
+  shutil.copytree(model.workdir_, workdir, ignore=shutil.ignore_patterns("updates"))
+  training = x[y != 3]
+  new = x[y == 3][:120]
+  report = updating.update(workdir, new, finetune=True, replay=200, training=training, log=lambda _: None)
+  tuned = updating.version_folder(workdir, 1) / "run"
+  assert updating.finetuned(workdir, 1) == tuned and report["finetuned"]["replayed_rows"] == 200
+  config = json.loads((tuned / "config.json").read_text())
+  assert config["pretrain"]["init_from"] == str(workdir) and config["seed_labels"].endswith("seed_labels.csv")
+  seeds = np.loadtxt(tuned / "seed_labels.csv", delimiter=",", skiprows=1, dtype=np.int64)
+  assert seeds[:, 0].min() == len(new) and len(seeds) == 200  # the replayed rows follow the new ones
+  tuned_labels = np.load(tuned / "labels.npy")
+  np.testing.assert_array_equal(tuned_labels[seeds[:, 0]], seeds[:, 1])  # they keep their clusters
+  np.testing.assert_array_equal(np.load(updating.version_folder(workdir, 1) / "labels.npy"), tuned_labels[:len(new)])
+  # predictions come from the fine-tuned run; version 0 is the run as trained
+  np.testing.assert_array_equal(engine.predict(workdir, x[:50]).labels, engine.predict(tuned, x[:50]).labels)
+  np.testing.assert_array_equal(engine.predict(workdir, x[:50], version=0).labels,
+                                engine.predict(model.workdir_, x[:50], version=0).labels)
+  # the next update starts from the fine-tuned run
+  second = updating.update(workdir, x[:30], log=lambda _: None)
+  assert second["version"] == 2 and (updating.version_folder(workdir, 2) / "update.json").exists()
