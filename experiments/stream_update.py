@@ -4,6 +4,7 @@ the drift figures of jaxclust.updating, what the candidate new clusters hold, an
 move (ARI of its predicted labels against those before the update).
 
   python experiments/stream_update.py --data-dir ../shared/data --workdir /work/stream/dec --held-out 9
+  python experiments/stream_update.py ... --workdir /work/stream/dec_ft --finetune   # a copy of the first run
 """
 
 import argparse
@@ -23,6 +24,7 @@ parser.add_argument("--chunks", type=int, default=5)
 parser.add_argument("--first", type=float, default=0.5, help="share of the other digits' rows in the first chunk")
 parser.add_argument("--pretrain-epochs", type=int, default=15)
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--finetune", action="store_true", help="each update also fine-tunes (partial_fit(finetune=True))")
 args = parser.parse_args()
 
 data = sources.load("mnist", data_dir=args.data_dir)
@@ -39,7 +41,7 @@ print(json.dumps({"chunk": 0, "rows": len(first), "acc": model.summary_["acc"], 
 labels = model.predict(x[first])
 for i, rows in enumerate(later, 1):
   tick = time.time()
-  model.partial_fit(x[rows])
+  model.partial_fit(x[rows], finetune=args.finetune)
   after = model.predict(x[first])
   u = model.update_
   groups = np.load(f"{args.workdir}/updates/{u['version']:04d}/candidates.npy")

@@ -13,8 +13,9 @@ clusters to classes on the labelled rows), the labelled rows keep their label, a
 own (each method module's docstring): DEC and IDEC start their centers from the labelled rows' embeddings
 (:func:`initial_centers`, then k-means from there: Seeded-KMeans, Basu, Banerjee & Mooney 2002) and hold the
 labelled rows' targets at their class; VaDE starts its mixture the same way; SCAN trains its heads first on
-the labelled rows and their mined neighbours (:func:`jaxclust.methods.scan.seed_heads`). SwAV and
-DeepCluster-v2 use the labels for the naming alone.
+the labelled rows and their mined neighbours (:func:`jaxclust.methods.scan.seed_heads`); DeepCluster-v2 starts
+each epoch's k-means from the labelled classes' mean bank embeddings and holds the labelled rows' targets at
+their class's prototype. SwAV uses the labels for the naming alone.
 """
 
 from __future__ import annotations

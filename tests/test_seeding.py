@@ -5,6 +5,7 @@ import itertools
 import json
 
 import chex
+import jax
 import flax.linen as nn
 import jax
 import numpy as np
@@ -217,17 +218,46 @@ def test_seeded_heads_learn_the_labelled_classes_and_leave_the_backbone():
   np.testing.assert_allclose(losses[0], -np.mean(logp[:, np.arange(40), classes]), rtol=1e-5)
 
 
-def test_a_seeded_scan_run_starts_its_heads_from_the_labels(tmp_path):
+@pytest.mark.parametrize("method", ["scan", "deepcluster"])
+def test_a_seeded_self_supervised_run_keeps_the_labelled_rows(tmp_path, method):
   x, y = load_digits(return_X_y=True)
   rng = np.random.default_rng(2)
   rows = np.concatenate([rng.choice(np.flatnonzero(y == c), 3, replace=False) for c in range(10)])
   seeding.write(tmp_path / "s.csv", rows, y[rows])
-  config = cli.make_config("scan", "digits", settings=TINY["scan"] + SHORTER["scan"])
+  config = cli.make_config(method, "digits", settings=TINY[method] + SHORTER[method])
   config.seed_labels = str(tmp_path / "s.csv")
   summary = engine.fit(config, tmp_path / "run", log=lambda _: None)
-  record = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
-            if r.get("stage") == "seed_heads"]
-  assert len(record) == 1 and record[0]["last_loss"] < record[0]["first_loss"] and record[0]["rows"] >= len(rows)
+  if method == "scan":  # the heads were first trained on the labelled rows and their neighbours
+    record = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+              if r.get("stage") == "seed_heads"]
+    assert len(record) == 1 and record[0]["last_loss"] < record[0]["first_loss"] and record[0]["rows"] >= len(rows)
   labels = np.load(tmp_path / "run" / "labels.npy")
   np.testing.assert_array_equal(labels[rows], y[rows])
   assert summary["named_accuracy"] > 0.1 and summary["seed_labels"] == 30
+
+
+def test_deepcluster_reclusters_from_the_seeded_classes_and_holds_the_labelled_targets():
+  from jaxclust.methods import deepcluster
+  rng = np.random.default_rng(0)
+  directions = np.eye(8)[:3]
+  classes = np.repeat(np.arange(3), 40)
+  bank = directions[classes] + rng.normal(0, 0.1, (120, 8))
+  bank = (bank / np.linalg.norm(bank, axis=1, keepdims=True)).astype(np.float32)
+  state = deepcluster.DeepClusterState(step=0, params={}, batch_stats={}, opt_state=(), bank=bank[None],
+                                       prototypes=np.zeros((1, 5, 8), np.float32),
+                                       assignments=np.zeros((1, 120), np.int32))
+  labelled = np.array([0, 1, 40, 41, 80])  # classes 0, 0, 1, 1, 2 -> numbered 2, 2, 0, 0, 1
+  seeds = seeding.Seeds(labelled, np.array([2, 2, 0, 0, 1], np.int32), ("1", "2", "0", None, None))
+  start = deepcluster.seeded_start(state, seeds, 120, warm_start=False, seed=0)
+  for c, rows in ((2, [0, 1]), (0, [40, 41]), (1, [80])):
+    mean = bank[rows].mean(0)
+    np.testing.assert_allclose(start[0, c], mean / np.linalg.norm(mean), rtol=1e-5)
+  fixed = seeding.vector(seeds, 120)
+  fixed[5] = 4  # a labelled row's target holds whatever the k-means says
+  out = deepcluster.recluster(state, jax.random.key(0), init=start, fixed=fixed)
+  assignments = np.asarray(out.assignments[0])
+  assert assignments[5] == 4
+  rest = np.setdiff1d(np.arange(120), [5])
+  expected = np.array([2, 0, 1])[classes[rest]]  # a class in its seeded prototype, or split off to an unseeded one
+  assert np.all((assignments[rest] == expected) | (assignments[rest] >= 3))
+  assert np.mean(assignments[rest] == expected) > 0.5

@@ -46,7 +46,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxclust import collapse, configs, engine, epochs, parallel
+from jaxclust import collapse, configs, engine, epochs, parallel, seeding
 from jaxclust.data import augment, stream
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.methods import networks, online
@@ -90,22 +90,44 @@ def fill_bank(state: DeepClusterState, z) -> DeepClusterState:
 
 
 def recluster(state: DeepClusterState, rng, *, max_iter: int = 10, mask=None,
-              warm_start: bool = False) -> DeepClusterState:
+              warm_start: bool = False, init=None, fixed=None) -> DeepClusterState:
   """Spherical k-means of the bank, one run per prototype set (set ``i`` clusters bank ``i % banks`` with
   the key ``fold_in(rng, i)``): new prototypes (centroids) and assignments; ``mask`` drops padding rows.
 
   ``warm_start`` (not in the paper, whose k-means starts afresh each epoch): each set's k-means starts
   from that set's current prototypes, the previous clustering's centroids, instead of k-means++, so the
-  targets move only as far as the embeddings have.
+  targets move only as far as the embeddings have. ``init`` ``[sets, k, e]``: the starting centroids instead
+  (seed labels: :func:`seeded_start`); ``fixed`` ``[rows]``: a labelled row's prototype (-1 elsewhere), its
+  target whatever the k-means says.
   """
   sets, k = state.prototypes.shape[:2]
   banks = state.bank.shape[0]
   weights = None if mask is None else mask.astype(jnp.float32)
   runs = [kmeans(state.bank[i % banks], k, rng=jax.random.fold_in(rng, i), spherical=True, max_iter=max_iter,
-                 init=state.prototypes[i] if warm_start else "k-means++", sample_weight=weights)
+                 init=init[i] if init is not None else state.prototypes[i] if warm_start else "k-means++",
+                 sample_weight=weights)
           for i in range(sets)]
-  return state.replace(prototypes=jnp.stack([normalize(out.centers) for out in runs]),
-                       assignments=jnp.stack([out.labels.astype(jnp.int32) for out in runs]))
+  assignments = jnp.stack([out.labels.astype(jnp.int32) for out in runs])
+  if fixed is not None:
+    assignments = jnp.where(fixed[None] >= 0, fixed[None], assignments)
+  return state.replace(prototypes=jnp.stack([normalize(out.centers) for out in runs]), assignments=assignments)
+
+
+def seeded_start(state: DeepClusterState, seeds, n: int, *, warm_start: bool, seed: int) -> np.ndarray:
+  """``[sets, k, e]`` starting centroids of a seeded run's k-means (:mod:`jaxclust.seeding`): each labelled
+  class's normalized mean bank embedding at its number; the other prototypes the current ones
+  (``warm_start``) or drawn by k-means++ given the seeded ones."""
+  sets, k = state.prototypes.shape[:2]
+  banks = state.bank.shape[0]
+  out = []
+  for i in range(sets):
+    bank = np.asarray(parallel.fetch(state.bank[i % banks]))[:n]
+    start = seeding.initial_centers(bank, seeds, k, seed=seed + i)
+    if warm_start:
+      seeded = np.isin(np.arange(k), seeds.cluster)
+      start = np.where(seeded[:, None], start, np.asarray(parallel.fetch(state.prototypes[i])))
+    out.append(start / np.maximum(np.linalg.norm(start, axis=1, keepdims=True), 1e-12))
+  return np.stack(out).astype(np.float32)
 
 
 def cluster_loss(z, prototypes, targets, temperature: float = 0.1, mask=None):
@@ -210,6 +232,12 @@ def stages(run):
   # A streamed run holds no padded rows on the devices, only the bank's: its k-means masks them out alike.
   mask = run.mask if run.source is None else _padding_mask(run.n, run.rows, run.mesh)
   cache = {}  # per process: the vector views' neighbours and statistics
+  fixed = None
+  if run.seeds is not None:  # labelled rows' targets: their class's prototype (jaxclust.seeding)
+    if run.k > config.prototypes:
+      raise ValueError(f"seed labels name clusters up to {run.k - 1} but prototypes={config.prototypes}: set "
+                       "prototypes to at least n_clusters")
+    fixed = parallel.put(seeding.vector(run.seeds, run.rows), run.mesh)
 
   def placed(rng):
     # Workdirs written before prototype sets and bank crops had one of each.
@@ -235,7 +263,11 @@ def stages(run):
     previous = parallel.fetch(state.assignments[0])[:run.n] if epoch else None  # epoch 0: no targets yet
     # Epoch 0's prototypes are placeholders: its k-means always starts with k-means++.
     warm = config.get("kmeans_warm_start", False) and epoch > 0
-    state = _recluster(state, jax.random.fold_in(rng, 7), mask, warm)
+    if run.seeds is None:
+      state = _recluster(state, jax.random.fold_in(rng, 7), mask, warm)
+    else:
+      start = seeded_start(state, run.seeds, run.n, warm_start=warm, seed=config.seed + epoch)
+      state = _recluster_seeded(state, jax.random.fold_in(rng, 7), mask, parallel.put(start, run.mesh), fixed)
     targets = collapse.target_stability(parallel.fetch(state.assignments[0])[:run.n], previous, run.y)
     if run.source is None and networks.vectors(config):
       state, m = _vector_epoch(model, tx, config.batch_size, run.n, online.vector_views(config), config.temperature,
@@ -296,6 +328,11 @@ def assign(run, state, x):
 @functools.partial(jax.jit, donate_argnums=0, static_argnums=3)
 def _recluster(state, rng, mask, warm_start):
   return recluster(state, rng, mask=mask, warm_start=warm_start)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _recluster_seeded(state, rng, mask, init, fixed):
+  return recluster(state, rng, mask=mask, init=init, fixed=fixed)
 
 
 @epochs.compiled
