@@ -15,7 +15,8 @@ own (each method module's docstring): DEC and IDEC start their centers from the 
 labelled rows' targets at their class; VaDE starts its mixture the same way; SCAN trains its heads first on
 the labelled rows and their mined neighbours (:func:`jaxclust.methods.scan.seed_heads`); DeepCluster-v2 starts
 each epoch's k-means from the labelled classes' mean bank embeddings and holds the labelled rows' targets at
-their class's prototype. SwAV uses the labels for the naming alone.
+their class's prototype; SwAV starts each labelled class's prototype at its rows' mean embedding
+(:func:`jaxclust.methods.swav.seed_prototypes`).
 """
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ def test_seeded_heads_learn_the_labelled_classes_and_leave_the_backbone():
   np.testing.assert_allclose(losses[0], -np.mean(logp[:, np.arange(40), classes]), rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["scan", "deepcluster"])
+@pytest.mark.parametrize("method", ["scan", "swav", "deepcluster"])
 def test_a_seeded_self_supervised_run_keeps_the_labelled_rows(tmp_path, method):
   x, y = load_digits(return_X_y=True)
   rng = np.random.default_rng(2)
@@ -261,3 +261,18 @@ def test_deepcluster_reclusters_from_the_seeded_classes_and_holds_the_labelled_t
   expected = np.array([2, 0, 1])[classes[rest]]  # a class in its seeded prototype, or split off to an unseeded one
   assert np.all((assignments[rest] == expected) | (assignments[rest] >= 3))
   assert np.mean(assignments[rest] == expected) > 0.5
+
+
+def test_swav_seeds_the_labelled_classes_prototypes_with_their_mean_embeddings():
+  from jaxclust.methods import swav
+  rng = np.random.default_rng(0)
+  kernel = rng.normal(size=(6, 5)).astype(np.float32)
+  state = swav.SwAVState(step=0, params={"prototypes": {"kernel": jax.numpy.asarray(kernel)}}, batch_stats={},
+                         opt_state=(), queue=None, queue_filled=0)
+  z = rng.normal(size=(30, 6))
+  seeds = seeding.Seeds(np.array([3, 4, 9]), np.array([1, 1, 3], np.int32), (None, "a", None, "b", None))
+  out = np.asarray(swav.seed_prototypes(state, z, seeds).params["prototypes"]["kernel"])
+  for c, rows in ((1, [3, 4]), (3, [9])):
+    mean = z[rows].mean(0)
+    np.testing.assert_allclose(out[:, c], mean / np.linalg.norm(mean), rtol=1e-5)
+  np.testing.assert_array_equal(out[:, [0, 2, 4]], kernel[:, [0, 2, 4]])

@@ -36,6 +36,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -275,8 +276,34 @@ def stages(run):
     return state, {"loss": loss, **online.epoch_record(run, state, epoch, loss, scorer(config),
                                                        figures={"batch_spread": float(m["batch_spread"])})}
 
-  return (engine.Stage("swav", config.epochs, lambda run, _: placed(jax.random.fold_in(run.key, 0)),
-                       lambda run: placed(jax.random.key(0)), epoch),)
+  def start(run, _):
+    state = placed(jax.random.fold_in(run.key, 0))
+    if run.seeds is None:
+      return state
+    if run.k > config.prototypes:
+      raise ValueError(f"seed labels name clusters up to {run.k - 1} but prototypes={config.prototypes}: set "
+                       "prototypes to at least n_clusters")
+    if run.source is None:
+      z = parallel.fetch(_embed(model, state, run.x, run.n))
+    else:
+      (z, _), _, _ = stream.predict_in_order(lambda images: _embed_and_code(model, state, images), run.source,
+                                             size=int(config.crops[0][1]), batch_size=config.batch_size, mesh=run.mesh)
+    run.log(f"prototypes 0..{run.k - 1} seeded from {len(run.seeds.index)} labelled rows")
+    return seed_prototypes(state, z, run.seeds)
+
+  return (engine.Stage("swav", config.epochs, start, lambda run: placed(jax.random.key(0)), epoch),)
+
+
+def seed_prototypes(state: SwAVState, z, seeds) -> SwAVState:
+  """``state`` with the prototype of each labelled class (:mod:`jaxclust.seeding`, the class's number) set to
+  the normalized mean embedding ``z`` ``[n, e]`` of its labelled rows; the other prototypes as they were."""
+  kernel = np.array(parallel.fetch(state.params["prototypes"]["kernel"]))  # [e, prototypes]
+  z = np.asarray(z, np.float64)
+  for c in np.unique(seeds.cluster):
+    mean = z[seeds.index[seeds.cluster == c]].mean(0)
+    kernel[:, c] = mean / max(np.linalg.norm(mean), 1e-12)
+  params = {**state.params, "prototypes": {**state.params["prototypes"], "kernel": kernel}}
+  return state.replace(params=jax.device_put(params, jax.tree.map(lambda a: a.sharding, state.params)))
 
 
 def readout(run, state) -> engine.Readout:
