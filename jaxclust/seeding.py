@@ -16,7 +16,7 @@ labelled rows' targets at their class; VaDE starts its mixture the same way; SCA
 the labelled rows and their mined neighbours (:func:`jaxclust.methods.scan.seed_heads`); DeepCluster-v2 starts
 each epoch's k-means from the labelled classes' mean bank embeddings and holds the labelled rows' targets at
 their class's prototype; SwAV starts each labelled class's prototype at its rows' mean embedding
-(:func:`jaxclust.methods.swav.seed_prototypes`).
+(:func:`jaxclust.methods.swav.seed_prototypes`) and holds their Sinkhorn codes at it.
 """
 
 from __future__ import annotations

@@ -276,3 +276,20 @@ def test_swav_seeds_the_labelled_classes_prototypes_with_their_mean_embeddings()
     mean = z[rows].mean(0)
     np.testing.assert_allclose(out[:, c], mean / np.linalg.norm(mean), rtol=1e-5)
   np.testing.assert_array_equal(out[:, [0, 2, 4]], kernel[:, [0, 2, 4]])
+
+
+def test_swav_holds_the_labelled_images_codes_and_leaves_the_others():
+  from jaxclust.methods import swav
+  rng = np.random.default_rng(1)
+  scores = [jax.numpy.asarray(rng.normal(size=(8, 5)), jax.numpy.float32) for _ in range(3)]
+  fixed = np.array([-1, 2, -1, -1, 0, -1, -1, -1], np.int32)
+  loss, codes = swav.swav_loss(scores, fixed=jax.numpy.asarray(fixed))
+  _, free = swav.swav_loss(scores)
+  for q, q_free in zip(codes, free):
+    np.testing.assert_allclose(np.asarray(q)[[1, 4]], np.eye(5)[[2, 0]])
+    np.testing.assert_allclose(np.asarray(q)[fixed < 0], np.asarray(q_free)[fixed < 0], rtol=1e-6)
+  # the loss with the held codes, as the paper's formula computes it in numpy
+  log_p = [np.asarray(jax.nn.log_softmax(s / 0.1, -1), np.float64) for s in scores]
+  expected = np.mean([np.mean([-np.mean(np.sum(np.asarray(codes[i]) * log_p[v], -1)) for v in range(3) if v != i])
+                      for i in range(2)])
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)

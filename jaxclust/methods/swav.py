@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxclust import collapse, configs, engine, epochs, parallel
+from jaxclust import collapse, configs, engine, epochs, parallel, seeding
 from jaxclust.data import augment, stream
 from jaxclust.kernels.sinkhorn import sinkhorn_knopp
 from jaxclust.methods import networks, online
@@ -80,7 +80,7 @@ def codes(scores, *, epsilon: float = 0.05, n_iter: int = 3, queue_scores=None, 
 
 
 def swav_loss(crop_scores, *, n_assign: int = 2, temperature: float = 0.1, epsilon: float = 0.05, n_iter: int = 3,
-              queue_scores=None, mesh=None):
+              queue_scores=None, mesh=None, fixed=None):
   """Swapped-prediction loss over multi-crop scores.
 
   Args:
@@ -90,6 +90,8 @@ def swav_loss(crop_scores, *, n_assign: int = 2, temperature: float = 0.1, epsil
     epsilon, n_iter: Sinkhorn settings (0.05, 3).
     queue_scores: optional list of ``n_assign`` arrays ``[Q, K]``, the queue scored by the
       current prototypes, one per assignment crop.
+    fixed: optional ``[B]``: a labelled image's prototype (seed labels), its code whatever Sinkhorn says;
+      -1 for the others.
 
   Returns:
     ``(loss, codes)``: the scalar loss and the ``n_assign`` code matrices.
@@ -102,6 +104,8 @@ def swav_loss(crop_scores, *, n_assign: int = 2, temperature: float = 0.1, epsil
   for i in range(n_assign):
     q = codes(crop_scores[i], epsilon=epsilon, n_iter=n_iter,
               queue_scores=None if queue_scores is None else queue_scores[i], mesh=mesh)
+    if fixed is not None:
+      q = jnp.where(fixed[:, None] >= 0, jax.nn.one_hot(fixed, q.shape[-1], dtype=q.dtype), q)
     all_codes.append(q)
     others = [v for v in range(n_crops) if v != i]
     total += sum(-jnp.mean(jnp.sum(q * log_p[v], axis=-1)) for v in others) / len(others)
@@ -131,16 +135,18 @@ class SwAVState(struct.PyTreeNode):
   opt_state: Any
   queue: jax.Array | None  # [n_assign, Q, e] embeddings of earlier assignment crops (zeros until filled); None: no queue
   queue_filled: jax.Array  # [] int32, how many queue rows hold embeddings
+  seeds: jax.Array | None = None  # [rows] int32: a labelled image's prototype, -1 elsewhere (jaxclust.seeding)
 
 
 # One compiled program, which the persistent compilation cache can keep, not one per op as eagerly.
 @functools.partial(jax.jit, static_argnames=("model", "tx", "n_assign", "queue_length"))
-def init(model: SwAVModel, rng, example_images, tx, *, n_assign: int = 2, queue_length: int = 0) -> SwAVState:
+def init(model: SwAVModel, rng, example_images, tx, *, n_assign: int = 2, queue_length: int = 0,
+         seeds=None) -> SwAVState:
   variables = model.init(rng, example_images, train=False)
   return SwAVState(step=jnp.int32(0), params=variables["params"], batch_stats=variables.get("batch_stats", {}),
                    opt_state=tx.init(variables["params"]),
                    queue=jnp.zeros((n_assign, queue_length, model.out), jnp.float32) if queue_length else None,
-                   queue_filled=jnp.int32(0))
+                   queue_filled=jnp.int32(0), seeds=None if seeds is None else jnp.asarray(seeds, jnp.int32))
 
 
 def train_step(state: SwAVState, batch, rng, *, model: SwAVModel, tx, augment: Callable, n_assign: int = 2,
@@ -151,7 +157,8 @@ def train_step(state: SwAVState, batch, rng, *, model: SwAVModel, tx, augment: C
 
   Crops of one size go through the network together. Prototypes are re-normalized first; their
   gradient is zero for the first ``freeze_prototypes`` steps. With ``update_queue`` the batch's
-  assignment embeddings enter the queue, which joins the Sinkhorn assignment once it is full.
+  assignment embeddings enter the queue, which joins the Sinkhorn assignment once it is full. A seeded state
+  (``state.seeds``) holds the codes of the labelled images of a batch that carries their ``"index"``.
   """
   rng = jax.random.fold_in(rng, state.step)
   params = dict(state.params)
@@ -177,9 +184,11 @@ def train_step(state: SwAVState, batch, rng, *, model: SwAVModel, tx, augment: C
     if use_queue:
       queue_scores = [state.queue[i] @ jax.lax.stop_gradient(params["prototypes"]["kernel"]) for i in range(n_assign)]
 
+    fixed = state.seeds[batch["index"]] if state.seeds is not None and "index" in batch else None
+
     def loss_with(queue):
       return swav_loss(scores, n_assign=n_assign, temperature=temperature, epsilon=epsilon, n_iter=n_iter,
-                       queue_scores=queue, mesh=mesh)[0]
+                       queue_scores=queue, mesh=mesh, fixed=fixed)[0]
 
     if use_queue:  # the queue joins the assignment once it is full
       full = state.queue_filled >= state.queue.shape[1]
@@ -245,8 +254,11 @@ def stages(run):
   mesh = run.mesh if run.mesh.size > 1 else None  # the explicit global Sinkhorn only across devices
   cache = {}  # per process: the vector views' neighbours and statistics
 
+  seeds = None if run.seeds is None else seeding.vector(run.seeds, run.rows)
+
   def placed(rng):
-    return parallel.put(init(model, rng, example, tx, n_assign=2, queue_length=config.queue_length), run.mesh)
+    return parallel.put(init(model, rng, example, tx, n_assign=2, queue_length=config.queue_length, seeds=seeds),
+                        run.mesh)
 
   def epoch(run, state, epoch):
     rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
@@ -288,7 +300,9 @@ def stages(run):
     else:
       (z, _), _, _ = stream.predict_in_order(lambda images: _embed_and_code(model, state, images), run.source,
                                              size=int(config.crops[0][1]), batch_size=config.batch_size, mesh=run.mesh)
-    run.log(f"prototypes 0..{run.k - 1} seeded from {len(run.seeds.index)} labelled rows")
+    run.log(f"prototypes 0..{run.k - 1} seeded from {len(run.seeds.index)} labelled rows" + (
+        "; their codes are held" if run.source is None else "; a streamed run's batches carry no row numbers, so "
+        "their codes are not held"))
     return seed_prototypes(state, z, run.seeds)
 
   return (engine.Stage("swav", config.epochs, start, lambda run: placed(jax.random.key(0)), epoch),)
