@@ -70,6 +70,9 @@ def update(workdir, x, *, min_group: int = 0, finetune: bool = False, replay: in
   out = engine._assign(method, run, state, x, "the new rows")
   z = np.asarray(out.embedding, np.float32).reshape(len(out.embedding), -1)
   order = engine.seeded_order(run.workdir, run.k)
+  if not (run.workdir / engine.OUTLIERS).exists():
+    raise ValueError(f"{run.workdir} has no {engine.OUTLIERS} (a run finished before fit saved it, or a streamed "
+                     "run without an embedding of its rows): its drift cannot be measured; fit it again")
   reference = workdirs.load_npz(run.workdir / engine.OUTLIERS)
   base = _current(run, method, state, home, 0 if tuned else previous, order)
   outlier = engine.outlier_scores(z, reference)

@@ -166,3 +166,26 @@ def test_a_fine_tuning_update_trains_from_the_pretrained_autoencoder_and_keeps_t
   # the next update starts from the fine-tuned run
   second = updating.update(workdir, x[:30], log=lambda _: None)
   assert second["version"] == 2 and (updating.version_folder(workdir, 2) / "update.json").exists()
+
+
+@pytest.mark.parametrize("method", ["vade", "deepcluster"])
+def test_every_kind_of_method_updates(tmp_path, method):
+  """VaDE moves its mixture means; DeepCluster-v2 (no centers of its own) keeps its assignment."""
+  from sklearn.datasets import load_digits
+  from test_guarantees import SHORTER, TINY
+  x, _ = load_digits(return_X_y=True)
+  x = (x / 16).astype(np.float32).reshape(-1, 8, 8, 1)
+  config = cli.make_config(method, "digits", settings=TINY[method] + SHORTER.get(method, []))
+  engine.fit(config, tmp_path / "run", log=lambda _: None)
+  before = engine.predict(tmp_path / "run", x[:200])
+  report = updating.update(tmp_path / "run", x[:200], log=lambda _: None)
+  folder = updating.version_folder(tmp_path / "run", 1)
+  assert report["rows"] == 200 and len(report["center_movement"]) == 10  # digits: 10 clusters
+  after = engine.predict(tmp_path / "run", x[:200])
+  np.testing.assert_array_equal(after.labels, np.load(folder / "labels.npy"))
+  if method == "vade":
+    _, run, state = engine.restore(tmp_path / "run", version=None)
+    np.testing.assert_allclose(np.asarray(state.params["prior"]["means"]), np.load(folder / "centers.npy"))
+  else:
+    assert not (folder / "centers.npy").exists()
+    np.testing.assert_array_equal(after.labels, before.labels)
