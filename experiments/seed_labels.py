@@ -3,10 +3,11 @@ clustering stage from one pretrained run, unseeded and with 1, 5 and 10 labelled
 random per class with ``--draw``), each a `jaxclust fit` process; a table of the final scores.
 
   python experiments/seed_labels.py --pretrained /work/seedexp/ae_s0 --out /work/seedexp --data-dir ../shared/data
+  python experiments/seed_labels.py --method scan --pretrained /work/seedexp/scan_pretext_s0 --out /work/seedexp
   python experiments/seed_labels.py --out /work/seedexp --table
 
-``--pretrained``: a workdir whose pretraining is done (`jaxclust fit dec ... --stage pretrain`); its stage is
-reused through ``pretrain.init_from`` (DEC, IDEC, VaDE). Scores: ACC/NMI/ARI of every row, and of the rows
+``--pretrained``: a workdir whose earlier stage is done (`jaxclust fit dec ... --stage pretrain`, `jaxclust fit
+scan ... --stage mine`); it is reused through the method's ``pretrain.init_from`` or ``pretext.init_from``. Scores: ACC/NMI/ARI of every row, and of the rows
 nobody labelled (``unlabelled_*``), and ``named_accuracy``: the share of unlabelled rows whose cluster is their
 class's number (no Hungarian matching).
 """
@@ -54,6 +55,7 @@ if args.table:
   sys.exit(0)
 
 sys.path.insert(0, ".")
+from jaxclust import methods  # noqa: E402
 from jaxclust.data import sources  # noqa: E402
 
 y = sources.load(args.dataset, data_dir=args.data_dir).y
@@ -61,8 +63,8 @@ for per_class in [int(v) for v in args.per_class.split(",")]:
   workdir = os.path.join(args.out, name(per_class))
   command = [os.path.join(os.path.dirname(sys.executable), "jaxclust"), "fit", args.method, "--dataset", args.dataset,
              "--data-dir", args.data_dir, "--workdir", workdir, "--set", f"seed={args.seed}"]
-  if args.pretrained:
-    command += ["--set", f"pretrain.init_from={args.pretrained}"]
+  if args.pretrained:  # the method's finished earlier stage: pretrain.init_from or pretext.init_from
+    command += ["--set", f"{methods.get(args.method).REUSE}={args.pretrained}"]
   if per_class:
     rng = np.random.default_rng(args.draw)
     rows = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)])
