@@ -108,12 +108,12 @@ def update(workdir, x, *, min_group: int = 0, finetune: bool = False, replay: in
                              for g in range(int(groups.max()) + 1)],
   }
   folder = version_folder(home, previous + 1)
-  if folder.exists():  # a version cut short (no update.json): never resumed, its data may differ
-    import shutil
-    shutil.rmtree(folder)
+  if folder.exists() and run.lead:  # a version cut short (no update.json): never resumed, its data may differ
+    folder.rmtree()
   if finetune:
     labels, report["finetuned"] = _finetune(home, run, x, folder / "run", replay, training, log)
-    report["sizes"] = np.bincount(labels, minlength=run.k).tolist()
+    sizes = np.bincount(labels, minlength=run.k)
+    report.update(sizes=sizes.tolist(), size_shift=float(0.5 * np.abs(sizes / max(len(z), 1) - before).sum()))
   if run.lead:
     folder.mkdir(parents=True, exist_ok=True)
     workdirs.save_npy(folder / "labels.npy", labels)
