@@ -189,3 +189,10 @@ def test_every_kind_of_method_updates(tmp_path, method):
   else:
     assert not (folder / "centers.npy").exists()
     np.testing.assert_array_equal(after.labels, before.labels)
+    # fine-tuning a method without an earlier stage to reuse trains it again on new and replayed rows; the
+    # training rows are the run's dataset read again
+    tuned = updating.update(tmp_path / "run", x[:100], finetune=True, replay=100, log=lambda _: None)
+    run = updating.finetuned(tmp_path / "run", 2)
+    assert tuned["finetuned"]["replayed_rows"] == 100 and tuned["finetuned"]["from"] is None
+    seeds = np.loadtxt(run / "seed_labels.csv", delimiter=",", skiprows=1, dtype=np.int64)
+    np.testing.assert_array_equal(np.load(run / "labels.npy")[seeds[:, 0]], seeds[:, 1])
