@@ -247,20 +247,20 @@ def _check_workdir(workdir: str) -> None:
 _OUTPUTS = (".npy", ".csv")
 
 
-def _check_output(output: str) -> None:
-  """Refuses a ``predict --output`` that could not be written, before any data is loaded."""
+def _check_output(output: str, suffixes=_OUTPUTS, flag: str = "--output") -> None:
+  """Refuses an output file (``predict --output``) that could not be written, before any data is loaded."""
   path = Path(output)
-  if path.suffix.lower() not in _OUTPUTS:
-    raise ValueError(f"--output {output}: expected a file name ending in .npy or .csv, got "
-                     f"{path.suffix or 'no extension'}")
+  kinds = " or ".join(suffixes)
+  if path.suffix.lower() not in suffixes:
+    raise ValueError(f"{flag} {output}: expected a file name ending in {kinds}, got {path.suffix or 'no extension'}")
   if path.is_dir():
-    raise ValueError(f"--output {output} is a folder; expected a file name ending in .npy or .csv")
+    raise ValueError(f"{flag} {output} is a folder; expected a file name ending in {kinds}")
   if path.parent.exists() and not path.parent.is_dir():
-    raise ValueError(f"--output {output}: {path.parent} is a file, not a folder")
+    raise ValueError(f"{flag} {output}: {path.parent} is a file, not a folder")
   if not path.parent.is_dir():
-    raise ValueError(f"--output {output}: folder {path.parent} does not exist")
+    raise ValueError(f"{flag} {output}: folder {path.parent} does not exist")
   if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-    raise ValueError(f"--output {output} is not writable")
+    raise ValueError(f"{flag} {output} is not writable")
 
 
 def _write_predictions(output: str, out, names=None) -> None:
@@ -354,6 +354,27 @@ def _update(args) -> int:
                            replay=args.replay, log=print)
   print(f"saved to {updating.version_folder(args.workdir, report['version'])}")
   print(updating.summary_line(report))
+  return 0
+
+
+def _bench(args) -> int:
+  from jaxclust import bench
+
+  cases = [bench.parse_case(c) for c in args.case] if args.case else bench.default_cases(args.quick)
+  if args.repeats < 1:
+    raise ValueError(f"--repeats={args.repeats} must be at least 1")
+  if args.json:
+    _check_output(args.json, (".json",), "--json")
+  tflops, source = bench.peak(args.dtype)
+  rows = []
+  for case in cases:
+    rows.append(bench.run_case(case, repeats=args.repeats, peers=args.peers, tflops=tflops))
+    print(bench.table(rows[-1:], source).splitlines()[-1], flush=True)
+  print(bench.table(rows, source))
+  if args.json:
+    import json
+    with open(args.json, "w") as f:
+      json.dump({"peak_tflops": tflops, "peak_source": source, "rows": rows}, f, indent=2)
   return 0
 
 
@@ -624,10 +645,21 @@ def main(argv=None) -> int:
   st.add_argument("--cheap", action="store_true", help="no reruns: k-means of the run's embedding, --runs seedings, "
                                                        "in one device call")
   st.add_argument("--output", default=None, help="where the reruns and the results go (default: WORKDIR-stability)")
+  be = sub.add_parser("bench", help="the kernels' throughput on synthetic data, with peers measured in the same run")
+  be.add_argument("what", choices=("kernels",))
+  be.add_argument("--case", action="append", default=[], metavar="KERNEL:n=N,d=D,k=K[,iters=I]",
+                  help="a case (repeatable): kmeans, knn, sinkhorn (n = batch, k = prototypes) or gmm; default: the "
+                       "issue's CPU shapes")
+  be.add_argument("--quick", action="store_true", help="tiny default shapes (seconds), to check the command")
+  be.add_argument("--repeats", type=int, default=5, help="timed calls after the warm-up; the median is reported")
+  be.add_argument("--peers", action="store_true", help="also time scikit-learn, faiss-cpu and ott-jax where installed, "
+                                                       "each case in a fresh process, on the same data")
+  be.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="the peak to compare with")
+  be.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
   rec = sub.add_parser("recipes", help="the methods' recipes and what each sets")
   rec.add_argument("method", nargs="?", choices=tuple(methods.REGISTRY))
   commands = {"fit": _fit, "kmeans": _kmeans, "predict": _predict, "eval": _eval, "report": _report, "recipes": _recipes,
-              "choose-k": _choose_k, "stability": _stability, "update": _update}
+              "choose-k": _choose_k, "stability": _stability, "update": _update, "bench": _bench}
   try:
     args = parser.parse_args(argv)
     return commands[args.command](args)
