@@ -510,6 +510,15 @@ def restore(workdir, version: int | None = 0):
   summary = workdirs.open(path)
   if summary is None:
     raise ValueError(f"{path} holds no finished run (no summary.json); run `jaxclust fit` to completion first")
+  from jaxclust import updating
+  done = updating.versions(path)
+  if version is None:
+    version = done[-1] if done else 0
+  if version and version not in done:
+    raise ValueError(f"version={version}: {path} has {'updates ' + ', '.join(map(str, done)) if done else 'no updates'}")
+  tuned = updating.finetuned(path, version)
+  if tuned is not None:  # an update that fine-tuned: its own run holds the model
+    return restore(tuned, version=0)
   config = ml_collections.ConfigDict(workdirs.read_json(path / "config.json"))
   method = methods.get(config.method)
   absl = logging.getLogger("absl")  # orbax warns that a read-only manager's folder is read-only
@@ -526,15 +535,6 @@ def restore(workdir, version: int | None = 0):
     manager.close()
   finally:
     absl.setLevel(level)
-  from jaxclust import updating
-  done = updating.versions(path)
-  if version is None:
-    version = done[-1] if done else 0
-  if version and version not in done:
-    raise ValueError(f"version={version}: {path} has {'updates ' + ', '.join(map(str, done)) if done else 'no updates'}")
-  tuned = updating.finetuned(path, version)
-  if tuned is not None:  # an update that fine-tuned: its own run holds the model
-    return restore(tuned, version=0)
   centers = updating.version_folder(path, version) / "centers.npy"
   if version and hasattr(method, "with_centers") and centers.exists():
     state = method.with_centers(run, state, workdirs.load_npy(centers))
