@@ -196,3 +196,16 @@ def test_every_kind_of_method_updates(tmp_path, method):
     assert tuned["finetuned"]["replayed_rows"] == 100 and tuned["finetuned"]["from"] is None
     seeds = np.loadtxt(run / "seed_labels.csv", delimiter=",", skiprows=1, dtype=np.int64)
     np.testing.assert_array_equal(np.load(run / "labels.npy")[seeds[:, 0]], seeds[:, 1])
+
+
+def test_partial_fit_is_the_api_twin_of_update(blobs_run, tmp_path):
+  model, x, y = blobs_run
+  import shutil
+  workdir = tmp_path / "copy"
+  shutil.copytree(model.workdir_, workdir, ignore=shutil.ignore_patterns("updates"))
+  again = jaxclust.DEC(3, workdir=workdir, **{k.replace(".", "__"): v for k, v in _fast("dec").items()})
+  again.fit(x[y != 3], y[y != 3])  # reads the finished run
+  assert again.partial_fit(x[y == 3]) is again
+  assert again.update_["version"] == 1 and again.update_["rows"] == np.sum(y == 3)
+  np.testing.assert_array_equal(again.predict(x[y == 3]), np.load(workdir / "updates" / "0001" / "labels.npy"))
+  np.testing.assert_allclose(again.cluster_centers_, np.load(workdir / "updates" / "0001" / "centers.npy"))
