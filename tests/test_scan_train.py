@@ -156,6 +156,29 @@ def test_pretext_init_from_is_checked_before_any_work(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def test_a_half_deleted_old_checkpoint_of_the_source_run_is_skipped(tmp_path):
+  """Orbax deletes old checkpoints in the background; a source run killed meanwhile keeps a half-deleted one."""
+  source = tmp_path / "source"
+  (source / "checkpoints").mkdir(parents=True)
+  (source / "config.json").write_text(tiny_config().to_json())
+  manager = ocp.CheckpointManager(source / "checkpoints")
+  metas = {1: {"stage": "pretext", "progress": 1}, 2: {"stage": "mine", "progress": 0},
+           3: {"stage": "scan", "progress": 0}, 4: {"stage": "scan", "progress": 1}}
+  for step, meta in metas.items():
+    manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta)))
+  manager.wait_until_finished()
+  manager.close()
+  for part in (source / "checkpoints" / "3").iterdir():  # step 3 half deleted
+    if part.is_dir():
+      for file in part.iterdir():
+        file.unlink()
+  config = tiny_config()
+  config.pretext.init_from = str(source)
+  found, step = scan_epochs.pretext_source(config)
+  found.close()
+  assert step == 2  # mining's first save, the pretext's end
+
+
 def test_pretext_warmup_starts_the_rate_at_zero():
   import jax.numpy as jnp
   config = tiny_config()

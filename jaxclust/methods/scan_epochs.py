@@ -288,12 +288,24 @@ def pretext_source(config):
   manager = ocp.CheckpointManager(source / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
   trained = theirs["pretext"]["epochs"]
   ended = lambda meta: meta["stage"] == "mine" or (meta["stage"] == "pretext" and meta["progress"] == trained)
-  ends = [step for step in manager.all_steps() if ended(restore(manager, step, None, name))]
+  latest = manager.latest_step()
+  # A step other than the latest may be half deleted (orbax deletes old checkpoints in the background and a run
+  # killed meanwhile leaves one so, as the engine knows): skipped, never the latest (saves land whole).
+  ends = [step for step in manager.all_steps()
+          if (step == latest or _readable(manager, step)) and ended(restore(manager, step, None, name))]
   if not ends:
     manager.close()
     raise ValueError(f"{name}: {source} has no finished pretext; run it to the end of its pretext first "
                      "(`jaxclust fit scan --stage pretext`)")
   return manager, ends[0]
+
+
+def _readable(manager, step) -> bool:
+  try:
+    manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return True
+  except Exception:  # orbax raises many types
+    return False
 
 
 def restore(manager, step, template, name):
