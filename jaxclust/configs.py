@@ -50,7 +50,10 @@ HELP = {
     "pretrain.epochs": "autoencoder pretraining epochs",
     "pretrain.batch_size": "autoencoder pretraining batch size",
     "pretrain.learning_rate": "Adam learning rate of autoencoder pretraining",
-    "pretrain.loss": "reconstruction loss: 'mse' or 'bce' (Bernoulli logits, for data in [0, 1])",
+    "pretrain.loss": "reconstruction loss: 'mse' or 'bce' (Bernoulli logits, for data in [0, 1]); VaDE: 'auto' "
+                     "follows vade.likelihood",
+    "vade.likelihood": "the decoder's likelihood: 'bernoulli' (data in [0, 1]), 'gaussian' (unit variance, any real "
+                       "data) or 'auto' (chosen by the data's range and recorded in config.json)",
     "pretrain.init_from": "a workdir whose pretrained autoencoder to start from (skips pretraining)",
     # DEC / IDEC clustering stage (VaDE uses only kmeans_n_init).
     "cluster.batch_size": "DEC/IDEC clustering batch size",

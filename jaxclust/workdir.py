@@ -177,7 +177,10 @@ def check_same_config(workdir, config, write: bool = True):
     from jaxclust import configs
     defaults = _flat(json.loads(configs.get_config(config.method, config.dataset,
                                                    recipe=config.get("recipe") or None).to_json()))
-    added = {k for k in set(now) - set(saved) if k in defaults and now[k] == defaults[k]}
+    # A method's LEGACY: settings added with a data-dependent default ("auto"), and what runs before them trained as.
+    from jaxclust import methods
+    legacy = getattr(methods.get(config.method), "LEGACY", {})
+    added = {k for k in set(now) - set(saved) if k in defaults and now[k] in (defaults[k], legacy.get(k, defaults[k]))}
   # Settings that change neither training nor its result may differ: data_dir says where the files
   # are (moved data may resume), eval_every how often the readout is logged, recipe names where the
   # settings came from (the settings themselves are compared), labels are for evaluation only.

@@ -1,12 +1,14 @@
 """VaDE against a numpy transcription of the paper's ELBO (Jiang et al. 2017, eq. 12)."""
 
 import functools
+import json
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 from scipy.special import logsumexp
 
@@ -15,9 +17,12 @@ from jaxclust.methods import vade
 from jaxclust.models.autoencoder import MLPAutoencoder
 
 
-def numpy_elbo(x, x_logits, mean, log_var, z, pi, mu_c, var_c):
-  mu_x = 1 / (1 + np.exp(-x_logits))
-  rec = (x * np.log(mu_x) + (1 - x) * np.log(1 - mu_x)).sum(1)
+def numpy_elbo(x, x_logits, mean, log_var, z, pi, mu_c, var_c, likelihood="bernoulli"):
+  if likelihood == "bernoulli":
+    mu_x = 1 / (1 + np.exp(-x_logits))
+    rec = (x * np.log(mu_x) + (1 - x) * np.log(1 - mu_x)).sum(1)
+  else:  # log N(x; f, I), f = x_logits
+    rec = (-0.5 * (x - x_logits) ** 2 - 0.5 * np.log(2 * np.pi)).sum(1)
   log_joint = np.log(pi) + (-0.5 * (np.log(2 * np.pi * var_c)[None] + (z[:, None] - mu_c) ** 2 / var_c)).sum(-1)
   gamma = np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))
   var = np.exp(log_var)
@@ -42,6 +47,51 @@ def test_elbo_matches_equation_12():
   f32 = lambda a: jnp.asarray(a, jnp.float32)
   ours = vade.elbo(f32(x), f32(x_logits), f32(mean), f32(log_var), f32(z), vade.mixture_params(pi, mu_c, var_c))
   np.testing.assert_allclose(np.asarray(ours), numpy_elbo(x, x_logits, mean, log_var, z, pi, mu_c, var_c), rtol=1e-4)
+
+
+def test_the_gaussian_elbo_matches_equation_12_with_a_normal_decoder():
+  x, x_logits, mean, log_var, z, pi, mu_c, var_c = random_problem(seed=3)
+  x = x * 8 - 4  # real values outside [0, 1]
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  ours = vade.elbo(f32(x), f32(x_logits), f32(mean), f32(log_var), f32(z), vade.mixture_params(pi, mu_c, var_c),
+                   "gaussian")
+  np.testing.assert_allclose(np.asarray(ours), numpy_elbo(x, x_logits, mean, log_var, z, pi, mu_c, var_c, "gaussian"),
+                             rtol=1e-4)
+
+
+def test_the_likelihood_is_chosen_by_the_data_and_a_bernoulli_on_real_values_refused():
+  from jaxclust import configs
+  from jaxclust.data import sources
+  rng = np.random.default_rng(0)
+  for rows, likelihood, loss in ((rng.random((50, 4)), "bernoulli", "bce"), (rng.normal(size=(50, 4)), "gaussian", "mse")):
+    config = configs.get_config("vade", "array", n=50, shape=(4,))
+    vade.choose_likelihood(config, sources.from_arrays(rows.astype(np.float32)))
+    assert (config.vade.likelihood, config.pretrain.loss) == (likelihood, loss)
+  config = configs.get_config("vade", "array", n=50, shape=(4,))
+  config.vade.likelihood, config.pretrain.loss = "bernoulli", "mse"  # explicit choices are kept
+  vade.choose_likelihood(config, sources.from_arrays(rng.random((50, 4)).astype(np.float32)))
+  assert (config.vade.likelihood, config.pretrain.loss) == ("bernoulli", "mse")
+  with pytest.raises(ValueError, match=r"vade.likelihood='bernoulli' needs rows in \[0, 1\], but they span"):
+    vade.choose_likelihood(config, sources.from_arrays(rng.normal(size=(50, 4)).astype(np.float32)))
+  config.vade.likelihood = "poisson"
+  with pytest.raises(ValueError, match="must be 'auto', 'bernoulli' or 'gaussian'"):
+    vade.choose_likelihood(config, sources.from_arrays(rng.random((50, 4)).astype(np.float32)))
+
+
+def test_vade_on_z_scored_features_neither_diverges_nor_collapses(tmp_path):
+  """The issue's failure: a Bernoulli loss on z-scored features fell to -1e24 and put every row in one cluster."""
+  from sklearn.datasets import make_blobs
+  import jaxclust
+  x, y = make_blobs(600, n_features=6, centers=3, cluster_std=1.0, random_state=0)
+  model = jaxclust.VaDE(3, workdir=tmp_path / "run", standardize=True, pretrain__epochs=10, hidden=[32, 32],
+                        vade__epochs=10, vade__batch_size=64, pretrain__batch_size=64, cluster__batch_size=64)
+  model.fit(x.astype(np.float32), y)
+  config = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert config["vade"]["likelihood"] == "gaussian" and config["pretrain"]["loss"] == "mse"
+  losses = [r["loss"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+            if "loss" in r]
+  assert all(np.isfinite(losses)) and min(losses) > -1e3
+  assert not model.summary_["collapsed"] and model.summary_["acc"] > 0.6  # 1/3 when every row is in one cluster
 
 
 def test_responsibilities_are_the_mixture_posterior():

@@ -333,3 +333,16 @@ def test_an_unreachable_url_workdir_is_one_line(monkeypatch):
   with pytest.raises(ValueError, match=r"^workdir gs://b/run cannot be reached \(RuntimeError: Could not resolve host: "
                                        r"www.googleapis.com\); URL workdirs need network access"):
     workdirs.open("gs://b/run")
+
+
+def test_a_run_from_before_a_setting_with_a_data_dependent_default_resumes_as_it_trained(tmp_path):
+  """VaDE's likelihood (its LEGACY): runs made before the setting were Bernoulli; one resumes so, never as Gaussian."""
+  config = configs.get_config("vade", "digits")
+  config.vade.likelihood, config.pretrain.loss = "bernoulli", "bce"  # as prepare resolves digits
+  old = json.loads(config.to_json())
+  del old["vade"]["likelihood"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  workdirs.check_same_config(tmp_path, config, write=False)
+  config.vade.likelihood = "gaussian"
+  with pytest.raises(ValueError, match=r"vade.likelihood: '\(absent\)' -> 'gaussian'"):
+    workdirs.check_same_config(tmp_path, config, write=False)

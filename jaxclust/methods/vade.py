@@ -1,7 +1,10 @@
 """VaDE: Variational Deep Embedding (Jiang, Zheng, Tan, Tang & Zhou, IJCAI 2017).
 
 A VAE whose prior is a Gaussian mixture: ``c ~ Cat(pi)``, ``z ~ N(mu_c, diag(var_c))``,
-``x ~ Bernoulli(f(z))``. The encoder gives ``q(z | x) = N(mu~, diag(var~))``, and ``q(c | x)`` is
+``x ~ Bernoulli(f(z))`` for data in [0, 1] (the paper's images), else ``x ~ N(f(z), I)``: a Bernoulli
+likelihood of values outside [0, 1] has no lower bound (the loss ran to -1e24 on z-scored features and every
+row ended in one cluster). ``vade.likelihood="auto"`` chooses by the data's range before the run starts and
+config.json records the choice; ``pretrain.loss="auto"`` follows it (binary cross-entropy, or squared error). The encoder gives ``q(z | x) = N(mu~, diag(var~))``, and ``q(c | x)`` is
 approximated by ``gamma_c = p(c | z)`` at a sample of z (eq. 16). The loss is the negative of the
 ELBO of eq. 12, with one Monte Carlo sample per point. The mixture is initialized by a diagonal
 GMM fitted by EM (:func:`jaxclust.kernels.gmm.gmm_diag`) on the pretrained embeddings. The mixture
@@ -35,10 +38,16 @@ from jaxclust.models.autoencoder import MLPAutoencoder
 RECIPES, REUSE = pretrain.RECIPES, pretrain.REUSE
 
 
+LIKELIHOODS = ("bernoulli", "gaussian")
+# Settings added after runs were made, with what those runs trained as (jaxclust.workdir.check_same_config).
+LEGACY = {"vade.likelihood": "bernoulli"}
+
+
 def config():
-  """The shared autoencoder settings, pretrained for VaDE's Bernoulli logits."""
+  """The shared autoencoder settings; the decoder's likelihood and the pretraining loss chosen by the data."""
   c = pretrain.config()
-  c.pretrain.loss = "bce"
+  c.pretrain.loss = "auto"
+  c.vade.likelihood = "auto"
   return c
 
 
@@ -79,15 +88,22 @@ def log_responsibility(z, prior):
   return joint - jax.nn.logsumexp(joint, axis=-1, keepdims=True)
 
 
-def elbo(x, x_logits, mean, log_var, z, prior):
-  """Per-sample ELBO of eq. 12 (one sample ``z`` of ``q(z | x)``, Bernoulli decoder), ``[n]``.
+def elbo(x, x_logits, mean, log_var, z, prior, likelihood: str = "bernoulli"):
+  """Per-sample ELBO of eq. 12 (one sample ``z`` of ``q(z | x)``), ``[n]``.
 
-  ``sum_i [x_i log mu_x + (1 - x_i) log(1 - mu_x)]
+  ``log p(x | z)
    - 1/2 sum_c gamma_c sum_j (log var_cj + var~_j / var_cj + (mu~_j - mu_cj)^2 / var_cj)
-   + sum_c gamma_c log(pi_c / gamma_c) + 1/2 sum_j (1 + log var~_j)``
+   + sum_c gamma_c log(pi_c / gamma_c) + 1/2 sum_j (1 + log var~_j)``, with ``log p(x | z)`` =
+  ``sum_i [x_i log mu_x + (1 - x_i) log(1 - mu_x)]`` (``likelihood="bernoulli"``, ``x_logits`` the logits of
+  ``mu_x``) or ``-1/2 sum_i [(x_i - f_i)^2 + log 2 pi]`` (``"gaussian"``, unit variance, ``x_logits`` the mean f).
   """
   x = x.reshape(x.shape[0], -1)
-  reconstruction = -jnp.sum(optax.sigmoid_binary_cross_entropy(x_logits, x), axis=-1)
+  if likelihood == "bernoulli":
+    reconstruction = -jnp.sum(optax.sigmoid_binary_cross_entropy(x_logits, x), axis=-1)
+  elif likelihood == "gaussian":
+    reconstruction = -0.5 * jnp.sum((x - x_logits) ** 2 + math.log(2 * math.pi), axis=-1)
+  else:
+    raise ValueError(f"likelihood={likelihood!r} must be one of {', '.join(LIKELIHOODS)}")
   log_gamma = log_responsibility(z, prior)
   gamma = jnp.exp(log_gamma)
   var_c = jnp.exp(prior["log_var"])
@@ -110,7 +126,7 @@ def init(vae_params, prior, tx: optax.GradientTransformation) -> VaDEState:
   return VaDEState(step=jnp.int32(0), params=params, opt_state=tx.init(params))
 
 
-def train_step(state: VaDEState, batch, rng, *, model: VaDEModel, tx):
+def train_step(state: VaDEState, batch, rng, *, model: VaDEModel, tx, likelihood: str = "bernoulli"):
   """One step on ``-mean ELBO`` of ``{"x": [b, ...], "mask": [b]}`` with a fresh sample of z."""
   rng = jax.random.fold_in(rng, state.step)
   x = batch["x"]
@@ -119,7 +135,7 @@ def train_step(state: VaDEState, batch, rng, *, model: VaDEModel, tx):
   def loss_fn(params):
     eps = jax.random.normal(rng, (x.shape[0], model.latent))
     mean, log_var, z, x_logits = model.apply({"params": params["vae"]}, x, eps)
-    per_sample = -elbo(x, x_logits, mean, log_var, z, params["prior"])
+    per_sample = -elbo(x, x_logits, mean, log_var, z, params["prior"], likelihood)
     if mask is None:
       return jnp.mean(per_sample)
     return jnp.sum(per_sample * mask) / jnp.maximum(jnp.sum(mask), 1)
@@ -139,8 +155,32 @@ def predict(model: VaDEModel, params, x):
 # -- The run: what the engine (jaxclust.engine) calls.
 
 def prepare(config, data, mesh) -> engine.Prepared:
+  """:func:`pretrain.prepare` after choosing the likelihood (``vade.likelihood``, ``pretrain.loss``), which
+  config.json then records."""
+  choose_likelihood(config, data)
   return pretrain.prepare(config, data, mesh=mesh, conv=False,
                           batch_sizes=("pretrain.batch_size", "cluster.batch_size", "vade.batch_size"))
+
+
+def choose_likelihood(config, data) -> None:
+  """``vade.likelihood="auto"``: Bernoulli for rows in [0, 1] (a streamed dataset's images are read in [0, 1]),
+  else Gaussian; an explicit Bernoulli on rows outside [0, 1] is refused. ``pretrain.loss="auto"``: binary
+  cross-entropy for Bernoulli, squared error for Gaussian."""
+  c = config.vade
+  if c.likelihood not in ("auto", *LIKELIHOODS):
+    raise ValueError(f"vade.likelihood={c.likelihood!r} must be 'auto', 'bernoulli' or 'gaussian'")
+  if config.pretrain.loss not in ("auto", "mse", "bce"):
+    raise ValueError(f"pretrain.loss={config.pretrain.loss!r} must be 'auto', 'mse' or 'bce'")
+  rows = getattr(data, "x", None)
+  low, high = (0.0, 1.0) if rows is None else (float(np.min(rows)), float(np.max(rows)))
+  unit = 0.0 <= low and high <= 1.0
+  if c.likelihood == "auto":
+    c.likelihood = "bernoulli" if unit else "gaussian"
+  elif c.likelihood == "bernoulli" and not unit:
+    raise ValueError(f"vade.likelihood='bernoulli' needs rows in [0, 1], but they span [{low:.4g}, {high:.4g}]: "
+                     "its loss has no lower bound there; use 'gaussian' or 'auto'")
+  if config.pretrain.loss == "auto":
+    config.pretrain.loss = "bce" if c.likelihood == "bernoulli" else "mse"
 
 
 def stages(run):
@@ -224,9 +264,10 @@ def _mixture_stage(run, autoencoder) -> engine.Stage:
   def epoch(run, state, epoch):
     rng = jax.random.fold_in(run.key, 3_000_000 + epoch)
     if run.source is None:
-      state, m = _epoch(model, tx, config.vade.batch_size, run.n, epochs.shard(run.mesh))(state, run.x, rng)
+      state, m = _epoch(model, tx, config.vade.batch_size, run.n, epochs.shard(run.mesh),
+                        config.vade.likelihood)(state, run.x, rng)
     else:
-      step, losses = epochs.host_step(train_step, model=model, tx=tx), []
+      step, losses = epochs.host_step(train_step, model=model, tx=tx, likelihood=config.vade.likelihood), []
       for batch in run.batches(config.vade.batch_size, 3_000_000 + epoch):
         state, m = step(state, batch, rng)  # the step folds its count into rng
         losses.append(m["loss"])
@@ -256,7 +297,7 @@ def _model(config, input_dim, n=1):
 
 
 @epochs.compiled
-def _epoch(model, tx, batch_size, n, batch_sharding):
+def _epoch(model, tx, batch_size, n, batch_sharding, likelihood="bernoulli"):
   @functools.partial(jax.jit, donate_argnums=0)
   def epoch(state, x, rng):
     index, mask = epochs.epoch_batches(rng, n, batch_size)
@@ -265,7 +306,7 @@ def _epoch(model, tx, batch_size, n, batch_sharding):
       xb, m = x[batch[0]], batch[1]
       if batch_sharding is not None:
         xb, m = jax.lax.with_sharding_constraint((xb, m), batch_sharding)
-      return train_step(state, {"x": xb, "mask": m}, rng, model=model, tx=tx)
+      return train_step(state, {"x": xb, "mask": m}, rng, model=model, tx=tx, likelihood=likelihood)
 
     state, m = jax.lax.scan(step, state, (index, mask))
     return state, {"loss": jnp.mean(m["loss"])}
