@@ -6,6 +6,7 @@ from jaxclust.api import DEC, IDEC, SCAN, DeepClusterV2, SwAV, VaDE
 from jaxclust.kernels.gmm import GMMOutput, gmm_diag
 from jaxclust.kernels.kmeans import KMeansOutput, kmeans
 from jaxclust.kernels.knn import KNNOutput, knn
+from jaxclust.kernels.pca import PCAOutput, pca, pca_transform
 from jaxclust.kernels.minibatch import MiniBatchState, minibatch_init, minibatch_kmeans, minibatch_update
 from jaxclust.kernels.sinkhorn import sinkhorn_knopp
 
@@ -13,5 +14,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Choice", "DEC", "DeepClusterV2", "IDEC", "SCAN", "SwAV", "VaDE", "GMMOutput", "choose_k", "KMeansOutput", "KNNOutput", "gmm_diag", "MiniBatchState", "kmeans", "knn", "metrics", "minibatch_init",
-    "minibatch_kmeans", "minibatch_update", "parallel", "sinkhorn_knopp",
+    "minibatch_kmeans", "minibatch_update", "parallel", "PCAOutput", "pca", "pca_transform", "sinkhorn_knopp",
 ]

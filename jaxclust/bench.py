@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-KERNELS = ("kmeans", "knn", "sinkhorn", "gmm")
+KERNELS = ("kmeans", "knn", "sinkhorn", "gmm", "pca")
 
 # Model FLOPs of one call, by kernel, from its case's sizes (documented, not measured).
 FLOPS = {
@@ -27,6 +27,7 @@ FLOPS = {
     "knn": lambda c: 2 * c.n * c.n * c.d,  # every row against every row (the database is the query)
     "sinkhorn": lambda c: 4 * c.n * c.k * c.iters,  # per iteration two scalings, each a multiply and a sum
     "gmm": lambda c: 8 * c.n * c.d * c.k * c.iters,  # E-step and M-step, each two [n, d] x [d, k] products
+    "pca": lambda c: 2 * c.n * c.d * c.d,  # the [d, d] scatter matrix (the eigendecomposition of d^3 left out)
 }
 
 # Datasheet dense peaks, TFLOP/s: (float32 GEMM as the accelerator runs it (TF32 on NVIDIA), bfloat16).
@@ -37,8 +38,9 @@ DATASHEET = (("H100 PCIe", (378.0, 756.0)), ("H100", (494.7, 989.4)), ("H200", (
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-  """One benchmark: ``kernel`` on ``n`` rows of ``d`` features; ``k`` clusters (kmeans, gmm), neighbours (knn) or
-  prototypes (sinkhorn, whose ``n`` is the batch); ``iters`` iterations (kmeans, sinkhorn, gmm)."""
+  """One benchmark: ``kernel`` on ``n`` rows of ``d`` features; ``k`` clusters (kmeans, gmm), neighbours (knn),
+  prototypes (sinkhorn, whose ``n`` is the batch) or components (pca); ``iters`` iterations (kmeans, sinkhorn,
+  gmm)."""
   kernel: str
   n: int
   d: int
@@ -84,9 +86,9 @@ def default_cases(quick: bool) -> list[Case]:
   """The issue's CPU shapes, or tiny ones (``quick``: the tests)."""
   if quick:
     return [Case("kmeans", 2000, 16, 8, 5), Case("knn", 2000, 16, 5), Case("sinkhorn", 256, 1, 32, 3),
-            Case("gmm", 2000, 8, 4, 5)]
+            Case("gmm", 2000, 8, 4, 5), Case("pca", 2000, 16, 4)]
   return [Case("kmeans", 200_000, 64, 256, 10), Case("knn", 50_000, 128, 20), Case("knn", 50_000, 128, 50),
-          Case("sinkhorn", 4096, 1, 3000, 3), Case("gmm", 100_000, 32, 64, 10)]
+          Case("sinkhorn", 4096, 1, 3000, 3), Case("gmm", 100_000, 32, 64, 10), Case("pca", 200_000, 256, 128)]
 
 
 def ours(case: Case):
@@ -102,6 +104,8 @@ def ours(case: Case):
   if case.kernel == "sinkhorn":
     fn = jax.jit(lambda s: jaxclust.sinkhorn_knopp(s, epsilon=0.05, n_iter=case.iters))
     return lambda: fn(x)
+  if case.kernel == "pca":
+    return lambda: jaxclust.pca(x, case.k)
   return lambda: jaxclust.gmm_diag(x, case.k, rng=jax.random.key(0), max_iter=case.iters, tol=0.0)
 
 
@@ -155,7 +159,7 @@ def memory() -> tuple[float, str]:
 def run_case(case: Case, *, repeats: int, peers: bool, tflops: float) -> dict:
   """One row of the table: ours timed, then each installed peer in its own process."""
   row = {"case": dataclasses.asdict(case), **timed(ours(case), repeats)}
-  row["points_per_second"] = case.n * (case.iters if case.kernel != "knn" else 1) / row["seconds"]
+  row["points_per_second"] = case.n * (case.iters if case.kernel not in ("knn", "pca") else 1) / row["seconds"]
   row["tflops"] = FLOPS[case.kernel](case) / row["seconds"] / 1e12
   row["peak_share"] = row["tflops"] / tflops
   row["memory_gib"], row["memory_kind"] = memory()
@@ -198,6 +202,9 @@ def _peers(case: Case, repeats: int) -> dict:
         index.add(x)
         return index.search(x, case.k)
       result["faiss"] = median(search)
+  elif case.kernel == "pca":  # the same algorithm: the covariance's eigendecomposition
+    from sklearn.decomposition import PCA
+    result["sklearn"] = median(lambda: PCA(case.k, svd_solver="covariance_eigh").fit(x))
   elif case.kernel == "gmm":
     from sklearn.mixture import GaussianMixture
     result["sklearn"] = median(lambda: GaussianMixture(case.k, covariance_type="diag", max_iter=case.iters, tol=0.0,
@@ -229,7 +236,8 @@ def _optional(name):
     return None
 
 
-PEERS = {"kmeans": ("sklearn", "faiss"), "knn": ("faiss",), "sinkhorn": ("ott",), "gmm": ("sklearn",)}
+PEERS = {"kmeans": ("sklearn", "faiss"), "knn": ("faiss",), "sinkhorn": ("ott",), "gmm": ("sklearn",),
+         "pca": ("sklearn",)}
 
 
 def missing_peers(rows: list[dict]) -> list[str]:
@@ -247,7 +255,7 @@ def table(rows: list[dict], peak_source: str) -> str:
            "% of peak | memory GiB | peers s | peer / jaxclust |", "|---" * 14 + "|"]
   for row in rows:
     c, peers = row["case"], row.get("peers", {})
-    iters = "-" if c["kernel"] == "knn" else c["iters"]
+    iters = "-" if c["kernel"] in ("knn", "pca") else c["iters"]
     lines.append(f"| {c['kernel']} | {c['n']:,} | {c['d']} | {c['k']} | {iters} | {row['seconds']:.4f} | "
                  f"{row['first']:.2f} | {row['compile']:.2f} | {row['points_per_second']:.3g} | {row['tflops']:.3f} | "
                  f"{100 * row['peak_share']:.1f} | {row['memory_gib']:.2f} ({row['memory_kind']}) | "
