@@ -14,7 +14,7 @@ from test_cli import error_line
 def test_cases_are_parsed_and_bad_ones_named():
   assert bench.parse_case("kmeans:n=100,d=4,k=3,iters=2") == bench.Case("kmeans", 100, 4, 3, 2)
   assert bench.parse_case("sinkhorn:n=64,k=8") == bench.Case("sinkhorn", 64, 1, 8, 10)
-  for text, message in (("pca:n=1", "must be one of"), ("knn:n=10,d=2", "needs k"), ("knn:n=10,d=2,k=0", "positive"),
+  for text, message in (("svd:n=1", "must be one of"), ("knn:n=10,d=2", "needs k"), ("knn:n=10,d=2,k=0", "positive"),
                         ("gmm:n=5,d=2,k=9", "must not exceed"), ("kmeans:n=5,d=2,k=2,x=1", "n=, d=, k= or iters=")):
     with pytest.raises(ValueError, match=message):
       bench.parse_case(text)
