@@ -280,7 +280,7 @@ def _train(stages, run: Run, stop_after):
           [ocp.checkpoint_managers.LatestN(run.config.keep_checkpoints), policy])))
   saves = manager.latest_step() or 0
   for step in manager.all_steps():
-    if step != saves and _unreadable(manager, step):
+    if step != saves and not readable(manager, step):
       # Orbax deletes old checkpoints file by file in the background: a run killed meanwhile leaves one half
       # deleted (seen in CI). Never the latest (saves are renamed into place whole), never a stage start (kept).
       run.log(f"checkpoint {step} is incomplete (a deletion cut short by the end of a run); ignored")
@@ -568,12 +568,13 @@ def _nearest(z, means):
   return np.sqrt(np.maximum(d2.min(1), 0.0))
 
 
-def _unreadable(manager, step) -> bool:
+def readable(manager, step) -> bool:
+  """Whether checkpoint ``step``'s meta can be read (a step orbax was deleting when a run was killed cannot)."""
   try:
     manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return False
-  except Exception:  # orbax raises many types
     return True
+  except Exception:  # orbax raises many types
+    return False
 
 
 def _meta(manager, step, run) -> dict:

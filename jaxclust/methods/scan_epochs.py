@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
 
-from jaxclust import epochs, parallel
+from jaxclust import engine, epochs, parallel
 from jaxclust import workdir as workdirs
 from jaxclust.data import augment, augment_tf, augment_vectors, stream
 from jaxclust.methods import moco, networks, scan, simclr
@@ -292,20 +292,12 @@ def pretext_source(config):
   # A step other than the latest may be half deleted (orbax deletes old checkpoints in the background and a run
   # killed meanwhile leaves one so, as the engine knows): skipped, never the latest (saves land whole).
   ends = [step for step in manager.all_steps()
-          if (step == latest or _readable(manager, step)) and ended(restore(manager, step, None, name))]
+          if (step == latest or engine.readable(manager, step)) and ended(restore(manager, step, None, name))]
   if not ends:
     manager.close()
     raise ValueError(f"{name}: {source} has no finished pretext; run it to the end of its pretext first "
                      "(`jaxclust fit scan --stage pretext`)")
   return manager, ends[0]
-
-
-def _readable(manager, step) -> bool:
-  try:
-    manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return True
-  except Exception:  # orbax raises many types
-    return False
 
 
 def restore(manager, step, template, name):
