@@ -350,10 +350,8 @@ def _update(args) -> int:
     raise ValueError(f"--replay={args.replay} needs --finetune")
   if args.replay is not None and args.replay < 1:
     raise ValueError(f"--replay={args.replay} must be at least 1")
-  report = updating.update(args.workdir, data.x, min_group=args.min_group, finetune=args.finetune,
-                           replay=args.replay, log=print)
-  print(f"saved to {updating.version_folder(args.workdir, report['version'])}")
-  print(updating.summary_line(report))
+  updating.update(args.workdir, data.x, min_group=args.min_group, finetune=args.finetune, replay=args.replay,
+                  log=print)  # its last line: the version's figures
   return 0
 
 

@@ -126,6 +126,7 @@ def update(workdir, x, *, min_group: int = 0, finetune: bool = False, replay: in
       workdirs.save_npy(folder / "centers.npy", centers)
       workdirs.save_npy(folder / "counts.npy", counts)
     workdirs.write_json(folder / "update.json", report)  # last: a version is complete once this exists
+  log(f"saved to {folder}")
   log(summary_line(report))
   return report
 

@@ -132,6 +132,7 @@ def test_the_command_line_updates_and_refuses_bad_input_in_one_line(blobs_run, t
   assert cli.main(["update", "--workdir", str(workdir), "--input", str(tmp_path / "new.npy")]) == 0
   out = capsys.readouterr().out.splitlines()
   assert out[-1].startswith("version 1: 40 new rows") and (workdir / "updates" / "0001" / "update.json").exists()
+  assert sum(line.startswith("version 1:") for line in out) == 1 and out[-2] == f"saved to {workdir / 'updates' / '0001'}"
   np.save(tmp_path / "wide.npy", np.random.default_rng(0).normal(size=(5, 9)).astype(np.float32))
   assert cli.main(["update", "--workdir", str(workdir), "--input", str(tmp_path / "wide.npy")]) == 2
   assert "(9,)" in error_line(capsys)
