@@ -22,7 +22,7 @@ their class's prototype; SwAV starts each labelled class's prototype at its rows
 from __future__ import annotations
 
 import csv
-import os
+import io
 from typing import NamedTuple
 
 import numpy as np
@@ -41,16 +41,18 @@ class Seeds(NamedTuple):
 
 
 def read(path) -> tuple[np.ndarray, list[str]]:
-  """``(index, label)`` rows of seed file ``path``, unchecked against any data (:func:`resolve` checks them)."""
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise ValueError(f"seed labels file {path} does not exist" if not os.path.exists(path)
+  """``(index, label)`` rows of seed file ``path`` (a local path or a URL), unchecked against any data
+  (:func:`resolve` checks them)."""
+  from jaxclust import workdir as workdirs
+  file = workdirs.path(path)
+  if not file.is_file():
+    raise ValueError(f"seed labels file {path} does not exist" if not file.exists()
                      else f"seed labels file {path} is not a file")
   try:
-    with open(path, newline="") as f:
-      rows = [[v.strip() for v in row] for row in csv.reader(f) if any(v.strip() for v in row)]
+    text = file.read_text()
   except (OSError, UnicodeDecodeError) as e:
     raise ValueError(f"cannot read seed labels file {path}: {e}") from e
+  rows = [[v.strip() for v in row] for row in csv.reader(io.StringIO(text)) if any(v.strip() for v in row)]
   if rows and not _integer(rows[0][0]):
     rows = rows[1:]  # a header line
   if not rows:
@@ -63,10 +65,13 @@ def read(path) -> tuple[np.ndarray, list[str]]:
 
 
 def write(path, index, labels) -> None:
-  with open(os.fspath(path), "w", newline="") as f:
-    out = csv.writer(f)
-    out.writerow(["index", "label"])
-    out.writerows(zip((int(i) for i in index), (str(v) for v in labels)))
+  """A seed file (a local path or a URL) of ``index,label`` rows with a header."""
+  from jaxclust import workdir as workdirs
+  text = io.StringIO()
+  out = csv.writer(text, lineterminator="\n")
+  out.writerow(["index", "label"])
+  out.writerows(zip((int(i) for i in index), (str(v) for v in labels)))
+  workdirs.write_text(workdirs.path(path), text.getvalue())
 
 
 def from_arrays(seed_labels) -> tuple[np.ndarray, list[str]]:

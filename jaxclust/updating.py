@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import datetime
 import math
+import time
 
+import ml_collections
 import numpy as np
 from scipy.sparse import csgraph, csr_matrix
 
@@ -169,17 +171,13 @@ def finetuned(workdir, version: int):
 
 def _finetune(home, run, x, folder, replay, training, log) -> tuple[np.ndarray, dict]:
   """The fine-tuning run of an update (see :func:`update`); ``(the new rows' labels, its figures)``."""
-  import time
-
-  import ml_collections
-
   from jaxclust import methods, seeding
   from jaxclust.data import sources
   start = time.perf_counter()
   config = ml_collections.ConfigDict(workdirs.read_json(home / "config.json"))
   config.n_clusters, config.report, config.labels = run.k, False, ""
   reuse = getattr(methods.get(config.method), "REUSE", None)
-  if reuse and not _setting(config, reuse):
+  if reuse and not _setting(config, reuse):  # the run's own earlier stage, unless it took another run's
     config.update_from_flattened_dict({reuse: str(home)})
   old = engine.training_rows(home, training)
   count = min(len(old), len(x) if replay is None else int(replay))
@@ -199,9 +197,9 @@ def _finetune(home, run, x, folder, replay, training, log) -> tuple[np.ndarray, 
 
 
 def _setting(config, dotted: str):
-  for part in dotted.split("."):
-    config = config.get(part) if config is not None else None
-  return config
+  from jaxclust import configs
+  node, key = configs.locate(config, dotted)
+  return node[key]
 
 
 def _current(run, method, state, home, version: int, order) -> dict:

@@ -3,6 +3,8 @@ groups against brute force, versions, predict by version, the original run untou
 
 import hashlib
 import json
+import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -61,7 +63,6 @@ def _digest(workdir):
 def test_an_update_moves_the_centers_as_mini_batch_k_means_and_flags_the_new_blob(blobs_run, tmp_path):
   model, x, y = blobs_run
   workdir = model.workdir_
-  import pathlib
   untouched = _digest(pathlib.Path(workdir))
   method, run, state = engine.restore(workdir, version=None)
   centers = np.asarray(dec.centers(run, state), np.float64)
@@ -104,7 +105,6 @@ def test_an_update_moves_the_centers_as_mini_batch_k_means_and_flags_the_new_blo
 
 def test_a_method_without_centers_keeps_its_assignment_and_moves_its_cluster_means(blobs_run, tmp_path, monkeypatch):
   model, x, y = blobs_run
-  import shutil
   workdir = tmp_path / "copy"
   shutil.copytree(model.workdir_, workdir, ignore=shutil.ignore_patterns("updates"))
   monkeypatch.delattr(dec, "with_centers")
@@ -125,7 +125,6 @@ def test_a_method_without_centers_keeps_its_assignment_and_moves_its_cluster_mea
 
 def test_the_command_line_updates_and_refuses_bad_input_in_one_line(blobs_run, tmp_path, capsys):
   model, x, _ = blobs_run
-  import shutil
   workdir = tmp_path / "copy"
   shutil.copytree(model.workdir_, workdir, ignore=shutil.ignore_patterns("updates"))
   np.save(tmp_path / "new.npy", x[:40])
@@ -145,7 +144,6 @@ def test_the_command_line_updates_and_refuses_bad_input_in_one_line(blobs_run, t
 
 def test_a_fine_tuning_update_trains_from_the_pretrained_autoencoder_and_keeps_the_replayed_clusters(blobs_run, tmp_path):
   model, x, y = blobs_run
-  import shutil
   workdir = tmp_path / "copy"
   shutil.copytree(model.workdir_, workdir, ignore=shutil.ignore_patterns("updates"))
   training = x[y != 3]
@@ -201,7 +199,6 @@ def test_every_kind_of_method_updates(tmp_path, method):
 
 def test_partial_fit_is_the_api_twin_of_update(blobs_run, tmp_path):
   model, x, y = blobs_run
-  import shutil
   workdir = tmp_path / "copy"
   shutil.copytree(model.workdir_, workdir, ignore=shutil.ignore_patterns("updates"))
   again = jaxclust.DEC(3, workdir=workdir, **{k.replace(".", "__"): v for k, v in _fast("dec").items()})
