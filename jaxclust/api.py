@@ -243,3 +243,13 @@ class DeepClusterV2(Estimator):
   """DeepCluster-v2 (Caron et al. 2020): k-means of a memory bank every epoch, the targets of a prototype
   classifier."""
   method = "deepcluster"
+
+
+class SimCLR(Estimator):
+  """SimCLR pretraining (Chen et al. 2020), then spherical k-means (or the kNN readout) of its features."""
+  method = "simclr"
+
+
+class MoCo(Estimator):
+  """MoCo v2 pretraining (Chen et al. 2020), then spherical k-means (or the kNN readout) of its features."""
+  method = "moco"

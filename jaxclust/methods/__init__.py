@@ -9,6 +9,8 @@ REGISTRY = {
     "scan": "jaxclust.methods.scan",
     "swav": "jaxclust.methods.swav",
     "deepcluster": "jaxclust.methods.deepcluster",
+    "simclr": "jaxclust.methods.contrastive",  # SimCLR pretraining, then k-means of its features
+    "moco": "jaxclust.methods.contrastive",  # MoCo v2 pretraining, then k-means
 }
 
 

@@ -304,7 +304,8 @@ def stages(run):
   # What this process computed from the data: the mined neighbours (the SCAN stage reads neighbors.npy only on
   # resume) and, for vector rows, the views' neighbours and statistics.
   mined = {}
-  pretext = _pretext_stage(run, models["pretext"], example, mined)
+  pretext = scan_epochs.pretext_stage(run, models["pretext"], example, scan_epochs.view_options(run.config),
+                                      lambda: _vector_context(run, mined))
   return (pretext, _mine_stage(run, models["pretext"], pretext.template, mined),
           *_cluster_stages(run, models["cluster"], example, mined))
 
@@ -338,42 +339,6 @@ def assign(run, state, x) -> engine.Assignment:
   x = jnp.asarray(x)
   labels, confidence = scan_epochs.predict(model, variables, x, len(x), best_head(state), chunk)
   return engine.Assignment(labels, confidence, parallel.fetch(scan_epochs.features(model, variables, x, len(x), chunk)))
-
-
-def _pretext_stage(run, model, example, mined) -> engine.Stage:
-  """1. The pretext (SimCLR or MoCo), or another run's finished pretext (``pretext.init_from``, no epochs)."""
-  config, c = run.config, run.config.pretext
-  tx = scan_epochs.pretext_tx(config, run.n)
-  options, view = scan_epochs.pretext_options(config), scan_epochs.view_options(config)
-
-  def template(run):
-    return parallel.put(scan_epochs.pretext_init(config, model, jax.random.key(0), example, tx), run.mesh)
-
-  def start(run, previous):
-    if c.get("init_from"):
-      manager, step = scan_epochs.pretext_source(config)
-      try:
-        state = scan_epochs.restore(manager, step, template(run), f"pretext.init_from={c.init_from!r}")
-      finally:
-        manager.close()
-      run.log(f"pretext from {c.init_from} (its checkpoint {step}); pretext skipped")
-      return state
-    return parallel.put(scan_epochs.pretext_init(config, model, jax.random.fold_in(run.key, 0), example, tx), run.mesh)
-
-  def epoch(run, state, epoch):
-    rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
-    if run.source is None:
-      fn = scan_epochs.pretext_epoch(model, tx, c.batch_size, run.n, run.shape, options, view, epochs.shard(run.mesh))
-      context = _vector_context(run, mined)
-      state, m = fn(state, run.x, rng) if context is None else fn(state, run.x, context, rng)
-    else:
-      weak, _ = scan_epochs.host_views(run.shape, *view)
-      step = epochs.host_step(options[0], model=model, tx=tx, augment=None, **dict(options[1]))
-      state, m = epochs.host_epoch(step, state, rng, stream.source_view_batches(
-          run.source, views=(weak, weak), batch_size=c.batch_size, seed=config.seed, epoch=epoch, mesh=run.mesh))
-    return state, {"loss": float(m["loss"])}
-
-  return engine.Stage("pretext", 0 if c.get("init_from") else c.epochs, start, template, epoch)
 
 
 def _mine_stage(run, model, template, mined) -> engine.Stage:

@@ -210,6 +210,45 @@ def selflabel_epoch(model, tx, batch_size, n, image_shape, head, threshold, batc
   return epochs.batch_epoch(step, batch_size, n, sharding)
 
 
+def pretext_stage(run, model, example, view, context) -> engine.Stage:
+  """The pretext stage (SimCLR or MoCo, ``config.pretext``) of SCAN and of the two-step methods
+  (:mod:`jaxclust.methods.contrastive`), or another run's finished pretext (``pretext.init_from``, no epochs).
+  ``view``: :func:`view_options`' hashable views (only the weak one is used); ``context()``: the vector views'
+  context, or None for images."""
+  config, c = run.config, run.config.pretext
+  tx = pretext_tx(config, run.n)
+  options = pretext_options(config)
+
+  def template(run):
+    return parallel.put(pretext_init(config, model, jax.random.key(0), example, tx), run.mesh)
+
+  def start(run, previous):
+    if c.get("init_from"):
+      manager, step = pretext_source(config)
+      try:
+        state = restore(manager, step, template(run), f"pretext.init_from={c.init_from!r}")
+      finally:
+        manager.close()
+      run.log(f"pretext from {c.init_from} (its checkpoint {step}); pretext skipped")
+      return state
+    return parallel.put(pretext_init(config, model, jax.random.fold_in(run.key, 0), example, tx), run.mesh)
+
+  def epoch(run, state, epoch):
+    rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
+    if run.source is None:
+      fn = pretext_epoch(model, tx, c.batch_size, run.n, run.shape, options, view, epochs.shard(run.mesh))
+      vector_context = context()
+      state, m = fn(state, run.x, rng) if vector_context is None else fn(state, run.x, vector_context, rng)
+    else:
+      weak, _ = host_views(run.shape, *view)
+      step = epochs.host_step(options[0], model=model, tx=tx, augment=None, **dict(options[1]))
+      state, m = epochs.host_epoch(step, state, rng, stream.source_view_batches(
+          run.source, views=(weak, weak), batch_size=c.batch_size, seed=config.seed, epoch=epoch, mesh=run.mesh))
+    return state, {"loss": float(m["loss"])}
+
+  return engine.Stage("pretext", 0 if c.get("init_from") else c.epochs, start, template, epoch)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def features(model, variables, x, n, chunk):
   """The backbone's features of the first ``n`` rows of ``x``, ``chunk`` rows at a time."""
@@ -237,6 +276,12 @@ def predict(model, variables, x, n, head, chunk):
   return parallel.fetch(labels), parallel.fetch(confidence)
 
 
+def chunk_size(config) -> int:
+  """Images per chunk of a pass over the dataset: SCAN's ``mine.chunk_size``, the two-step methods'
+  ``readout.chunk_size``."""
+  return (config.mine if "mine" in config else config.readout).chunk_size
+
+
 def over_images(run, what: str, model, variables, head: int = 0):
   """``what`` the network gives every image of the run, in dataset order: ``"features"`` (the backbone's)
   or ``"projections"`` ``[n, d]`` on the devices, or ``"predict"`` ``(labels [n], confidence [n], images)``
@@ -248,7 +293,7 @@ def over_images(run, what: str, model, variables, head: int = 0):
   devices, where the kNN and the SCAN epochs read rows of them at random. A tfds stream's true labels
   are known only once it is read: such a pass sets ``run.y``, which mining and the epochs' figures score.
   """
-  chunk = run.config.mine.chunk_size
+  chunk = chunk_size(run.config)
   if run.source is None:
     if what == "predict":
       return (*predict(model, variables, run.x, run.n, head, chunk), None)
