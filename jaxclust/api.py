@@ -253,3 +253,8 @@ class SimCLR(Estimator):
 class MoCo(Estimator):
   """MoCo v2 pretraining (Chen et al. 2020), then spherical k-means (or the kNN readout) of its features."""
   method = "moco"
+
+
+class ContrastiveClustering(Estimator):
+  """Contrastive Clustering (Li et al. 2021): instance- and cluster-level contrast of two views, one stage."""
+  method = "cc"

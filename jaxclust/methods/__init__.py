@@ -11,6 +11,7 @@ REGISTRY = {
     "deepcluster": "jaxclust.methods.deepcluster",
     "simclr": "jaxclust.methods.contrastive",  # SimCLR pretraining, then k-means of its features
     "moco": "jaxclust.methods.contrastive",  # MoCo v2 pretraining, then k-means
+    "cc": "jaxclust.methods.cc",
 }
 
 
