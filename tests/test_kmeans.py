@@ -200,3 +200,50 @@ class TestRange:
     x = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
     with pytest.raises(ValueError, match=match):
       kmeans_module.kmeans_range(x, ks, rng=jax.random.key(0), runs=1, init=init)
+
+
+def _lloyd_split_reference(x, centers, iters):
+  """Lloyd's algorithm with DeepCluster's empty-cluster rule, in numpy, for a case where one cluster is
+  the only donor: the empty center becomes the donor's times 1 + eps (alternating signs), the donor's 1 - eps."""
+  centers = centers.astype(np.float64).copy()
+  sign = np.where(np.arange(x.shape[1]) % 2 == 0, 1.0, -1.0) / 1024
+  for _ in range(iters):
+    labels = np.argmin(((x[:, None] - centers[None]) ** 2).sum(-1), 1)
+    counts = np.bincount(labels, minlength=len(centers))
+    new = np.stack([x[labels == j].mean(0) if counts[j] else centers[j] for j in range(len(centers))])
+    for j in np.flatnonzero(counts == 0):
+      donor = int(np.argmax(counts))
+      assert np.sum(counts > 0) == 1  # the case this reference covers: the draw has one outcome
+      new[j], new[donor] = new[donor] * (1 + sign), new[donor] * (1 - sign)
+    centers = new
+  return centers, np.argmin(((x[:, None] - centers[None]) ** 2).sum(-1), 1)
+
+
+def test_empty_clusters_split_as_deepcluster_does(mesh):
+  """empty="split": the paper's rule checked against the numpy reference on a case whose draw is forced (every
+  point nearest the first center, so the second cluster is empty and the first is the only donor); on 8 devices
+  the same."""
+  rng = np.random.default_rng(0)
+  x = np.concatenate([rng.normal([5, 5, 1, 2], 0.5, (100, 4)), rng.normal([-3, 7, 2, -1], 0.5, (92, 4))])
+  x = x.astype(np.float32)
+  init = np.stack([x.mean(0), np.full(4, 100.0)]).astype(np.float32)
+  want_centers, want_labels = _lloyd_split_reference(x.astype(np.float64), init, 30)
+  out = jaxclust.kmeans(jnp.asarray(x), 2, rng=jax.random.key(0), init=init, empty="split", max_iter=30, tol=0.0)
+  np.testing.assert_array_equal(np.asarray(out.labels), want_labels)
+  np.testing.assert_allclose(np.asarray(out.centers), want_centers, rtol=1e-4, atol=1e-4)
+  assert set(np.bincount(want_labels)) == {100, 92}  # the split found the two blobs
+  sharded = jaxclust.kmeans(jaxclust.parallel.shard_rows(jnp.asarray(x), mesh), 2, rng=jax.random.key(0), init=init, empty="split",
+                   max_iter=30, tol=0.0)
+  np.testing.assert_array_equal(np.asarray(sharded.labels), want_labels)
+  # The default rule moves the empty center onto the farthest point instead: another route, the same blobs here.
+  farthest = jaxclust.kmeans(jnp.asarray(x), 2, rng=jax.random.key(0), init=init, max_iter=30, tol=0.0)
+  assert set(np.bincount(np.asarray(farthest.labels))) == {100, 92}
+  with pytest.raises(ValueError, match="empty='none' must be 'farthest' or 'split'"):
+    jaxclust.kmeans(jnp.asarray(x), 2, rng=jax.random.key(0), empty="none")
+
+
+def test_split_rule_draws_donors_by_size_and_leaves_no_cluster_empty():
+  x = np.random.default_rng(1).normal(size=(400, 8)).astype(np.float32)
+  init = np.concatenate([x[:3], np.full((5, 8), 50.0, np.float32)])  # five centers no point is near
+  out = jaxclust.kmeans(jnp.asarray(x), 8, rng=jax.random.key(3), init=init, empty="split", max_iter=50)
+  assert np.all(np.asarray(out.counts) > 0)

@@ -34,13 +34,14 @@ class KMeansOutput(NamedTuple):
 def kmeans(x, k: int, *, rng, n_init: int = 1, max_iter: int = 300, tol: float = 1e-4,
            init="k-means++", sample_weight=None, spherical: bool = False,
            n_local_trials: int | None = None, chunk_size: int | None = None,
-           precision=None) -> KMeansOutput:
+           precision=None, empty: str = "farthest") -> KMeansOutput:
   """Clusters ``x`` into ``k`` groups with Lloyd's algorithm.
 
   The ``n_init`` restarts run together (``vmap``: one GEMM against all ``n_init * k`` centers per
   chunk); the one with the lowest inertia is returned. A cluster that loses all its points is
-  re-seeded with the points farthest from their centers (as scikit-learn does), so no center is
-  ever NaN; a warning names the clusters still empty at the end (fewer than k distinct points).
+  re-seeded with the points farthest from their centers (as scikit-learn does; ``empty="split"``:
+  DeepCluster's rule, see below), so no center is ever NaN; a warning names the clusters still empty at the
+  end (fewer than k distinct points).
 
   Sharding: if ``x`` is a global ``jax.Array`` whose rows are sharded over a mesh (see
   :func:`jaxclust.parallel.shard_rows`), each device scans its own rows and partial sums are
@@ -71,6 +72,11 @@ def kmeans(x, k: int, *, rng, n_init: int = 1, max_iter: int = 300, tol: float =
     chunk_size: rows per distance block; default sized to the platform (see Memory).
     precision: ``lax.Precision`` of the distance GEMM; None is JAX's default (TF32 on Ampere and
       later GPUs: pass ``lax.Precision.HIGHEST`` for full fp32 there).
+    empty: what an iteration does with a cluster left empty. ``"farthest"``: it moves onto one of the points
+      farthest from their centers. ``"split"`` (DeepCluster, Caron et al. 2018, as faiss does): a non-empty
+      cluster is drawn with probability proportional to its size, the empty cluster's center becomes a copy
+      of its center perturbed by ``1 +- 1/1024`` (alternating signs over the dimensions, the other center
+      the opposite way), and the next assignment splits the drawn cluster's points between the two.
 
   Returns:
     A :class:`KMeansOutput`.
@@ -107,10 +113,12 @@ def kmeans(x, k: int, *, rng, n_init: int = 1, max_iter: int = 300, tol: float =
   if chunk_size is None:
     chunk_size = default_chunk_size(n // (sharding.n_shards if sharding else 1), n_init * k)
   chunk_size = validation.check_count(chunk_size, "chunk_size", low=1)
+  if empty not in ("farthest", "split"):
+    raise ValueError(f"empty={empty!r} must be 'farthest' or 'split'")
 
   out = _solve(x, sample_weight, init, rng, jnp.float32(tol), k=k, n_init=n_init, max_iter=max_iter,
                n_trials=n_local_trials, chunk_size=chunk_size, spherical=spherical,
-               precision=precision, sharding=sharding, batched=batched)
+               precision=precision, sharding=sharding, batched=batched, split=empty == "split")
   empty = validation.host_int(jnp.sum(out.counts <= 0))
   if empty:
     warnings.warn(f"k-means ended with {empty} empty clusters out of k={k}: x has fewer "
@@ -204,9 +212,9 @@ def _check_init(init, *, batched, n_init, k, d, x_shape):
 
 
 def _solve_impl(x, w, init, rng, tol, *, k, n_init, max_iter, n_trials, chunk_size, spherical,
-                precision, sharding, batched):
+                precision, sharding, batched, split=False):
   solve = functools.partial(_solve_local, k=k, n_init=n_init, max_iter=max_iter, n_trials=n_trials,
-                            chunk_size=chunk_size, spherical=spherical, precision=precision)
+                            chunk_size=chunk_size, spherical=spherical, precision=precision, split=split)
   if batched:
     rngs = jax.random.split(rng, x.shape[0])
     in_axes = (0, 0, None if init is None else 0, 0, None)
@@ -224,15 +232,16 @@ def _solve_impl(x, w, init, rng, tol, *, k, n_init, max_iter, n_trials, chunk_si
 
 
 _STATIC = ("k", "n_init", "max_iter", "n_trials", "chunk_size", "spherical", "precision", "sharding",
-           "batched")
+           "batched", "split")
 _solve = jax.jit(_solve_impl, static_argnames=_STATIC)
 
 
 def _solve_local(x, w, init, rng, tol, *, k, n_init, max_iter, n_trials, chunk_size, spherical,
-                 precision, axis_name):
+                 precision, axis_name, split=False):
   """One problem on this device's rows; collectives over ``axis_name`` make it global."""
   psum = (lambda v: lax.psum(v, axis_name)) if axis_name else (lambda v: v)
-  ops = _Ops(k=k, chunk_size=chunk_size, spherical=spherical, precision=precision, psum=psum)
+  ops = _Ops(k=k, chunk_size=chunk_size, spherical=spherical, precision=precision, psum=psum,
+             split_key=jax.random.fold_in(rng, 1) if split else None)
 
   # scikit-learn's tolerance: relative to the mean per-feature variance of the (unweighted) data.
   xf = x.astype(jnp.float32)
@@ -265,6 +274,7 @@ class _Ops(NamedTuple):
   precision: object
   psum: object
   valid: object = None
+  split_key: object = None  # empty="split": the key of the donors' draws (folded with the iteration)
 
   def rows(self, xc):
     xc = xc.astype(jnp.float32)
@@ -317,9 +327,12 @@ def _lloyd(x, w, centers, tol_abs, ops, max_iter, axis_name):
     new = jnp.where(counts[..., None] > 0, sums / jnp.maximum(counts, 1e-30)[..., None], centers)
     empty = counts <= 0 if ops.valid is None else (counts <= 0) & ops.valid
     # The cond sits outside the vmap so the re-seeding pass runs only when a cluster is empty.
-    new = lax.cond(jnp.any(empty),
-                   lambda: jax.vmap(lambda c, nw, e: _reseed(x, w, c, nw, e, ops, axis_name))(centers, new, empty),
-                   lambda: new)
+    if ops.split_key is not None:
+      keys = jax.random.split(jax.random.fold_in(ops.split_key, it), r)
+      reseed = lambda: jax.vmap(_split)(new, counts, empty, keys)
+    else:
+      reseed = lambda: jax.vmap(lambda c, nw, e: _reseed(x, w, c, nw, e, ops, axis_name))(centers, new, empty)
+    new = lax.cond(jnp.any(empty), reseed, lambda: new)
     if ops.spherical:
       new = normalize_rows(new)
     shift = jnp.sum((new - centers) ** 2, axis=(1, 2))
@@ -330,6 +343,30 @@ def _lloyd(x, w, centers, tol_abs, ops, max_iter, axis_name):
   init = (centers, jnp.zeros(r, jnp.int32), jnp.zeros(r, bool), jnp.int32(0))
   centers, n_iter, converged, _ = lax.while_loop(cond, body, init)
   return centers, n_iter, converged
+
+
+SPLIT_EPS = 1.0 / 1024  # faiss's relative perturbation of a split cluster's two centers
+
+
+def _split(new, counts, empty, key):
+  """DeepCluster's empty clusters (see :func:`kmeans`' ``empty="split"``): in order, each empty cluster takes a
+  non-empty one drawn by size (the sizes updated as clusters are split: each half keeps half the weight)."""
+  k, d = new.shape
+  sign = jnp.where(jnp.arange(d) % 2 == 0, 1.0, -1.0) * SPLIT_EPS
+
+  def one(carry, j):
+    new, counts = carry
+    donor = jax.random.choice(jax.random.fold_in(key, j), k, p=counts / jnp.sum(counts))
+
+    def split():
+      center, half = new[donor], counts[donor] / 2
+      return (new.at[j].set(center * (1 + sign)).at[donor].set(center * (1 - sign)),
+              counts.at[j].set(half).at[donor].set(half))
+
+    return lax.cond(empty[j], split, lambda: (new, counts)), None
+
+  (new, _), _ = lax.scan(one, (new, counts.astype(jnp.float32)), jnp.arange(k))
+  return new
 
 
 def _reseed(x, w, centers, new, empty, ops, axis_name):
