@@ -258,3 +258,9 @@ class MoCo(Estimator):
 class ContrastiveClustering(Estimator):
   """Contrastive Clustering (Li et al. 2021): instance- and cluster-level contrast of two views, one stage."""
   method = "cc"
+
+
+class DeepCluster(Estimator):
+  """DeepCluster (Caron et al. 2018): k-means of PCA-whitened features every epoch as the targets of a classifier
+  re-initialized each time, images sampled uniformly over the clusters."""
+  method = "deepcluster2018"

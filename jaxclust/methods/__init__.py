@@ -12,6 +12,7 @@ REGISTRY = {
     "simclr": "jaxclust.methods.contrastive",  # SimCLR pretraining, then k-means of its features
     "moco": "jaxclust.methods.contrastive",  # MoCo v2 pretraining, then k-means
     "cc": "jaxclust.methods.cc",
+    "deepcluster2018": "jaxclust.methods.deepcluster2018",  # DeepCluster (Caron et al. 2018)
 }
 
 
