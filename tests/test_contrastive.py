@@ -134,3 +134,14 @@ def test_python_api_on_vector_rows(tmp_path, blobs):
   np.testing.assert_array_equal(model.predict(x[:100]), model.labels_[:100])
   assert model.transform(x[:5]).shape == (5, model.config_.mlp_widths[-1])
   assert model.summary_["acc"] > 0.5  # 8 well-separated blobs (k-means of the raw rows: above 0.9)
+
+
+def test_a_run_reads_out_another_runs_pretext(tmp_path, simclr_run):
+  """pretext.init_from: no pretext epochs, the source's network; the same readout gives the same clusters."""
+  source = simclr_run[0]
+  again = engine.fit(config("simclr", f"pretext.init_from={source}"), tmp_path / "again", log=lambda _: None,
+                     mesh=ONE_DEVICE)
+  assert again["train_seconds"] == 0.0
+  np.testing.assert_array_equal(np.load(tmp_path / "again" / "labels.npy"), np.load(source / "labels.npy"))
+  with pytest.raises(ValueError, match=r"pretext network differs from this one's in \['pretext.method'"):
+    engine.fit(config("moco", f"pretext.init_from={source}"), tmp_path / "moco", log=lambda _: None, mesh=ONE_DEVICE)

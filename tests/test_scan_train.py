@@ -140,7 +140,7 @@ def test_bad_settings_fail_before_any_work(tmp_path, section, setting, value, me
 def test_pretext_init_from_is_checked_before_any_work(tmp_path):
   config = tiny_config()
   config.pretext.init_from = str(tmp_path / "nothing")
-  with pytest.raises(ValueError, match=r"pretext.init_from=.*nothing.*is not a SCAN workdir"):
+  with pytest.raises(ValueError, match=r"pretext.init_from=.*nothing.*is not a SCAN, SimCLR or MoCo workdir"):
     engine.fit(config, tmp_path / "run", log=lambda _: None)
   source = tmp_path / "source"
   (source / "checkpoints").mkdir(parents=True)

@@ -15,6 +15,9 @@ The readout (``readout.method``) only reads the trained network, so changing it 
   SwAV and DeepCluster-v2 read out with); a new row joins its nearest over-cluster's group
   (``centroids.npy``, ``groups.npy``).
 
+``pretext.init_from`` starts from another run's finished pretext (a SCAN, SimCLR or MoCo workdir with the
+same network) instead of training one: one pretext, many readouts.
+
 ``readout.features`` picks the backbone's pooled features ("backbone", the linear-evaluation features of
 the papers) or the projection head's output ("projection"). With seed labels (:mod:`jaxclust.seeding`)
 the k-means starts from the labelled classes' mean features (Seeded-KMeans).
@@ -92,6 +95,8 @@ def prepare(config, data, mesh) -> engine.Prepared:
   if config.pretext.batch_size % mesh.size:
     raise ValueError(f"pretext.batch_size={config.pretext.batch_size} is not divisible by the {mesh.size} devices")
   scan_epochs.pretext_options(config)  # a queue that batches do not fill fails here
+  if config.pretext.get("init_from"):  # a source without a finished pretext fails before the workdir exists
+    scan_epochs.pretext_source(config)[0].close()
   if source is not None:
     return engine.Prepared(k, None, source, n, tuple(shape))
   return engine.Prepared(k, np.asarray(data.x, np.float32))
@@ -190,7 +195,6 @@ def config() -> ml_collections.ConfigDict:
   c = configs.shared()
   for key in ("backbone", "stem", "dtype", "cnn_channels", "augment", "pretext"):
     c[key] = base[key]
-  del c.pretext["init_from"]
   # readout.method: "kmeans" (spherical k-means into the clusters reported) or "knn" (readout.clusters
   # k-means over-clusters, 0: ten per cluster reported, grouped by their members' readout.neighbors nearest
   # neighbours). restarts: the k-means restarts (the lowest inertia kept). chunk_size: images per pass chunk.
@@ -214,9 +218,7 @@ def _from_scan(recipe: str):
         c[key] = base[key]
       elif key in c:
         del c[key]
-    pretext = base.pretext
-    del pretext["init_from"]
-    c.pretext = pretext
+    c.pretext = base.pretext
     c.readout.chunk_size = base.mine.chunk_size
     c.pretext.method = c.method
     if c.method == "moco":
@@ -228,6 +230,9 @@ def _from_scan(recipe: str):
 
   return apply
 
+
+# The setting that starts a run from another finished run's pretext (reruns reuse it: jaxclust stability).
+REUSE = "pretext.init_from"
 
 _REFERENCE = {"vectors": 10_000, "small_images": 70_000, "images": 50_000, "digits": 1797}
 

@@ -312,6 +312,7 @@ def over_images(run, what: str, model, variables, head: int = 0):
 
 # The settings that shape the pretext network and its checkpointed state: a run may start from another
 # run's pretext (pretext.init_from) only if they agree.
+PRETEXT_METHODS = ("scan", "simclr", "moco")  # the methods whose runs hold a pretext (jaxclust.methods.contrastive)
 PRETEXT_SHAPE = ("backbone", "stem", "cnn_channels", "mlp_widths", "pretext.method", "pretext.optimizer",
                  "pretext.head_hidden", "pretext.head_out", "pretext.queue_size")
 
@@ -322,17 +323,20 @@ def pretext_source(config):
   source = workdirs.path(config.pretext.init_from)
   name = f"pretext.init_from={config.pretext.init_from!r}"
   if not (source / "config.json").exists() or not (source / "checkpoints").is_dir():
-    raise ValueError(f"{name}: {source} is not a SCAN workdir (no config.json and checkpoints)")
+    raise ValueError(f"{name}: {source} is not a SCAN, SimCLR or MoCo workdir (no config.json and checkpoints)")
   theirs = workdirs.read_json(source / "config.json")
   get = lambda c, key: functools.reduce(lambda d, part: d.get(part) if isinstance(d, dict) else None,
                                         key.split("."), c)
   ours = json.loads(config.to_json())
   differ = [key for key in PRETEXT_SHAPE if get(theirs, key) != get(ours, key)]
-  if theirs.get("method") != "scan" or differ:
+  if theirs.get("method") not in PRETEXT_METHODS or differ:
     raise ValueError(f"{name}: that run's pretext network differs from this one's in {differ or ['method']}")
   manager = ocp.CheckpointManager(source / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True))
   trained = theirs["pretext"]["epochs"]
-  ended = lambda meta: meta["stage"] == "mine" or (meta["stage"] == "pretext" and meta["progress"] == trained)
+  # SCAN's mining stage starts from the pretext's end; a two-step run's pretext is its only stage, so its final
+  # save (the engine's DONE) holds it too.
+  ended = lambda meta: meta["stage"] in ("mine", engine.DONE) or (meta["stage"] == "pretext"
+                                                                   and meta["progress"] == trained)
   latest = manager.latest_step()
   # A step other than the latest may be half deleted (orbax deletes old checkpoints in the background and a run
   # killed meanwhile leaves one so, as the engine knows): skipped, never the latest (saves land whole).
