@@ -3,8 +3,8 @@
 The small-image recipes were chosen on MNIST; this runs them as they are on another dataset (Fashion-MNIST
 by default), one `jaxclust fit` process per run, and tabulates ACC/NMI/ARI beside k-means baselines:
 k-means (scikit-learn, 10 restarts) of the raw pixels, and of each run's own embedding (the space the
-method clusters in, from `jaxclust.engine.predict`). IDEC starts from the DEC run's pretrained
-autoencoder of the same seed, as in the IDEC paper. Runs append to ``--out/runs.jsonl`` as they finish;
+method clusters in, from `jaxclust.engine.predict`). Some runs reuse another's finished stage (``REUSES``). Runs
+append to ``--out/runs.jsonl`` as they finish;
 a finished run is not redone, so an interrupted table goes on where it stopped.
 
     python experiments/heldout_table.py --data-dir ../shared/data --out /work/heldout
@@ -23,7 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("dec", "idec", "swav", "deepcluster", "vade", "scan")
+METHODS = ("dec", "idec", "simclr", "simclr_knn", "scan", "cc", "deepcluster2018", "swav", "deepcluster", "vade", "moco")
+# Runs that read another run's finished stage instead of training their own (the same settings and seed, so the
+# same network): IDEC from DEC's pretrained autoencoder, as in the IDEC paper; SCAN and the kNN readout from the
+# SimCLR run's pretext, which is SCAN's pretext recipe.
+REUSES = {"idec": ("dec", "pretrain.init_from"), "scan": ("simclr", "pretext.init_from"),
+          "simclr_knn": ("simclr", "pretext.init_from")}
+VARIANTS = {"simclr_knn": ("simclr", ["readout.method=knn"])}  # a name's method and settings
 
 
 def plan(args):
@@ -32,10 +38,13 @@ def plan(args):
   for seed in args.seeds:
     for method in args.methods:
       name = f"{args.dataset}_{method}_s{seed}"
-      fit = [method, "--dataset", args.dataset, "--data-dir", args.data_dir, "--set", f"seed={seed}"]
-      if method == "idec" and "dec" in args.methods:  # the IDEC paper's setup: DEC's pretrained autoencoder
-        fit += ["--set", f"pretrain.init_from={Path(args.out).absolute() / f'{args.dataset}_dec_s{seed}'}"]
-      runs.append((name, method, fit))
+      base, extra = VARIANTS.get(method, (method, []))
+      fit = [base, "--dataset", args.dataset, "--data-dir", args.data_dir, "--set", f"seed={seed}"]
+      fit += [arg for setting in extra for arg in ("--set", setting)]
+      if method in REUSES and REUSES[method][0] in args.methods:
+        source, setting = REUSES[method]
+        fit += ["--set", f"{setting}={Path(args.out).absolute() / f'{args.dataset}_{source}_s{seed}'}"]
+      runs.append((name, base, fit))
   return runs
 
 
@@ -56,8 +65,9 @@ def run_all(args):
       print(f"{name} failed with exit code {code}; see {out / name}.log", flush=True)
       continue
     summary = json.loads((out / name / "summary.json").read_text())
+    recipe = json.loads((out / name / "config.json").read_text())["recipe"]
     record = {"name": name, "command": " ".join(command), "process_seconds": wall,
-              "date": time.strftime("%Y-%m-%d"), **summary}
+              "date": time.strftime("%Y-%m-%d"), "recipe": recipe, **summary}
     with open(out / "runs.jsonl", "a") as f:
       f.write(json.dumps(record) + "\n")
     print(f"{name}: acc={summary['acc']:.4f} nmi={summary['nmi']:.4f} ari={summary['ari']:.4f} "
@@ -99,11 +109,11 @@ def report(args):
            f"Python {platform.python_version()}", "",
            f"k-means of the pixels (10 restarts): ACC {pixels['acc']:.4f}, NMI {pixels['nmi']:.4f}, "
            f"ARI {pixels['ari']:.4f}", "",
-           "| method | recipe | seed | ACC | NMI | ARI | k-means of its embedding: ACC / NMI / ARI | process s | date |",
+           "| run | recipe | seed | ACC | NMI | ARI | k-means of its embedding: ACC / NMI / ARI | process s | date |",
            "|---|---|---|---|---|---|---|---|---|"]
   for r in runs:
     b = embedded[r["name"]]
-    lines.append(f"| {r['method']} | {r.get('recipe', '')} | {r['seed']} | {r['acc']:.4f} | {r['nmi']:.4f} | "
+    lines.append(f"| {r['name']} | {r.get('recipe', '')} | {r['seed']} | {r['acc']:.4f} | {r['nmi']:.4f} | "
                  f"{r['ari']:.4f} | {b['acc']:.4f} / {b['nmi']:.4f} / {b['ari']:.4f} | "
                  f"{r['process_seconds']:.0f} | {r['date']} |")
   groups = {}
