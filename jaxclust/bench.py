@@ -1,4 +1,7 @@
-"""``jaxclust bench kernels``: the kernels' throughput on synthetic data, against peers measured in the same run.
+"""``jaxclust bench kernels`` and ``jaxclust bench steps``: throughput on synthetic data.
+
+``kernels``: the kernels, against peers measured in the same run. ``steps``: every method's training, as the
+engine runs its stages (:func:`steps`).
 
 Every case draws its data with numpy from a fixed seed, so a peer (scikit-learn, faiss-cpu, ott-jax) run in its own
 process (``python -m jaxclust.bench --peer CASE``) clusters exactly the same rows. Per case: the median seconds of
@@ -261,6 +264,84 @@ def table(rows: list[dict], peak_source: str) -> str:
                  f"{100 * row['peak_share']:.1f} | {row['memory_gib']:.2f} ({row['memory_kind']}) | "
                  + (", ".join(f"{p} {s:.4f}" for p, s in peers.items()) or "-") + " | "
                  + (", ".join(f"{p} {s / row['seconds']:.2f}x" for p, s in peers.items()) or "-") + " |")
+  return "\n".join(lines)
+
+
+# -- `jaxclust bench steps`: every method's training on synthetic data, through the engine's own stages.
+
+
+def steps(method: str, *, shape, batch: int, steps: int, repeats: int, recipe: str | None = None,
+          dtype: str = "float32", k: int = 10, tflops: float = 0.0, mesh=None) -> list[dict]:
+  """One row per stage of ``method`` that trains: the median seconds of its epoch over ``batch * steps`` synthetic
+  rows (uniform in [0, 1], ``k`` classes) after a warm-up epoch (compilation apart), as the engine runs it.
+
+  An epoch holds what the method does once per epoch besides its steps (SCAN's and Contrastive Clustering's
+  cluster usage, DeepCluster's feature pass, PCA and k-means, the online methods' readouts), so its seconds per
+  step are the epoch's over its steps. Stages that count steps rather than epochs (DEC's refresh intervals)
+  are timed per interval. Model TFLOP/s where the method states its step's FLOPs (``step_flops``)."""
+  import tempfile
+
+  import jax
+  from etils import epath
+
+  from jaxclust import configs, engine, methods, parallel
+  from jaxclust.data import sources
+  module = methods.get(method)
+  n = batch * steps
+  rng = np.random.default_rng(0)
+  x, y = rng.uniform(size=(n, *shape)).astype(np.float32), np.arange(n) % k
+  config = configs.get_config(method, "bench", recipe=recipe, n=n, shape=tuple(shape))
+  config.report = False
+  for group, key in [configs.locate(config, name) for name, _ in configs.flatten(config)
+                     if name.split(".")[-1] == "batch_size"]:
+    group[key] = batch
+  if "dtype" in config:
+    config.dtype = dtype
+  mesh = mesh or parallel.make_mesh()
+  prepared = module.prepare(config, sources.from_arrays(x, y), mesh)
+  rows, mask = parallel.global_rows(np.asarray(prepared.rows, np.float32), mesh)
+  per_image = module.step_flops(config, tuple(shape), prepared.k) if hasattr(module, "step_flops") else {}
+  out = []
+  with tempfile.TemporaryDirectory() as tmp:
+    run = engine.Run(config, epath.Path(tmp), mesh, prepared.k, n, tuple(shape), rows.shape[0], y=y, x=rows,
+                     mask=mask, log=lambda _: None)
+    state = None
+    for stage in module.stages(run):
+      state = stage.init(run, state)
+      if stage.epoch is None or stage.epochs == 0:
+        continue
+      seconds, images = [], []
+      for epoch in range(repeats + 1):
+        tick = time.perf_counter()
+        state, record = stage.epoch(run, state, epoch % stage.epochs)
+        jax.block_until_ready(state)
+        seconds.append(time.perf_counter() - tick)
+        done = record.get("step")
+        images.append(n if done is None else (done - (out_steps if epoch else 0)) * batch)
+        out_steps = done
+      median = statistics.median(seconds[1:])
+      seen = statistics.median(images[1:])
+      row = {"method": method, "stage": stage.name, "recipe": config.recipe, "shape": list(shape), "batch": batch,
+             "rows": n, "epoch_seconds": median, "first": seconds[0], "compile": max(seconds[0] - median, 0.0),
+             "step_seconds": median * batch / seen, "images_per_second": seen / median}
+      if stage.name in per_image and tflops:
+        row["tflops"] = per_image[stage.name] * seen / median / 1e12
+        row["peak_share"] = row["tflops"] / tflops
+      row["memory_gib"], row["memory_kind"] = memory()
+      out.append(row)
+  return out
+
+
+def steps_table(rows: list[dict], peak_source: str) -> str:
+  """The ``steps`` rows as a Markdown table."""
+  lines = [f"peak: {peak_source}", "", "| method | stage | recipe | shape | batch | epoch s (median) | compile s | "
+           "s per step | images/s | model TFLOP/s | % of peak | memory GiB |", "|---" * 12 + "|"]
+  for r in rows:
+    flops = (f"{r['tflops']:.4f} | {100 * r['peak_share']:.2f}" if "tflops" in r
+             else "- | - (the method states no step FLOPs)")
+    lines.append(f"| {r['method']} | {r['stage']} | {r['recipe']} | {'x'.join(map(str, r['shape']))} | {r['batch']} | "
+                 f"{r['epoch_seconds']:.3f} | {r['compile']:.2f} | {r['step_seconds']:.4f} | "
+                 f"{r['images_per_second']:.1f} | {flops} | {r['memory_gib']:.2f} ({r['memory_kind']}) |")
   return "\n".join(lines)
 
 

@@ -358,11 +358,13 @@ def _update(args) -> int:
 def _bench(args) -> int:
   from jaxclust import bench
 
-  cases = [bench.parse_case(c) for c in args.case] if args.case else bench.default_cases(args.quick)
   if args.repeats < 1:
     raise ValueError(f"--repeats={args.repeats} must be at least 1")
   if args.json:
     _check_output(args.json, (".json",), "--json")
+  if args.what == "steps":
+    return _bench_steps(args)
+  cases = [bench.parse_case(c) for c in args.case] if args.case else bench.default_cases(args.quick)
   tflops, source = bench.peak(args.dtype)
   rows = []
   for case in cases:
@@ -375,6 +377,38 @@ def _bench(args) -> int:
       json.dump({"peak_tflops": tflops, "peak_source": source, "rows": rows}, f, indent=2)
   return 0
 
+
+
+def _bench_steps(args) -> int:
+  """``jaxclust bench steps``: every method's (or ``--method``'s) training epochs on synthetic rows."""
+  from jaxclust import bench
+  chosen = args.method or list(methods.REGISTRY)
+  for name in chosen:
+    if name not in methods.REGISTRY:
+      raise ValueError(f"--method {name!r} must be one of {', '.join(methods.REGISTRY)}")
+  try:
+    shape = tuple(int(v) for v in args.shape.split(","))
+  except ValueError:
+    shape = ()
+  if not shape or min(shape) < 1:
+    raise ValueError(f"--shape {args.shape!r} must be positive integers separated by commas, e.g. 28,28,1 or 64")
+  for name in ("batch", "steps"):
+    if getattr(args, name) < 1:
+      raise ValueError(f"--{name}={getattr(args, name)} must be at least 1")
+  tflops, source = bench.peak(args.dtype)
+  rows = []
+  for method in chosen:
+    found = bench.steps(method, shape=shape, batch=args.batch, steps=args.steps, repeats=args.repeats,
+                        recipe=args.recipe, dtype=args.dtype, tflops=tflops)
+    rows.extend(found)
+    for line in bench.steps_table(found, source).splitlines()[4:]:
+      print(line, flush=True)
+  print(bench.steps_table(rows, source))
+  if args.json:
+    import json
+    with open(args.json, "w") as f:
+      json.dump({"peak_tflops": tflops, "peak_source": source, "rows": rows}, f, indent=2)
+  return 0
 
 def _recipes(args) -> int:
   """Every method's recipes (or ``args.method``'s), each with what it sets beyond the method's own settings."""
@@ -643,8 +677,15 @@ def main(argv=None) -> int:
   st.add_argument("--cheap", action="store_true", help="no reruns: k-means of the run's embedding, --runs seedings, "
                                                        "in one device call")
   st.add_argument("--output", default=None, help="where the reruns and the results go (default: WORKDIR-stability)")
-  be = sub.add_parser("bench", help="the kernels' throughput on synthetic data, with peers measured in the same run")
-  be.add_argument("what", choices=("kernels",))
+  be = sub.add_parser("bench", help="throughput on synthetic data: the kernels, with peers measured in the same "
+                                    "run, or every method's training steps")
+  be.add_argument("what", choices=("kernels", "steps"))
+  be.add_argument("--method", action="append", default=[], help="steps: a method (repeatable; default: every one)")
+  be.add_argument("--shape", default="28,28,1", help="steps: the rows' shape, H,W,C for images or D for vectors "
+                                                     "(default 28,28,1)")
+  be.add_argument("--batch", type=int, default=256, help="steps: every batch size of the recipe (default 256)")
+  be.add_argument("--steps", type=int, default=10, help="steps: steps per epoch; the rows are batch x steps")
+  be.add_argument("--recipe", default=None, help="steps: the recipe (default: the one for the shape's data kind)")
   be.add_argument("--case", action="append", default=[], metavar="KERNEL:n=N,d=D,k=K[,iters=I]",
                   help="a case (repeatable): kmeans, knn, sinkhorn (n = batch, k = prototypes) or gmm; default: the "
                        "issue's CPU shapes")

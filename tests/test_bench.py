@@ -56,3 +56,34 @@ def test_bad_bench_arguments_are_one_line(tmp_path, capsys):
   assert "--json" in error_line(capsys)
   assert cli.main(["bench", "kernels", "--quick", "--repeats", "0"]) == 2
   assert "--repeats=0" in error_line(capsys)
+
+
+def test_bench_steps_times_each_stage_of_a_method(tmp_path, capsys):
+  """`bench steps`: one row per training stage, its images per second consistent with its epoch's seconds; an
+  interval stage (DEC's) counts its steps' images; model FLOPs where the method states them (Contrastive
+  Clustering: two views, three forward passes each)."""
+  out = tmp_path / "steps.json"
+  assert cli.main(["bench", "steps", "--method", "cc", "--method", "dec", "--shape", "8,8,1", "--batch", "16",
+                   "--steps", "2", "--repeats", "1", "--json", str(out)]) == 0
+  rows = json.loads(out.read_text())["rows"]
+  assert [(r["method"], r["stage"]) for r in rows] == [("cc", "cc"), ("dec", "pretrain"), ("dec", "cluster")]
+  for r in rows:
+    assert r["rows"] == 32 and r["epoch_seconds"] > 0 and r["first"] >= r["epoch_seconds"] * 0.5
+  cc_row, pretrain = rows[0], rows[1]
+  assert cc_row["images_per_second"] == pytest.approx(32 / cc_row["epoch_seconds"])
+  assert cc_row["step_seconds"] == pytest.approx(cc_row["epoch_seconds"] / 2)
+  from jaxclust import configs
+  from jaxclust.methods import cc
+  config = configs.get_config("cc", "bench", n=32, shape=(8, 8, 1))
+  per_image = cc.step_flops(config, (8, 8, 1), 10)["cc"]
+  assert cc_row["tflops"] == pytest.approx(per_image * 32 / cc_row["epoch_seconds"] / 1e12)
+  assert "tflops" not in pretrain and "the method states no step FLOPs" in capsys.readouterr().out
+  assert rows[2]["images_per_second"] > 0  # DEC's refresh interval: its steps' images
+
+
+def test_bench_steps_refuses_bad_arguments(capsys):
+  for args, message in ((["--method", "kmeans"], "--method 'kmeans' must be one of"),
+                        (["--shape", "28,x"], "--shape '28,x' must be positive integers"),
+                        (["--batch", "0"], "--batch=0 must be at least 1")):
+    assert cli.main(["bench", "steps", *args]) == 2
+    assert message in error_line(capsys)

@@ -293,6 +293,15 @@ def _epoch(model, tx, batch_size, n, image_shape, view, temperatures, sharding):
   return epochs.batch_epoch(step, batch_size, n, sharding)
 
 
+def step_flops(config, shape, k: int) -> dict:
+  """Model FLOPs per training image (``jaxclust bench steps``): two views, forward and backward (3 forward passes
+  each), both heads included."""
+  from jaxclust.models import flops
+  model = network(config, k)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False))
+  return {"cc": 6 * flops.forward_flops(model, variables, (1, *shape), train=False)}
+
+
 # Settings and recipes.
 
 

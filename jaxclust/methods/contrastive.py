@@ -184,6 +184,17 @@ def _unit(v):
   return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
+def step_flops(config, shape, k: int) -> dict:
+  """Model FLOPs per training image of the pretext stage (``jaxclust bench steps``): SimCLR's two views forward
+  and backward (3 forward passes each), MoCo's query view forward and backward and its key view forward."""
+  del k
+  from jaxclust.models import flops
+  model = network(config)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False))
+  forward = flops.forward_flops(model, variables, (1, *shape), train=False)
+  return {"pretext": forward * (6 if config.pretext.method == "simclr" else 4)}
+
+
 # Settings and recipes: the pretext settings of SCAN's recipe for the same kind of data.
 
 

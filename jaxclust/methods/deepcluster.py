@@ -194,6 +194,13 @@ def network(config) -> nn.Module:
   return heads.Pretext(networks.backbone(config), heads.ProjectionHead(config.head_hidden, config.head_out))
 
 
+def step_flops(config, shape, k: int) -> dict:
+  """Model FLOPs per training image (``jaxclust bench steps``): :func:`online.crop_flops` (the bank fill and the
+  k-means left out)."""
+  del k
+  return {"deepcluster": online.crop_flops(network(config), config, shape)}
+
+
 def scorer(config) -> online.Scorer:
   """The network scored as the shared readout needs: unit embeddings, the nearest centroid of the first
   prototype set."""

@@ -328,6 +328,19 @@ def _epoch(body, top, tx, batch_size, n, image_shape, view, sharding):
   return epochs.epoch_runner(one, batch_size, n, loop=None if view[0] != "vectors" else False)
 
 
+def step_flops(config, shape, k: int) -> dict:
+  """Model FLOPs per training image of an epoch (``jaxclust bench steps``): one crop forward and backward through
+  the body and the classifier (3 forward passes), and the epoch's feature pass (one forward of the body)."""
+  del k
+  from jaxclust.models import flops
+  body, top = body_network(config), Top(config.clusters)
+  variables = jax.eval_shape(lambda: body.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False))
+  forward = flops.forward_flops(body, variables, (1, *shape), train=False)
+  top_vars = jax.eval_shape(lambda: top.init(jax.random.key(0), jnp.zeros((1, config.mlp_head[-1]))))
+  classifier = flops.forward_flops(top, top_vars, (1, config.mlp_head[-1]))
+  return {"deepcluster": 4 * forward + 3 * classifier}
+
+
 # Settings and recipes.
 
 

@@ -334,6 +334,19 @@ def assign(run, state, x, scorer: Scorer) -> engine.Assignment:
   return engine.Assignment(labels, grouped[np.arange(len(labels)), labels], parallel.fetch(z))
 
 
+def crop_flops(model, config, shape) -> float:
+  """Model FLOPs per training image of a multi-crop step (``jaxclust bench steps``): every crop forward and
+  backward (3 forward passes) at its size; vector rows ``views.count`` views of ``shape``."""
+  from jaxclust.models import flops
+  sizes = [(int(config.views.count), tuple(shape))] if networks.vectors(config) else [
+      (count, (size, size, shape[-1])) for count, size, _ in crops(config)]
+  total = 0.0
+  for count, crop in sizes:
+    variables = jax.eval_shape(lambda crop=crop: model.init(jax.random.key(0), jnp.zeros((1, *crop)), train=False))
+    total += 3 * count * flops.forward_flops(model, variables, (1, *crop), train=False)
+  return total
+
+
 @jax.jit
 def _nearest_prototype(z, prototypes):
   """Each unit row of ``z``'s most similar unit prototype (what ``Scorer.code`` gives from the images)."""

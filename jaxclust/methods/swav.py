@@ -227,6 +227,12 @@ def network(config) -> SwAVModel:
                    prototypes=config.prototypes)
 
 
+def step_flops(config, shape, k: int) -> dict:
+  """Model FLOPs per training image (``jaxclust bench steps``): :func:`online.crop_flops`."""
+  del k
+  return {"swav": online.crop_flops(network(config), config, shape)}
+
+
 def scorer(config) -> online.Scorer:
   """The network scored as the shared readout needs: embeddings, the prototype of highest score."""
   model = network(config)
