@@ -97,7 +97,8 @@ _SETTING_INTS = {  # name: lowest allowed value
     "chunk_size": 1, "eval_every": 1, "freeze_prototypes_steps": 0, "queue_length": 0, "queue_size": 1,
     "queue_start_epoch": 0, "head_hidden": 1, "head_out": 1, "heads": 1, "latent": 1, "lr_decay_epochs": 1,
     "max_steps": 1, "update_interval": 1, "kmeans_n_init": 1, "neighbors": 1, "readout_neighbors": 1,
-    "prototypes": 1, "prototype_sets": 1, "bank_crops": 1, "count": 1, "strong_ops": 0, "n_clusters": -1, "seed": 0}  # n_clusters -1: auto
+    "prototypes": 1, "prototype_sets": 1, "bank_crops": 1, "count": 1, "strong_ops": 0, "n_clusters": -1, "seed": 0,
+    "gmm_restarts": 1, "instance_dim": 1, "pca_dim": 1, "kmeans_iterations": 1, "restarts": 1}  # n_clusters -1: auto
 _SETTING_FLOATS = {  # name: (low, high, whether low itself is allowed)
     "learning_rate": (0.0, np.inf, False), "temperature": (0.0, np.inf, False),
     "sinkhorn_epsilon": (0.0, np.inf, False),

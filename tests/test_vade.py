@@ -142,3 +142,17 @@ def test_step_traces_once_and_sharded_equals_single(mesh):
                      jax.tree.map(lambda a: parallel.shard_rows(a, mesh), batch), jax.random.key(3))
   chex.assert_trees_all_close(single.params, sharded.params, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-5)
+
+
+def test_the_mixture_starts_from_the_most_likely_of_several_gmm_fits(tmp_path):
+  from sklearn.datasets import make_blobs
+  import jaxclust
+  x, y = make_blobs(600, n_features=6, centers=4, cluster_std=2.0, random_state=1)
+  model = jaxclust.VaDE(4, workdir=tmp_path / "run", standardize=True, pretrain__epochs=3, hidden=[32, 32],
+                        vade__epochs=1, vade__gmm_restarts=3, vade__batch_size=64, pretrain__batch_size=64,
+                        cluster__kmeans_n_init=1, report=False)
+  model.fit(x.astype(np.float32), y)
+  records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  gmm = next(r for r in records if r.get("stage") == "gmm")
+  assert len(gmm["log_likelihoods"]) == 3 and gmm["chosen"] == int(np.argmax(gmm["log_likelihoods"]))
+  assert len(set(gmm["log_likelihoods"])) > 1  # the fits started from different k-means runs

@@ -40,7 +40,7 @@ RECIPES, REUSE = pretrain.RECIPES, pretrain.REUSE
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 # Settings added after runs were made, with what those runs trained as (jaxclust.workdir.check_same_config).
-LEGACY = {"vade.likelihood": "bernoulli"}
+LEGACY = {"vade.likelihood": "bernoulli", "vade.gmm_restarts": 1}
 
 
 def config():
@@ -48,6 +48,9 @@ def config():
   c = pretrain.config()
   c.pretrain.loss = "auto"
   c.vade.likelihood = "auto"
+  # GMM fits on the pretrained embedding, each from its own k-means (cluster.kmeans_n_init restarts); the one of
+  # highest likelihood starts the mixture (the official recipe fits one; the reproduction tries several).
+  c.vade.gmm_restarts = 1
   return c
 
 
@@ -252,10 +255,16 @@ def _mixture_stage(run, autoencoder) -> engine.Stage:
       _, labels = seeding.kmeans(z, run.seeds, run.k, seed=run.config.seed)
       start = _m_step(np.asarray(z, np.float64), labels, run.k)
       run.log(f"mixture seeded from {len(run.seeds.index)} labelled rows")
-    fit = gmm_diag(z, run.k, rng=jax.random.fold_in(run.key, 2), kmeans_n_init=config.cluster.kmeans_n_init,
-                   init=start)
+    restarts = 1 if start is not None else config.vade.get("gmm_restarts", 1)
+    key = jax.random.fold_in(run.key, 2)
+    fits = [gmm_diag(z, run.k, rng=key if r == 0 else jax.random.fold_in(key, r),
+                     kmeans_n_init=config.cluster.kmeans_n_init, init=start) for r in range(restarts)]
+    fit = max(fits, key=lambda f: float(f.log_likelihood))  # the first of equals
     run.log(f"GMM on embeddings: mean log-likelihood {float(fit.log_likelihood):.4f} after {int(fit.n_iter)} "
-            "EM steps")
+            f"EM steps" + (f" (the best of {restarts} fits: "
+                           f"{', '.join(f'{float(f.log_likelihood):.4f}' for f in fits)})" if restarts > 1 else ""))
+    if restarts > 1:
+      run.record("gmm", log_likelihoods=[float(f.log_likelihood) for f in fits], chosen=fits.index(fit))
     params = model.init(jax.random.fold_in(run.key, 3), jnp.zeros((2, d)), jnp.zeros((2, config.latent)))["params"]
     params = {**params, **jax.tree.map(np.asarray, pretrained.params)}
     prior = mixture_params(fit.weights, fit.means, fit.variances)
