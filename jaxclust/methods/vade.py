@@ -259,12 +259,13 @@ def _mixture_stage(run, autoencoder) -> engine.Stage:
     key = jax.random.fold_in(run.key, 2)
     fits = [gmm_diag(z, run.k, rng=key if r == 0 else jax.random.fold_in(key, r),
                      kmeans_n_init=config.cluster.kmeans_n_init, init=start) for r in range(restarts)]
-    fit = max(fits, key=lambda f: float(f.log_likelihood))  # the first of equals
+    chosen = max(range(restarts), key=lambda r: float(fits[r].log_likelihood))  # the first of equals
+    fit = fits[chosen]
     run.log(f"GMM on embeddings: mean log-likelihood {float(fit.log_likelihood):.4f} after {int(fit.n_iter)} "
             f"EM steps" + (f" (the best of {restarts} fits: "
                            f"{', '.join(f'{float(f.log_likelihood):.4f}' for f in fits)})" if restarts > 1 else ""))
     if restarts > 1:
-      run.record("gmm", log_likelihoods=[float(f.log_likelihood) for f in fits], chosen=fits.index(fit))
+      run.record("gmm", log_likelihoods=[float(f.log_likelihood) for f in fits], chosen=chosen)
     params = model.init(jax.random.fold_in(run.key, 3), jnp.zeros((2, d)), jnp.zeros((2, config.latent)))["params"]
     params = {**params, **jax.tree.map(np.asarray, pretrained.params)}
     prior = mixture_params(fit.weights, fit.means, fit.variances)
