@@ -104,6 +104,21 @@ def test_killed_run_resumes_to_the_uninterrupted_result_and_8_devices_equal_1(tm
   assert agreement >= 0.99, agreement
 
 
+def test_cluster_weights_give_every_cluster_the_same_weight():
+  assignments = jnp.asarray([0, 0, 0, 0, 2, 2, 3, -1])  # 7 rows, cluster 1 empty, one padding row
+  w = np.asarray(dc.cluster_weights(assignments, jnp.arange(7), 4))
+  np.testing.assert_allclose(w, [7 / 12] * 4 + [7 / 6] * 2 + [7 / 3], rtol=1e-6)  # n / (used x size)
+  totals = [w[np.asarray(assignments[:7]) == c].sum() for c in (0, 2, 3)]
+  np.testing.assert_allclose(totals, [7 / 3] * 3, rtol=1e-6)
+
+
+def test_streamed_run_weighs_clusters_and_reaches_the_accuracy_in_memory(tmp_path, dc_run):
+  streamed = engine.fit(config("input=tf.data"), tmp_path / "streamed", log=lambda _: None, mesh=ONE_DEVICE)
+  assert streamed["clusters_used"] == 30 and abs(streamed["acc"] - dc_run[1]["acc"]) < 0.1
+  np.testing.assert_array_equal(engine.predict(tmp_path / "streamed", sources.load("digits").x[:200]).labels,
+                                np.load(tmp_path / "streamed" / "labels.npy")[:200])
+
+
 def test_a_diverging_run_stops(tmp_path):
   from jaxclust.validation import Diverged
   with pytest.raises(Diverged, match=r"^stage deepcluster diverged at epoch 1: loss nan"):
@@ -111,7 +126,6 @@ def test_a_diverging_run_stops(tmp_path):
 
 
 @pytest.mark.parametrize("settings, message", [
-    (["input=tf.data"], "input='tf.data': DeepCluster \\(2018\\) samples its images uniformly"),
     (["pca_dim=65"], "pca_dim=65 must be <= min\\(n_samples, mlp_head\\[-1\\]\\)=64"),
     (["n_clusters=40"], "n_clusters=40 must be <= clusters=30"),
     (["readout=spectral"], "readout='spectral' must be 'kmeans' or 'knn'"),

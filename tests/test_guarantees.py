@@ -10,8 +10,7 @@ SIGKILL, the collapse flag, URL workdirs, corrupt checkpoints, the exit code 3 o
 | 2 processes == 1 process                | test_multihost (dec device and streamed, vade) | test_multihost (>= 0.995) | test_multihost (>= 0.99) | test_multihost |
 | streamed vs in memory                   | here (accuracy within a tolerance) | test_stream (host views) | test_stream            | test_deepcluster (accuracy within 0.06; SIGKILL and resume streamed) |
 
-cc, simclr/moco and deepcluster2018 (issue 45): SIGKILL and resume, 8 devices, the NaN stop and streaming (refused
-for deepcluster2018) in tests/test_cc.py, tests/test_contrastive.py, tests/test_deepcluster2018.py; 2 processes in
+cc, simclr/moco and deepcluster2018 (issue 45): SIGKILL and resume, 8 devices, the NaN stop and streaming in tests/test_cc.py, tests/test_contrastive.py, tests/test_deepcluster2018.py; 2 processes in
 tests/test_multihost.py.
 """
 

@@ -28,8 +28,11 @@ clusters than ``clusters`` (``n_clusters``), they are grouped as SwAV's and Deep
 (``readout``: spherical k-means of the reduced features, or the neighbours of each cluster's members;
 :mod:`jaxclust.readout`). Vector rows train the MLP backbone on :mod:`jaxclust.data.augment_vectors`' views.
 
-The images must sit on the devices (``input="device"``): the uniform sampler draws rows at random, which a
-stream does not give.
+With ``input="tf.data"`` the images stream from a :class:`jaxclust.data.stream.Source` (an array, or a tfds
+dataset never loaded whole): the feature pass reads the stream in order, and since a stream cannot draw rows
+at random, every image is seen once per epoch (views made on the host) with its loss weighted by
+``n / (clusters used x its cluster's size)``, so that each cluster weighs the same, as the paper's sampler
+makes them (not in the paper).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from flax import struct
 from jaxclust import configs, engine, epochs, parallel, readout as readouts
 from jaxclust import metrics as cluster_metrics
 from jaxclust import workdir as workdirs
-from jaxclust.data import augment, augment_vectors
+from jaxclust.data import augment, augment_tf, augment_vectors, stream
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.kernels.pca import pca, pca_transform
 from jaxclust.methods import networks
@@ -125,18 +128,36 @@ def uniform_sample(codes, clusters: int, n: int, rng: np.random.Generator) -> np
   return out[:n].astype(np.int32)
 
 
+def cluster_weights(assignments, index, clusters: int):
+  """``n / (used x size of the cluster)`` of the rows ``index``, from every row's cluster (``assignments``, -1 on
+  padding rows): a pass over every row once then weighs each non-empty cluster ``n / used``, as the uniform
+  sampler draws ``n / used`` rows of each."""
+  valid = assignments >= 0
+  sizes = jnp.zeros(clusters, jnp.float32).at[jnp.where(valid, assignments, 0)].add(valid.astype(jnp.float32))
+  used = jnp.sum(sizes > 0)
+  return jnp.sum(sizes) / (used * jnp.maximum(sizes[jnp.maximum(assignments[index], 0)], 1.0))
+
+
 def train_step(state: DeepClusterState, batch, rng, *, body, top, tx, augment):
-  """One step on ``{"image", "target", "mask"}``: ``augment(rng, images)``, the cross-entropy of each image's
-  cluster (padding masked out); the body and the top each with their optimizer."""
+  """One step on ``{"image", "target", "mask"}`` (rows the uniform sampler drew): ``augment(rng, images)``, the
+  cross-entropy of each image's cluster (padding masked out); the body and the top each with their optimizer.
+  A streamed batch ``{"views": (view, _), "index", "mask"}`` (host-made views of rows in turn) takes its targets
+  from ``state.assignments`` and weighs each image by :func:`cluster_weights`."""
   rng = jax.random.fold_in(rng, state.step)
-  views, targets, mask = augment(rng, batch["image"]), batch["target"], batch["mask"]
+  mask = batch["mask"]
+  if "views" in batch:
+    views, index = batch["views"][0], batch["index"]
+    targets = jnp.maximum(state.assignments[index], 0)
+    weight = mask * cluster_weights(state.assignments, index, top.clusters)
+  else:
+    views, targets, weight = augment(rng, batch["image"]), batch["target"], mask.astype(jnp.float32)
 
   def loss_fn(params):
     h, updates = body.apply({"params": params["body"], "batch_stats": state.batch_stats}, views, train=True,
                             mutable=["batch_stats"])
     logits = top.apply({"params": params["top"]}, h).astype(jnp.float32)
     per_image = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    loss = jnp.sum(jnp.where(mask, per_image, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+    loss = jnp.sum(weight * per_image) / jnp.maximum(jnp.sum(weight), 1e-12)
     return loss, updates["batch_stats"]
 
   (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -164,13 +185,15 @@ def optimizer(config):
 
 
 def prepare(config, data, mesh) -> engine.Prepared:
-  from jaxclust.data import stream
-  if isinstance(data, stream.Source) or config.input == "tf.data":
-    raise ValueError("input='tf.data': DeepCluster (2018) samples its images uniformly over the clusters, rows at "
-                     "random that a stream cannot give; set input='device' (the images on the devices)")
-  networks.check_rows(config, data.x.shape[1:])
-  n = data.x.shape[0]
-  classes = len(np.unique(data.y)) if data.y is not None else 0
+  if isinstance(data, stream.Source):
+    source, shape = data, stream._row_shape(data)  # pylint: disable=protected-access
+  else:
+    source, shape = None, data.x.shape[1:]
+  networks.check_rows(config, shape)  # vector rows are refused a stream there
+  if source is None and config.input == "tf.data":
+    source = stream.open_source(data)
+  n = source.n if source is not None else data.x.shape[0]
+  classes = stream.classes(source) if source is not None else len(np.unique(data.y)) if data.y is not None else 0
   clusters = check_count(config.clusters, "clusters", low=2, high=n, high_name="n_samples")
   k = check_count(config.n_clusters or classes or clusters, "n_clusters", low=2, high=clusters, high_name="clusters")
   check_count(config.epochs, "epochs", low=1)
@@ -183,12 +206,12 @@ def prepare(config, data, mesh) -> engine.Prepared:
               high_name="min(n_samples, mlp_head[-1])")
   if config.readout not in readouts.READOUTS:
     raise ValueError(f"readout={config.readout!r} must be 'kmeans' or 'knn'")
-  if config.sobel and not networks.vectors(config) and data.x.ndim != 4:
-    raise ValueError("sobel=True filters images [n, H, W, C]")
   if networks.vectors(config):
     if config.sobel:
       raise ValueError("sobel=True filters images; vector rows (backbone='mlp') need sobel=False")
     check_count(config.views.neighbors, "views.neighbors", low=1, high=n - 1, high_name="n_samples - 1")
+  if source is not None:
+    return engine.Prepared(k, None, source, n, tuple(shape))
   return engine.Prepared(k, np.asarray(data.x, np.float32))
 
 
@@ -219,19 +242,25 @@ def stages(run):
     rng = jax.random.fold_in(run.key, 1_000_000 + epoch)
     codes, _, _, _ = _cluster(run, body, state, jax.random.fold_in(rng, 1))
     previous = parallel.fetch(state.assignments)[:run.n]
-    sample = uniform_sample(codes, config.clusters, run.n, np.random.default_rng([config.seed, epoch]))
     top_params = jax.jit(top.init)(jax.random.fold_in(rng, 2), jnp.zeros((1, config.mlp_head[-1])))["params"]
     assignments = np.full(run.rows, -1, np.int32)
     assignments[:run.n] = codes
     state = parallel.put(jax.tree.map(np.asarray, state.replace(
         params={**state.params, "top": top_params}, opt_top=tx.init(top_params), assignments=assignments)), run.mesh)
-    aux = parallel.put((sample, assignments), run.mesh)
-    if vectors:
-      if "views" not in cache:
-        cache["views"] = augment_vectors.placed_context(run.x, run.n, config.views.neighbors, run.mesh)
-      aux = (*aux, cache["views"])
-    state, m = _epoch(body, top, tx, config.batch_size, run.n, run.shape, view, epochs.shard(run.mesh))(
-        state, run.x, aux, jax.random.fold_in(rng, 3))
+    if run.source is not None:  # every image once, weighted by its cluster's size (the module's docstring)
+      host = _host_view(run.shape, *view)
+      step = epochs.host_step(train_step, body=body, top=top, tx=tx, augment=None)
+      state, m = epochs.host_epoch(step, state, jax.random.fold_in(rng, 3), stream.source_view_batches(
+          run.source, views=(host, host), batch_size=config.batch_size, seed=config.seed, epoch=epoch, mesh=run.mesh))
+    else:
+      sample = uniform_sample(codes, config.clusters, run.n, np.random.default_rng([config.seed, epoch]))
+      aux = parallel.put((sample, assignments), run.mesh)
+      if vectors:
+        if "views" not in cache:
+          cache["views"] = augment_vectors.placed_context(run.x, run.n, config.views.neighbors, run.mesh)
+        aux = (*aux, cache["views"])
+      state, m = _epoch(body, top, tx, config.batch_size, run.n, run.shape, view, epochs.shard(run.mesh))(
+          state, run.x, aux, jax.random.fold_in(rng, 3))
     used = int(np.count_nonzero(np.bincount(codes, minlength=config.clusters)))
     record = {"loss": float(m["loss"]), "clusters_used": used}
     if epoch:  # the paper's Fig. 2(b): how much the targets moved since the previous epoch
@@ -246,7 +275,16 @@ def stages(run):
 
 def _cluster(run, body, state, rng):
   """Steps 1-3 on the run's rows: ``(codes [n] host, centers, z [n, dim], (mean, projection))``."""
-  features = _features(body, _variables(state), run.x, run.n, run.config.chunk_size)
+  if run.source is None:
+    features = _features(body, _variables(state), run.x, run.n, run.config.chunk_size)
+  else:  # a pass over the stream in dataset order
+    size = -(-run.config.chunk_size // run.mesh.size) * run.mesh.size
+    (features,), y, _ = stream.predict_in_order(
+        lambda b: (_features(body, _variables(state), b, size, size),), run.source, size=None, batch_size=size,
+        mesh=run.mesh)
+    if run.y is None and y is not None:
+      run.y = y
+    features = jnp.asarray(features)
   codes, centers, z, affine = cluster_features(features, dim=run.config.pca_dim, clusters=run.config.clusters,
                                                rng=rng, max_iter=run.config.kmeans_iterations)
   return np.asarray(parallel.fetch(codes)), centers, z, affine
@@ -267,7 +305,8 @@ def readout(run, state) -> engine.Readout:
                                           codes=codes, neighbors=config.readout_neighbors, prototypes=unit)
     files.update(found)
   summary = {"clusters": config.clusters, "clusters_used": int(len(np.unique(codes))), "readout": config.readout}
-  return engine.Readout(np.asarray(labels), files=files, summary=summary, embedding=np.asarray(parallel.fetch(z)))
+  return engine.Readout(np.asarray(labels), files=files, summary=summary, embedding=np.asarray(parallel.fetch(z)),
+                        y=None if run.source is None else run.y)
 
 
 def assign(run, state, x) -> engine.Assignment:
@@ -300,6 +339,13 @@ def _variables(state) -> dict:
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _features(body, variables, x, n, chunk):
   return epochs.chunked(lambda b: body.apply(variables, b), x, n, chunk).astype(jnp.float32)
+
+
+@epochs.compiled
+def _host_view(image_shape, crop_scale, flip_p):
+  """The crop-and-flip view made by tf.data on the host (``input="tf.data"``): ``(image, seed) -> view``."""
+  return functools.partial(augment_tf.simclr_view, size=tuple(image_shape[:2]), scale=crop_scale, flip_p=flip_p,
+                           jitter_p=0.0, grayscale_p=0.0)
 
 
 @epochs.compiled
