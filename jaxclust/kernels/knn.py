@@ -118,12 +118,13 @@ def _search_local(x, query, *, k, cosine, query_chunk, db_chunk, precision, axis
     q = prepare(q)
     m = q.shape[0]
     best = (jnp.full((m, k), -jnp.inf), jnp.full((m, k), jnp.iinfo(jnp.int32).max, jnp.int32), jnp.zeros((m, k)))
+    empty = best
 
     def visit_shard(carry, shard):
       best, db, s = carry
       owner = (lax.axis_index(axis_name) - s) % n_shards if axis_name else 0
 
-      def visit_chunk(best, chunk):
+      def visit_chunk(found, chunk):
         rows, start = prepare(chunk[0]), chunk[1][0]
         scores = jnp.matmul(q, rows.T, precision=precision)
         if not cosine:  # argmax of q.x - |x|^2/2 is argmin of |q - x|^2
@@ -133,10 +134,13 @@ def _search_local(x, query, *, k, cosine, query_chunk, db_chunk, precision, axis
           exact = vals
         else:  # the expanded form loses ~sqrt(eps)|q| near 0: recompute the winners' distances directly
           exact = jnp.sqrt(jnp.sum((q[:, None, :] - rows[idx]) ** 2, axis=-1))
-        return _merge(best, (vals, idx + start, exact), k), None
+        return _merge_ascending(found, (vals, idx + start, exact), k), None
 
+      # A shard's chunks come in index order, so its best merge by top-k (ties to the earlier position, the
+      # lower index); the shards of a ring come in another order, so their bests merge by (score, index).
       offsets = owner * n_local + jnp.arange(n_local, dtype=jnp.int32)
-      best, _ = scan_chunks(visit_chunk, best, (db, offsets), db_chunk)
+      found, _ = scan_chunks(visit_chunk, empty, (db, offsets), db_chunk)
+      best = _merge(best, found, k)
       if axis_name:  # pass our shard on to the next device, receive the previous one's
         db = lax.ppermute(db, axis_name, [(i, (i + 1) % n_shards) for i in range(n_shards)])
       return (best, db, s + 1), None
@@ -148,15 +152,19 @@ def _search_local(x, query, *, k, cosine, query_chunk, db_chunk, precision, axis
   return KNNOutput(idx, vals)
 
 
-def _block_top_k(scores, k, group: int = 8):
+def _block_top_k(scores, k, group: int | None = None):
   """Exact ``lax.top_k`` of each row, via the maxima of groups of ``group`` columns.
 
   The k best elements lie in the k groups with the highest maxima (a group outside them has k
   better groups, each holding a better element), so top-k runs over ``n / group`` maxima and then
   over the ``k * group`` candidates only: 1.4x faster per [256, 8192] block on CPU at k=20 (XLA's
   CPU top-k costs ~3 ns per element). Groups are kept in index order, so ties still go to the
-  lower index.
+  lower index. ``group`` defaults to 8 up to k=32 and 16 above: per [256, 8192] block on the 2-core CPU
+  (2026-12-05) groups of 4 / 8 / 16 / 32 took 12.0 / 5.2 / 8.2 / 8.3 ms at k=20 and 12.1 / 16.1 / 10.9 / 19.8
+  ms at k=50 (lax.top_k alone: 9.1 and 21.4 ms).
   """
+  if group is None:
+    group = 8 if k <= 32 else 16
   m, n = scores.shape
   if n % group or n // group < k:
     return lax.top_k(scores, k)
@@ -166,6 +174,15 @@ def _block_top_k(scores, k, group: int = 8):
   candidates = jnp.take_along_axis(grouped, best[:, :, None], axis=1).reshape(m, k * group)
   vals, pos = lax.top_k(candidates, k)
   return vals, jnp.take_along_axis(best, pos // group, axis=1) * group + pos % group
+
+
+def _merge_ascending(a, b, k):
+  """The k best of ``a`` then ``b``, whose indices all follow ``a``'s: ``lax.top_k`` of the scores, which keeps
+  the earlier position among equals, the lower index. 8x faster than :func:`_merge`'s two-key sort at k=50 on
+  CPU ([256, 100]: 1.2 ms against 8.9 ms, 2026-12-05)."""
+  score, idx, value = (jnp.concatenate([u, v], axis=-1) for u, v in zip(a, b))
+  top, pos = lax.top_k(score, k)
+  return top, jnp.take_along_axis(idx, pos, axis=-1), jnp.take_along_axis(value, pos, axis=-1)
 
 
 def _merge(a, b, k):
