@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("dec", "idec", "simclr", "simclr_knn", "scan", "cc", "deepcluster2018", "swav", "deepcluster", "vade", "moco")
+METHODS = ("dec", "simclr", "simclr_knn", "scan", "idec", "cc", "deepcluster2018", "swav", "deepcluster", "vade", "moco")
 # Runs that read another run's finished stage instead of training their own (the same settings and seed, so the
 # same network): IDEC from DEC's pretrained autoencoder, as in the IDEC paper; SCAN and the kNN readout from the
 # SimCLR run's pretext, which is SCAN's pretext recipe.
@@ -109,13 +109,13 @@ def report(args):
            f"Python {platform.python_version()}", "",
            f"k-means of the pixels (10 restarts): ACC {pixels['acc']:.4f}, NMI {pixels['nmi']:.4f}, "
            f"ARI {pixels['ari']:.4f}", "",
-           "| run | recipe | seed | ACC | NMI | ARI | k-means of its embedding: ACC / NMI / ARI | process s | date |",
+           "| run | recipe | seed | ACC | NMI | ARI | k-means of its embedding: ACC / NMI / ARI | fit s | date |",
            "|---|---|---|---|---|---|---|---|---|"]
   for r in runs:
     b = embedded[r["name"]]
     lines.append(f"| {r['name']} | {r.get('recipe', '')} | {r['seed']} | {r['acc']:.4f} | {r['nmi']:.4f} | "
                  f"{r['ari']:.4f} | {b['acc']:.4f} / {b['nmi']:.4f} / {b['ari']:.4f} | "
-                 f"{r['process_seconds']:.0f} | {r['date']} |")
+                 f"{r['wall_seconds']:.0f} | {r['date']} |")
   groups = {}
   for r in runs:
     groups.setdefault(r["method"], []).append(r)
