@@ -208,6 +208,15 @@ def assign(run, state, x) -> engine.Assignment:
   return engine.Assignment(np.argmax(q, -1), np.max(q, -1), parallel.fetch(z))
 
 
+def step_flops(config, shape, k: int) -> dict:
+  """Model FLOPs per training row (``jaxclust bench steps``): pretraining, the autoencoder forward and backward
+  (3 forward passes); clustering, the encoder's (the whole autoencoder's with a reconstruction term, IDEC), the
+  interval's target refresh over the dataset left out."""
+  del k
+  whole, encoder = pretrain.autoencoder_flops(networks.autoencoder(config, shape), shape)
+  return {"pretrain": 3 * whole, "cluster": 3 * (whole if config.cluster.gamma > 0 else encoder)}
+
+
 def _cluster_stage(run, model) -> engine.Stage:
   c = run.config.cluster
   tx = sgd(c.learning_rate, c.momentum)

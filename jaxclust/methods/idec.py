@@ -11,7 +11,7 @@ from __future__ import annotations
 from jaxclust.methods import dec, pretrain
 from jaxclust.methods.dec import DECState, embed, predict, refresh_target  # noqa: F401  (IDEC's API)
 # The run is DEC's with the configuration's cluster.gamma (0.1 in IDEC's configs).
-from jaxclust.methods.dec import assign, centers, prepare, readout, stages, with_centers  # noqa: F401, E402
+from jaxclust.methods.dec import assign, centers, prepare, readout, stages, step_flops, with_centers  # noqa: F401, E402
 
 GAMMA = 0.1
 RECIPES, REUSE = pretrain.RECIPES, pretrain.REUSE

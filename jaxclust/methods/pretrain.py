@@ -244,6 +244,16 @@ def stage(run, model) -> engine.Stage:
   return engine.Stage("pretrain", 0 if c.init_from else c.epochs, start, template, epoch, end)
 
 
+def autoencoder_flops(model, shape) -> tuple[float, float]:
+  """``(whole forward, encoder forward)`` model FLOPs of one row of ``shape`` (``jaxclust bench steps``)."""
+  from jaxclust.models import flops
+  import jax.numpy as jnp
+  x = (1, *shape) if len(shape) == 3 else (1, int(np.prod(shape)))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x)))
+  return (flops.forward_flops(model, variables, x),
+          flops.forward_flops(model, variables, x, method=model.encode))
+
+
 def load_pretrained(source, template):
   """The pretrained autoencoder parameters saved by a run in workdir ``source``.
 

@@ -310,6 +310,26 @@ def stages(run):
           *_cluster_stages(run, models["cluster"], example, mined))
 
 
+def step_flops(config, shape, k: int) -> dict:
+  """Model FLOPs per training image (``jaxclust bench steps``): the pretext's (SimCLR two views forward and
+  backward, MoCo a query view forward and backward and a key view forward); the SCAN stage's image and neighbour
+  through the heads (on frozen features: the heads alone, forward and backward) or the whole network; self-labeling
+  the weak view forward and the strong view forward and backward."""
+  from jaxclust.models import flops
+  nets = scan_epochs.models(config, k)
+
+  def forward(model, x_shape, **kwargs):
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False))
+    return flops.forward_flops(model, variables, x_shape, **kwargs)
+
+  pretext = forward(nets["pretext"], (1, *shape), train=False)
+  cluster = forward(nets["cluster"], (1, *shape), train=False)
+  heads = cluster - forward(nets["cluster"], (1, *shape), train=False, method=nets["cluster"].features)
+  scan = 2 * 3 * (heads if _frozen_features(config) else cluster)
+  return {"pretext": pretext * (6 if config.pretext.method == "simclr" else 4), "scan": scan,
+          "selflabel": 4 * cluster}
+
+
 def _vector_context(run, mined):
   """The vector views' neighbours (in the input rows, not the mined ones) and feature statistics, once per
   process; None for images."""

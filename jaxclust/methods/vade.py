@@ -237,6 +237,14 @@ def _m_step(z, labels, k: int):
   return weights, means, variances
 
 
+def step_flops(config, shape, k: int) -> dict:
+  """Model FLOPs per training row (``jaxclust bench steps``): the autoencoder forward and backward (3 forward
+  passes) in pretraining and in the VaDE stage (its log-variance head and the mixture's terms left out)."""
+  del k
+  whole, _ = pretrain.autoencoder_flops(networks.autoencoder(config, shape, conv=False), shape)
+  return {"pretrain": 3 * whole, "cluster": 3 * whole}
+
+
 def _mixture_stage(run, autoencoder) -> engine.Stage:
   config, d = run.config, int(np.prod(run.shape))
   model, tx = _model(config, d, run.n)
