@@ -63,7 +63,7 @@ def test_bench_steps_times_each_stage_of_a_method(tmp_path, capsys):
   interval stage (DEC's) counts its steps' images; model FLOPs as the method states them (Contrastive
   Clustering: two views, three forward passes each)."""
   out = tmp_path / "steps.json"
-  assert cli.main(["bench", "steps", "--method", "cc", "--method", "dec", "--shape", "8,8,1", "--batch", "16",
+  assert cli.main(["bench", "steps", "--method", "cc", "--method", "dec", "--shape", "12", "--batch", "16",
                    "--steps", "2", "--repeats", "1", "--json", str(out)]) == 0
   rows = json.loads(out.read_text())["rows"]
   assert [(r["method"], r["stage"]) for r in rows] == [("cc", "cc"), ("dec", "pretrain"), ("dec", "cluster")]
@@ -74,15 +74,15 @@ def test_bench_steps_times_each_stage_of_a_method(tmp_path, capsys):
   assert cc_row["step_seconds"] == pytest.approx(cc_row["epoch_seconds"] / 2)
   from jaxclust import configs
   from jaxclust.methods import cc
-  config = configs.get_config("cc", "bench", n=32, shape=(8, 8, 1))
-  per_image = cc.step_flops(config, (8, 8, 1), 10)["cc"]
+  config = configs.get_config("cc", "bench", n=32, shape=(12,))
+  per_image = cc.step_flops(config, (12,), 10)["cc"]
   assert cc_row["tflops"] == pytest.approx(per_image * 32 / cc_row["epoch_seconds"] / 1e12)
   from jaxclust.methods import dec
-  dec_flops = dec.step_flops(configs.get_config("dec", "bench", n=32, shape=(8, 8, 1)), (8, 8, 1), 10)
+  dec_flops = dec.step_flops(configs.get_config("dec", "bench", n=32, shape=(12,)), (12,), 10)
   assert pretrain["tflops"] == pytest.approx(dec_flops["pretrain"] * 32 / pretrain["epoch_seconds"] / 1e12)
   assert dec_flops["pretrain"] > dec_flops["cluster"] > 0  # DEC's clustering trains the encoder alone
   assert rows[2]["images_per_second"] > 0  # DEC's refresh interval: its steps' images
-  assert "| cc | cc | small_images | 8x8x1 | 16 |" in capsys.readouterr().out
+  assert "| cc | cc | vectors | 12 | 16 |" in capsys.readouterr().out
 
 
 def test_bench_steps_refuses_bad_arguments(capsys):
