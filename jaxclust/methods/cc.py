@@ -160,15 +160,7 @@ def view_options(config) -> tuple:
 def prepare(config, data, mesh) -> engine.Prepared:
   """The images (or vector rows) on the devices, or streamed (``input="tf.data"``); bad settings refused
   before the workdir is claimed."""
-  if isinstance(data, stream.Source):
-    source, shape = data, stream._row_shape(data)  # pylint: disable=protected-access
-  else:
-    source, shape = None, data.x.shape[1:]
-  networks.check_rows(config, shape)
-  if source is None and config.input == "tf.data":
-    source = stream.open_source(data)
-  n = source.n if source is not None else data.x.shape[0]
-  classes = stream.classes(source) if source is not None else len(np.unique(data.y)) if data.y is not None else 0
+  source, shape, n, classes = networks.training_rows(config, data)
   k = config.n_clusters or classes
   if not k:
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")

@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxclust import configs, engine, parallel, readout as readouts, seeding
 from jaxclust import workdir as workdirs
-from jaxclust.data import augment_vectors, stream
+from jaxclust.data import augment_vectors
 from jaxclust.kernels.kmeans import kmeans
 from jaxclust.methods import networks, scan_epochs
 from jaxclust.models import heads
@@ -64,15 +64,7 @@ def prepare(config, data, mesh) -> engine.Prepared:
   if config.pretext.method != config.method:
     raise ValueError(f"pretext.method={config.pretext.method!r}, but `fit {config.method}` trains the "
                      f"{config.method} pretext: run `jaxclust fit {config.pretext.method}` instead")
-  if isinstance(data, stream.Source):
-    source, shape = data, stream._row_shape(data)  # pylint: disable=protected-access
-  else:
-    source, shape = None, data.x.shape[1:]
-  networks.check_rows(config, shape)
-  if source is None and config.input == "tf.data":
-    source = stream.open_source(data)
-  n = source.n if source is not None else data.x.shape[0]
-  classes = stream.classes(source) if source is not None else len(np.unique(data.y)) if data.y is not None else 0
+  source, shape, n, classes = networks.training_rows(config, data)
   k = config.n_clusters or classes
   if not k:
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")

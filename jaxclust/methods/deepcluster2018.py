@@ -185,15 +185,7 @@ def optimizer(config):
 
 
 def prepare(config, data, mesh) -> engine.Prepared:
-  if isinstance(data, stream.Source):
-    source, shape = data, stream._row_shape(data)  # pylint: disable=protected-access
-  else:
-    source, shape = None, data.x.shape[1:]
-  networks.check_rows(config, shape)  # vector rows are refused a stream there
-  if source is None and config.input == "tf.data":
-    source = stream.open_source(data)
-  n = source.n if source is not None else data.x.shape[0]
-  classes = stream.classes(source) if source is not None else len(np.unique(data.y)) if data.y is not None else 0
+  source, shape, n, classes = networks.training_rows(config, data)
   clusters = check_count(config.clusters, "clusters", low=2, high=n, high_name="n_samples")
   k = check_count(config.n_clusters or classes or clusters, "n_clusters", low=2, high=clusters, high_name="clusters")
   check_count(config.epochs, "epochs", low=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
+import numpy as np
 
 from jaxclust.models import mlp, resnet
 from jaxclust.models.autoencoder import ConvAutoencoder, MLPAutoencoder
@@ -50,6 +51,23 @@ def check_rows(config, shape) -> None:
   if not vectors(config) and len(shape) != 3:
     raise ValueError(f"{config.method} with backbone={config.backbone!r} needs images [n, H, W, C]; "
                      f"{config.dataset!r} has rows of shape {shape}: use --recipe vectors (the MLP backbone)")
+
+
+def training_rows(config, data) -> tuple:
+  """``(source, shape, n, classes)`` of what a self-supervised method trains on: ``data`` loaded (``source`` None,
+  or its :class:`jaxclust.data.stream.Source` with ``input="tf.data"``) or a Source of a dataset never loaded
+  whole; ``classes`` 0 without labels. Rows the configured network cannot take are refused (:func:`check_rows`)."""
+  from jaxclust.data import stream
+  if isinstance(data, stream.Source):
+    source, shape = data, stream._row_shape(data)  # pylint: disable=protected-access
+  else:
+    source, shape = None, data.x.shape[1:]
+  check_rows(config, shape)
+  if source is None and config.input == "tf.data":
+    source = stream.open_source(data)
+  if source is not None:
+    return source, tuple(shape), source.n, stream.classes(source)
+  return None, tuple(shape), data.x.shape[0], len(np.unique(data.y)) if data.y is not None else 0
 
 
 def autoencoder(config, shape, *, conv: bool = True):
