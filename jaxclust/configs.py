@@ -19,7 +19,9 @@ from typing import NamedTuple
 
 import ml_collections
 
-METHODS = ("dec", "idec", "vade", "scan", "swav", "deepcluster")
+from jaxclust import methods
+
+METHODS = tuple(methods.REGISTRY)  # every method, in the registry's order
 
 # One line per setting, by its dotted name, for ``jaxclust fit METHOD --help``. Every setting of every
 # method needs one (tests/test_cli.py checks), so a new setting is documented where it is added.
@@ -142,6 +144,28 @@ HELP = {
     "bank_crops": "DeepCluster-v2: crops whose embeddings the memory bank keeps",
     "bank_source": "DeepCluster-v2: bank filled while 'training' or refilled at each 'epoch_end'",
     "kmeans_warm_start": "DeepCluster-v2: start each epoch's k-means from the last epoch's centroids",
+    # simclr, moco: the two-step methods (jaxclust/methods/contrastive.py).
+    "readout.method": "how the pretext's features become clusters: 'kmeans' (spherical k-means into n_clusters) or "
+                      "'knn' (readout.clusters k-means clusters grouped by their members' nearest neighbours)",
+    "readout.features": "the features read out: 'backbone' (pooled backbone output) or 'projection' (the head's)",
+    "readout.restarts": "k-means restarts of the readout (the lowest inertia is kept)",
+    "readout.clusters": "k-means clusters of the 'knn' readout (0: ten per cluster reported)",
+    "readout.neighbors": "neighbours per row of the 'knn' readout",
+    "readout.chunk_size": "images per chunk of the feature pass",
+    # cc: Contrastive Clustering.
+    "instance_temperature": "temperature of the instance-level NT-Xent over the rows of the two views (paper: 0.5)",
+    "cluster_temperature": "temperature of the cluster-level NT-Xent over the assignment columns (paper: 1.0)",
+    "instance_dim": "output width of the instance head",
+    "chunk_size": "images per chunk of a pass over the dataset",
+    # deepcluster2018: DeepCluster (Caron et al. 2018).
+    "sobel": "the paper's fixed input filter: grayscale, then horizontal and vertical Sobel gradients",
+    "mlp_head": "widths of the MLP on the backbone; the last layer's output (before its ReLU) is clustered",
+    "pca_dim": "dimensions the features are PCA-reduced and whitened to before k-means (paper: 256)",
+    "clusters": "k-means clusters each epoch, the classifier's outputs (paper: 10,000 for ImageNet)",
+    "kmeans_iterations": "Lloyd iterations of each epoch's k-means",
+    "crop_scale": "area range of the random resized crops",
+    "vade.gmm_restarts": "GMM fits on the pretrained embedding, each from its own k-means; the most likely one "
+                         "starts the mixture",
 }
 
 
