@@ -28,6 +28,7 @@ def test_the_measured_datasets_keep_the_settings_they_were_measured_with():
     if method == "vade":  # the likelihood, added later, chosen by the data: Bernoulli for these images in [0, 1]
       assert config["vade"].pop("likelihood") == "auto" and config["pretrain"]["loss"] == "auto", key
       config["pretrain"]["loss"] = "bce"
+      assert config["vade"].pop("gmm_restarts") == 1, key  # added later; one fit, as measured
     assert config == settings, key
 
 
