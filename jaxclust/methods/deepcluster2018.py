@@ -237,8 +237,9 @@ def stages(run):
     top_params = jax.jit(top.init)(jax.random.fold_in(rng, 2), jnp.zeros((1, config.mlp_head[-1])))["params"]
     assignments = np.full(run.rows, -1, np.int32)
     assignments[:run.n] = codes
-    state = parallel.put(jax.tree.map(np.asarray, state.replace(
-        params={**state.params, "top": top_params}, opt_top=tx.init(top_params), assignments=assignments)), run.mesh)
+    # Only the new parts are placed: the body's parameters and optimizer state stay on the devices.
+    fresh = parallel.put(jax.tree.map(np.asarray, (top_params, tx.init(top_params), assignments)), run.mesh)
+    state = state.replace(params={**state.params, "top": fresh[0]}, opt_top=fresh[1], assignments=fresh[2])
     if run.source is not None:  # every image once, weighted by its cluster's size (the module's docstring)
       host = _host_view(run.shape, *view)
       step = epochs.host_step(train_step, body=body, top=top, tx=tx, augment=None)
