@@ -68,11 +68,11 @@ def test_no_recompilation_for_same_shapes(monkeypatch):
     jaxclust.knn(rng.normal(size=(301, 8)).astype(np.float32), 4)
 
 
-@pytest.mark.parametrize("k", [1, 5, 16])
+@pytest.mark.parametrize("k", [1, 5, 16, 40])  # 40: the groups of 16 used above k=32
 def test_block_top_k_equals_lax_top_k_with_ties(k):
   from jax import lax
   from jaxclust.kernels.knn import _block_top_k
-  scores = jax.numpy.asarray(np.random.default_rng(k).integers(0, 12, (64, 256)), jax.numpy.float32)  # many ties
+  scores = jax.numpy.asarray(np.random.default_rng(k).integers(0, 12, (64, 1024)), jax.numpy.float32)  # many ties
   vals, idx = _block_top_k(scores, k)
   ref_vals, ref_idx = lax.top_k(scores, k)
   np.testing.assert_array_equal(np.asarray(vals), np.asarray(ref_vals))
