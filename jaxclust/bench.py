@@ -43,12 +43,15 @@ DATASHEET = (("H100 PCIe", (378.0, 756.0)), ("H100", (494.7, 989.4)), ("H200", (
 class Case:
   """One benchmark: ``kernel`` on ``n`` rows of ``d`` features; ``k`` clusters (kmeans, gmm), neighbours (knn),
   prototypes (sinkhorn, whose ``n`` is the batch) or components (pca); ``iters`` iterations (kmeans, sinkhorn,
-  gmm)."""
+  gmm). ``defaults=1`` (kmeans): every library with its own defaults (k-means++ seeding, up to 300 iterations
+  until the center shift is below 1e-4 of the variance, one restart) instead of ``iters`` iterations from the same
+  centers: the iterations each ran are reported."""
   kernel: str
   n: int
   d: int
   k: int
   iters: int = 10
+  defaults: int = 0
 
   def data(self) -> np.ndarray:
     """The case's rows, the same in every process: standard normal (no cluster structure, so every library
@@ -73,13 +76,17 @@ def parse_case(text: str) -> Case:
   values = {}
   for part in filter(None, rest.split(",")):
     name, _, value = part.partition("=")
+    if name == "defaults" and kernel == "kmeans" and value in ("0", "1"):
+      values[name] = int(value)
+      continue
     if name not in ("n", "d", "k", "iters") or not value.isdigit() or int(value) < 1:
-      raise ValueError(f"--case {text!r}: {part!r} must be n=, d=, k= or iters= with a positive integer")
+      raise ValueError(f"--case {text!r}: {part!r} must be n=, d=, k= or iters= with a positive integer "
+                       "(kmeans also defaults=0|1)")
     values[name] = int(value)
   missing = {"n", "d", "k"} - set(values) - ({"d"} if kernel == "sinkhorn" else set())
   if missing:
     raise ValueError(f"--case {text!r} needs {', '.join(sorted(missing))}")
-  case = Case(kernel, values["n"], values.get("d", 1), values["k"], values.get("iters", 10))
+  case = Case(kernel, values["n"], values.get("d", 1), values["k"], values.get("iters", 10), values.get("defaults", 0))
   if case.k > case.n:
     raise ValueError(f"--case {text!r}: k={case.k} must not exceed n={case.n}")
   return case
@@ -99,6 +106,8 @@ def ours(case: Case):
   import jax
   import jaxclust
   x = jax.device_put(case.data())
+  if case.kernel == "kmeans" and case.defaults:
+    return lambda: jaxclust.kmeans(x, case.k, rng=jax.random.key(0))
   if case.kernel == "kmeans":
     init = jax.device_put(case.init(case.data()))
     return lambda: jaxclust.kmeans(x, case.k, rng=jax.random.key(0), init=init, max_iter=case.iters, tol=0.0)
@@ -161,13 +170,19 @@ def memory() -> tuple[float, str]:
 
 def run_case(case: Case, *, repeats: int, peers: bool, tflops: float) -> dict:
   """One row of the table: ours timed, then each installed peer in its own process."""
-  row = {"case": dataclasses.asdict(case), **timed(ours(case), repeats)}
+  fn = ours(case)
+  row = {"case": dataclasses.asdict(case), **timed(fn, repeats)}
+  if case.defaults:  # the FLOPs and points/s of the iterations this library ran
+    row["iterations"] = int(fn().n_iter)
+    case = dataclasses.replace(case, iters=row["iterations"])
   row["points_per_second"] = case.n * (case.iters if case.kernel not in ("knn", "pca") else 1) / row["seconds"]
   row["tflops"] = FLOPS[case.kernel](case) / row["seconds"] / 1e12
   row["peak_share"] = row["tflops"] / tflops
   row["memory_gib"], row["memory_kind"] = memory()
   if peers:
     row["peers"] = peer_times(case, repeats)
+    for name in [p for p in row["peers"] if p.endswith(" iterations")]:
+      row.setdefault("peer_iterations", {})[name.split()[0]] = row["peers"].pop(name)
   return row
 
 
@@ -180,6 +195,12 @@ def peer_times(case: Case, repeats: int) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _sklearn_defaults(k, x, iterations: dict):
+  """scikit-learn's ``KMeans(k)`` with its defaults; its iteration count goes to ``iterations``."""
+  from sklearn.cluster import KMeans
+  iterations["sklearn"] = int(KMeans(k, random_state=0).fit(x).n_iter_)
+
+
 def _peers(case: Case, repeats: int) -> dict:
   """The peers' median seconds on the case (the same rows, the same starting centers), each where installed."""
   x, result = case.data(), {}
@@ -188,7 +209,11 @@ def _peers(case: Case, repeats: int) -> dict:
     fn()  # a warm-up, as ours gets
     return statistics.median(_wall(fn) for _ in range(max(repeats, 1)))
 
-  if case.kernel == "kmeans":
+  if case.kernel == "kmeans" and case.defaults:
+    iterations = {}
+    result["sklearn"] = median(lambda: _sklearn_defaults(case.k, x, iterations))
+    result["sklearn iterations"] = iterations["sklearn"]
+  elif case.kernel == "kmeans":
     from sklearn.cluster import KMeans
     init = case.init(x)
     result["sklearn"] = median(lambda: KMeans(case.k, init=init, n_init=1, max_iter=case.iters, tol=0.0,
@@ -259,6 +284,8 @@ def table(rows: list[dict], peak_source: str) -> str:
   for row in rows:
     c, peers = row["case"], row.get("peers", {})
     iters = "-" if c["kernel"] in ("knn", "pca") else c["iters"]
+    if c.get("defaults"):  # each library's own defaults: the iterations each ran
+      iters = f"defaults: {row['iterations']}" + "".join(f", {p} {i}" for p, i in row.get("peer_iterations", {}).items())
     lines.append(f"| {c['kernel']} | {c['n']:,} | {c['d']} | {c['k']} | {iters} | {row['seconds']:.4f} | "
                  f"{row['first']:.2f} | {row['compile']:.2f} | {row['points_per_second']:.3g} | {row['tflops']:.3f} | "
                  f"{100 * row['peak_share']:.1f} | {row['memory_gib']:.2f} ({row['memory_kind']}) | "
@@ -271,14 +298,18 @@ def table(rows: list[dict], peak_source: str) -> str:
 
 
 def steps(method: str, *, shape, batch: int, steps: int, repeats: int, recipe: str | None = None,
-          dtype: str = "float32", k: int = 10, tflops: float = 0.0, mesh=None) -> list[dict]:
+          dtype: str = "float32", k: int = 10, tflops: float = 0.0, mesh=None, peer_python: str | None = None
+          ) -> list[dict]:
   """One row per stage of ``method`` that trains: the median seconds of its epoch over ``batch * steps`` synthetic
   rows (uniform in [0, 1], ``k`` classes) after a warm-up epoch (compilation apart), as the engine runs it.
 
   An epoch holds what the method does once per epoch besides its steps (SCAN's and Contrastive Clustering's
   cluster usage, DeepCluster's feature pass, PCA and k-means, the online methods' readouts), so its seconds per
   step are the epoch's over its steps. Stages that count steps rather than epochs (DEC's refresh intervals)
-  are timed per interval. Model TFLOP/s where the method states its step's FLOPs (``step_flops``)."""
+  are timed per interval. Model TFLOP/s where the method states its step's FLOPs (``step_flops``).
+
+  ``peer_python``: also run each stage's PyTorch peer where the method names one (``bench_peers``), with that
+  Python (which needs torch; ClustPy for DEC), in its own process: ``row["peer"]``, see :func:`torch_peer`."""
   import tempfile
 
   import jax
@@ -301,6 +332,8 @@ def steps(method: str, *, shape, batch: int, steps: int, repeats: int, recipe: s
   prepared = module.prepare(config, sources.from_arrays(x, y), mesh)
   rows, mask = parallel.global_rows(np.asarray(prepared.rows, np.float32), mesh)
   per_image = module.step_flops(config, tuple(shape), prepared.k) if hasattr(module, "step_flops") else {}
+  peer_specs = module.bench_peers(config, tuple(shape), prepared.k) if peer_python and hasattr(
+      module, "bench_peers") else {}
   out = []
   with tempfile.TemporaryDirectory() as tmp:
     run = engine.Run(config, epath.Path(tmp), mesh, prepared.k, n, tuple(shape), rows.shape[0], y=y, x=rows,
@@ -328,21 +361,52 @@ def steps(method: str, *, shape, batch: int, steps: int, repeats: int, recipe: s
         row["tflops"] = per_image[stage.name] * seen / median / 1e12
         row["peak_share"] = row["tflops"] / tflops
       row["memory_gib"], row["memory_kind"] = memory()
+      if stage.name in peer_specs:
+        spec = {**peer_specs[stage.name], "batch": batch, "steps": max(repeats, 3), "dtype": dtype, "n": n}
+        row["peer"] = torch_peer(spec, peer_python)
+        if "seconds" in row["peer"]:  # an epoch peer against ours over the same rows: steps x n / batch
+          ours = row["step_seconds"] * (n / batch if row["peer"]["per"] == "epoch" else 1)
+          row["peer"]["ratio"] = row["peer"]["seconds"] / ours
       out.append(row)
   return out
 
 
+def torch_peer(spec: dict, python: str) -> dict:
+  """The peer's ``{"seconds", "peer", "per": "step"|"epoch"}`` from ``jaxclust/bench_torch.py`` run by ``python``
+  in its own process, or ``{"missing": what}`` when that Python lacks torch (or ClustPy)."""
+  import pathlib
+  script = pathlib.Path(__file__).with_name("bench_torch.py")
+  out = subprocess.run([python, str(script), json.dumps(spec)], capture_output=True, text=True)
+  if out.returncode:
+    last = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+    if "No module named" in last:
+      return {"missing": last.split("No module named")[-1].strip(" '\"")}
+    raise RuntimeError(f"the PyTorch peer {spec['step']} failed: {last}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def steps_table(rows: list[dict], peak_source: str) -> str:
   """The ``steps`` rows as a Markdown table."""
+  peers = any("peer" in r for r in rows)
   lines = [f"peak: {peak_source}", "", "| method | stage | recipe | shape | batch | epoch s (median) | compile s | "
-           "s per step | images/s | model TFLOP/s | % of peak | memory GiB |", "|---" * 12 + "|"]
+           "s per step | images/s | model TFLOP/s | % of peak | memory GiB |"
+           + (" PyTorch peer | peer / jaxclust |" if peers else ""), "|---" * (14 if peers else 12) + "|"]
   for r in rows:
     flops = (f"{r['tflops']:.4f} | {100 * r['peak_share']:.2f}" if "tflops" in r
              else "- | - (the method states no step FLOPs)")
     lines.append(f"| {r['method']} | {r['stage']} | {r['recipe']} | {'x'.join(map(str, r['shape']))} | {r['batch']} | "
                  f"{r['epoch_seconds']:.3f} | {r['compile']:.2f} | {r['step_seconds']:.4f} | "
-                 f"{r['images_per_second']:.1f} | {flops} | {r['memory_gib']:.2f} ({r['memory_kind']}) |")
+                 f"{r['images_per_second']:.1f} | {flops} | {r['memory_gib']:.2f} ({r['memory_kind']}) |"
+                 + (_peer_cells(r.get("peer")) if peers else ""))
   return "\n".join(lines)
+
+
+def _peer_cells(peer) -> str:
+  if peer is None:
+    return " - (none) | - |"
+  if "missing" in peer:
+    return f" not installed: {peer['missing']} | - |"
+  return f" {peer['peer']}: {peer['seconds']:.4f} s per {peer['per']} | {peer['ratio']:.2f}x |"
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--peer":

@@ -395,11 +395,14 @@ def _bench_steps(args) -> int:
   for name in ("batch", "steps"):
     if getattr(args, name) < 1:
       raise ValueError(f"--{name}={getattr(args, name)} must be at least 1")
+  if args.peer_python and not os.access(args.peer_python, os.X_OK):
+    raise ValueError(f"--peer-python {args.peer_python!r} is not an executable Python")
   tflops, source = bench.peak(args.dtype)
   rows = []
   for method in chosen:
     found = bench.steps(method, shape=shape, batch=args.batch, steps=args.steps, repeats=args.repeats,
-                        recipe=args.recipe, dtype=args.dtype, tflops=tflops)
+                        recipe=args.recipe, dtype=args.dtype, tflops=tflops,
+                        peer_python=(args.peer_python or sys.executable) if args.peers else None)
     rows.extend(found)
     for line in bench.steps_table(found, source).splitlines()[4:]:
       print(line, flush=True)
@@ -691,8 +694,10 @@ def main(argv=None) -> int:
                        "issue's CPU shapes")
   be.add_argument("--quick", action="store_true", help="tiny default shapes (seconds), to check the command")
   be.add_argument("--repeats", type=int, default=5, help="timed calls after the warm-up; the median is reported")
-  be.add_argument("--peers", action="store_true", help="also time scikit-learn, faiss-cpu and ott-jax where installed, "
-                                                       "each case in a fresh process, on the same data")
+  be.add_argument("--peers", action="store_true", help="kernels: also time scikit-learn, faiss-cpu and ott-jax where "
+                  "installed; steps: the PyTorch steps of the same networks (ClustPy's DEC); each in a fresh process")
+  be.add_argument("--peer-python", default=None, help="steps: the Python that runs the PyTorch peers (default: this "
+                                                      "one), e.g. a virtual environment with torch and clustpy")
   be.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="the peak to compare with")
   be.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
   rec = sub.add_parser("recipes", help="the methods' recipes and what each sets")

@@ -91,3 +91,47 @@ def test_bench_steps_refuses_bad_arguments(capsys):
                         (["--batch", "0"], "--batch=0 must be at least 1")):
     assert cli.main(["bench", "steps", *args]) == 2
     assert message in error_line(capsys)
+
+
+def test_kmeans_with_each_librarys_defaults_reports_the_iterations_each_ran(capsys):
+  """``defaults=1``: jaxclust.kmeans and scikit-learn's KMeans each with their own defaults, the iterations each
+  ran printed, the FLOP rate from ours."""
+  case = bench.parse_case("kmeans:n=3000,d=4,k=5,defaults=1")
+  assert case.defaults == 1
+  with pytest.raises(ValueError, match="defaults=0"):
+    bench.parse_case("knn:n=30,d=4,k=5,defaults=1")
+  row = bench.run_case(case, repeats=1, peers=True, tflops=1.0)
+  ran = int(bench.ours(case)().n_iter)
+  assert row["iterations"] == ran and 1 <= ran <= 300
+  assert row["tflops"] * row["seconds"] * 1e12 == pytest.approx(2 * 3000 * 4 * 5 * (ran + 1))
+  x = case.data()
+  assert row["peer_iterations"] == {"sklearn": KMeans(5, random_state=0).fit(x).n_iter_}
+  assert set(row["peers"]) == {"sklearn"}
+  assert f"| defaults: {ran}, sklearn {row['peer_iterations']['sklearn']} |" in bench.table([row], "p")
+
+
+def test_bench_steps_peers_run_in_the_named_python_and_give_ratios(tmp_path, capsys):
+  """``--peers``: each stage with a PyTorch peer (DEC: ClustPy's epochs) gets the peer's seconds from
+  jaxclust/bench_torch.py run by ``--peer-python`` with the method's spec; an epoch peer is compared with our
+  epoch over the same rows. A Python without torch is named in the table, never silently left out."""
+  fake = tmp_path / "python"
+  seen = tmp_path / "specs.jsonl"
+  fake.write_text(f"#!/bin/sh\necho \"$2\" >> {seen}\necho '{{\"seconds\": 0.5, \"peer\": \"fake\", \"per\": \"epoch\"}}'\n")
+  fake.chmod(0o755)
+  out = tmp_path / "steps.json"
+  assert cli.main(["bench", "steps", "--method", "dec", "--shape", "12", "--batch", "16", "--steps", "2",
+                   "--repeats", "1", "--peers", "--peer-python", str(fake), "--json", str(out)]) == 0
+  rows = json.loads(out.read_text())["rows"]
+  specs = [json.loads(line) for line in seen.read_text().splitlines()]
+  assert [s["stage"] for s in specs] == ["pretrain", "cluster"]
+  for spec, row in zip(specs, rows):
+    assert spec["step"] == "clustpy_dec" and spec["backbone"]["shape"] == [12] and spec["n"] == 32
+    assert spec["batch"] == 16 and spec["embedding"] == 10 and spec["k"] == 10
+    assert row["peer"]["ratio"] == pytest.approx(0.5 / (row["step_seconds"] * 32 / 16))
+  assert "fake: 0.5000 s per epoch" in capsys.readouterr().out
+  assert cli.main(["bench", "steps", "--method", "simclr", "--shape", "12", "--batch", "16", "--steps", "2",
+                   "--repeats", "1", "--peers", "--json", str(out)]) == 0  # this Python: no torch in the tests
+  row, = json.loads(out.read_text())["rows"]
+  assert row["peer"] == {"missing": "torch"} and "not installed: torch" in capsys.readouterr().out
+  assert cli.main(["bench", "steps", "--method", "dec", "--peers", "--peer-python", str(tmp_path / "none")]) == 2
+  assert "is not an executable Python" in error_line(capsys)

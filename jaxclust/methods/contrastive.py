@@ -187,6 +187,12 @@ def step_flops(config, shape, k: int) -> dict:
   return {"pretext": forward * (6 if config.pretext.method == "simclr" else 4)}
 
 
+def bench_peers(config, shape, k: int) -> dict:
+  """The PyTorch peer of the pretext step (``jaxclust bench steps --peers``)."""
+  del k
+  return {"pretext": scan_epochs.pretext_peer(config, shape)}
+
+
 # Settings and recipes: the pretext settings of SCAN's recipe for the same kind of data.
 
 

@@ -217,6 +217,15 @@ def step_flops(config, shape, k: int) -> dict:
   return {"pretrain": 3 * whole, "cluster": 3 * (whole if config.cluster.gamma > 0 else encoder)}
 
 
+def bench_peers(config, shape, k: int) -> dict:
+  """ClustPy's DEC (``jaxclust bench steps --peers``): its epochs of pretraining and of clustering, for the
+  autoencoder it builds (d-500-500-2000-latent, MLP), so only where this configuration has that one."""
+  if config.model != "mlp" or tuple(config.hidden) != (500, 500, 2000) or config.cluster.gamma > 0:
+    return {}
+  spec = {"step": "clustpy_dec", "backbone": {"shape": [int(s) for s in shape]}, "k": k, "embedding": config.latent}
+  return {"pretrain": {**spec, "stage": "pretrain"}, "cluster": {**spec, "stage": "cluster"}}
+
+
 def _cluster_stage(run, model) -> engine.Stage:
   c = run.config.cluster
   tx = sgd(c.learning_rate, c.momentum)

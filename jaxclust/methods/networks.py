@@ -28,6 +28,12 @@ def backbone(config):
   return make(stem=config.stem, dtype=dtype)
 
 
+def peer_backbone(config, shape) -> dict:
+  """The configured backbone as ``jaxclust/bench_torch.py`` rebuilds it in PyTorch (``bench steps --peers``)."""
+  return {"kind": config.backbone, "shape": [int(s) for s in shape], "stem": config.get("stem", ""),
+          "channels": list(config.get("cnn_channels", ())), "widths": list(config.get("mlp_widths", ()))}
+
+
 def vectors(config) -> bool:
   """Whether the configured network trains on vector views (the MLP backbone) rather than image crops."""
   return config.backbone == "mlp"

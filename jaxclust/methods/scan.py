@@ -330,6 +330,14 @@ def step_flops(config, shape, k: int) -> dict:
           "selflabel": 4 * cluster}
 
 
+def bench_peers(config, shape, k: int) -> dict:
+  """The PyTorch peers (``jaxclust bench steps --peers``): the pretext step, and the SCAN step (on precomputed
+  features, the heads alone, when the stage trains on them)."""
+  return {"pretext": scan_epochs.pretext_peer(config, shape),
+          "scan": {"step": "scan", "backbone": networks.peer_backbone(config, shape), "heads": config.scan.heads,
+                   "k": k, "entropy_weight": config.scan.entropy_weight, "frozen": _frozen_features(config)}}
+
+
 def _vector_context(run, mined):
   """The vector views' neighbours (in the input rows, not the mined ones) and feature statistics, once per
   process; None for images."""

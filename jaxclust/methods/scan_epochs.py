@@ -32,6 +32,13 @@ def models(config, k):
           "cluster": heads.Clusterer(backbone, k=k, heads=config.scan.heads)}
 
 
+def pretext_peer(config, shape) -> dict:
+  """The pretext step as its PyTorch peer runs it (``jaxclust bench steps --peers``, ``jaxclust/bench_torch.py``)."""
+  c = config.pretext
+  return {"step": c.method, "backbone": networks.peer_backbone(config, shape), "hidden": c.head_hidden,
+          "out": c.head_out, "temperature": c.temperature, "queue": c.get("queue_size", 0)}
+
+
 def pretext_tx(config, n):
   """The pretext's optimizer for ``n`` images: SGD or LARS on a cosine schedule (after a warm-up)."""
   c = config.pretext

@@ -233,6 +233,15 @@ def step_flops(config, shape, k: int) -> dict:
   return {"swav": online.crop_flops(network(config), config, shape)}
 
 
+def bench_peers(config, shape, k: int) -> dict:
+  """The PyTorch peer of the multi-crop step (``jaxclust bench steps --peers``); its crops are plain slices."""
+  del k
+  crops = [[int(n), int(size)] for n, size, _ in config.crops]
+  return {"swav": {"step": "swav", "backbone": networks.peer_backbone(config, shape), "hidden": config.head_hidden,
+                   "out": config.head_out, "prototypes": config.prototypes, "crops": crops,
+                   "epsilon": config.sinkhorn_epsilon, "temperature": config.temperature}}
+
+
 def scorer(config) -> online.Scorer:
   """The network scored as the shared readout needs: embeddings, the prototype of highest score."""
   model = network(config)
