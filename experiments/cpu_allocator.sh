@@ -7,11 +7,13 @@
 #   bash experiments/cpu_allocator.sh                    # from the repository root, nothing else running
 set -u
 lib=/usr/lib/$(uname -m)-linux-gnu
-run() {  # name, then env assignments
+run() {  # name, then env assignments: the median SwAV step (`jaxclust bench steps`), page faults, system time
   local name=$1; shift
+  local json=/tmp/cpu_allocator_$name.json
   local out
-  out=$(env "$@" PYTHONPATH=. /usr/bin/time -f "minflt %R sys %S" "${PYTHON:-python}" experiments/swav_step_time.py 2>&1 | grep -E "^median|^final loss|^minflt")
-  echo "$name: $(echo "$out" | tr '\n' ' ')"
+  out=$(env "$@" /usr/bin/time -f "minflt %R sys %S" "${PYTHON:-python}" -m jaxclust.cli bench steps --method swav \
+    --shape 28,28,1 --batch 256 --steps 12 --repeats 3 --json $json 2>&1 | grep -E "^minflt")
+  echo "$name: median step s $("${PYTHON:-python}" -c "import json; print(json.load(open('$json'))['rows'][0]['step_seconds'])") $out"
 }
 echo "$(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) $(nproc) cores, $(ldd --version | head -1)"
 results=$(

@@ -1,11 +1,12 @@
 #!/bin/bash
-# The GPU benchmark set, run in one go on an accelerator machine that has jax, torch and torchvision
-# but neither TensorFlow nor network access. Results go to $OUT (default ./gpu_out).
-# It needs .whl/ and gpu_data/, made beforehand by experiments/gpu_prepare.sh (carry both).
-# Usage: bash experiments/gpu_bench.sh ssl|swav|ae|mnist|swav256|variants
-#   swav: only the SwAV ResNet-50 step of `ssl` (the utilization goal), for a short device budget, then
-#     the multi-crop alone against 6fc3681's (HIGHEST-precision resize) and c407007's (crops batched per size).
-#     SSL_SECONDS and CROP_SECONDS (default 120) cap the two.
+# The accelerator figures of issue 46, run in one go on a machine that has jax and torch (the PyTorch and ClustPy
+# peers) but neither TensorFlow nor network access; every timing is `jaxclust bench`. Results go to $OUT
+# (default ./gpu_out). It needs .whl/ and gpu_data/, made beforehand by experiments/gpu_prepare.sh (carry both).
+# Usage: bash experiments/gpu_bench.sh kernels|steps|mnist|variants
+#   mnist: the small-CNN MNIST recipes of SCAN, SwAV and DeepCluster-v2 (`jaxclust fit`), one seed each.
+#   kernels: k-means 1M x 256 into 20,000 centers, 25 Lloyd iterations; kNN over 1M x 128, k=20 (KERNEL_SECONDS).
+#   steps: SwAV ResNet-50 2x224+6x96 bf16, a SimCLR ResNet-18 CIFAR epoch (97 steps of 512 = 49,664 images) in
+#     bf16 and float32, each against its PyTorch peer; a DEC MNIST-sized epoch against ClustPy (STEP_SECONDS each).
 #   variants: VARIANTS=FILE (default experiments/mnist_variants.txt), MNIST_SECONDS per run,
 #   MEM_FRACTION of the GPU's memory per run (default 0.08); all outputs in $OUT/variants.tgz.
 set -o pipefail
@@ -16,29 +17,24 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=$PWD:/tmp/site:$PWD/gpu_data/site PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 date -u
+bench() { python3 -m jaxclust.cli bench "$@"; }
 
 case "$1" in
-  ssl)  # SimCLR / SCAN (ResNet-18, CIFAR shapes) and SwAV (ResNet-50 multi-crop), bf16, against PyTorch
-    timeout ${SSL_SECONDS:-420} python3 experiments/bench_ssl.py --bench simclr scan swav --batch 512 \
-      --swav-batch ${SWAV_BATCH:-128} --steps 20 --dtype bfloat16 --peak-tflops 989 --peer-python python3 \
-      --out "$OUT/ssl_bf16.json" 2>&1 | tee "$OUT/ssl_bf16.md"
-    timeout ${FP32_SECONDS:-120} python3 experiments/bench_ssl.py --bench simclr --batch 512 --steps 20 \
-      --dtype float32 --peer-python python3 --out "$OUT/ssl_fp32.json" 2>&1 | tee "$OUT/ssl_fp32.md"
+  kernels)
+    timeout ${KERNEL_SECONDS:-300} bench kernels --case kmeans:n=1000000,d=256,k=20000,iters=25 \
+      --case knn:n=1000000,d=128,k=20 --repeats 2 --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.md"
     ;;
-  swav)  # SwAV (ResNet-50 multi-crop) alone, bf16, with and without on-device augmentation, against PyTorch
-    timeout ${SSL_SECONDS:-360} python3 experiments/bench_ssl.py --bench swav --swav-batch ${SWAV_BATCH:-128} \
-      --steps 20 --dtype bfloat16 --peak-tflops 989 --peer-python python3 --out "$OUT/swav_bf16.json" \
+  steps)
+    timeout ${STEP_SECONDS:-240} bench steps --method swav --recipe images --shape 256,256,3 --batch ${SWAV_BATCH:-128} \
+      --steps 20 --repeats 2 --dtype bfloat16 --peers --peer-python python3 --json "$OUT/swav_bf16.json" \
       2>&1 | tee "$OUT/swav_bf16.md"
-    timeout ${CROP_SECONDS:-120} python3 experiments/bench_multi_crop.py --batch ${SWAV_BATCH:-128} \
-      --reference gpu_data/augment_6fc3681.py gpu_data/augment_c407007.py \
-      2>&1 | tee "$OUT/multi_crop.md"
-    ;;
-  ae)  # DEC per-epoch time against ClustPy, then DEC time to ACC 84.3 from the command line
-    timeout 240 python3 experiments/bench_ae_vs_clustpy.py --data-dir gpu_data --clustpy-python python3 --threads 16 \
-      2>&1 | tee "$OUT/ae_vs_clustpy.md"
-    /usr/bin/time -v timeout 240 python3 -m jaxclust.cli fit dec --dataset mnist --data-dir gpu_data \
-      --workdir /tmp/tta --set pretrain.epochs=20 --set checkpoint_every=5 2>&1 | tail -40 | tee "$OUT/dec_tta.log"
-    cp /tmp/tta/metrics.jsonl "$OUT/dec_tta_metrics.jsonl"
+    for dtype in bfloat16 float32; do
+      timeout ${STEP_SECONDS:-240} bench steps --method simclr --recipe images --shape 32,32,3 --batch 512 --steps 97 \
+        --repeats 2 --dtype $dtype --peers --peer-python python3 --json "$OUT/simclr_$dtype.json" \
+        2>&1 | tee "$OUT/simclr_$dtype.md"
+    done
+    timeout ${STEP_SECONDS:-240} bench steps --method dec --shape 784 --batch 256 --steps 273 --repeats 2 --peers \
+      --peer-python python3 --json "$OUT/dec.json" 2>&1 | tee "$OUT/dec.md"
     ;;
   mnist)  # the small-CNN MNIST recipes of SCAN, SwAV and DeepCluster-v2, one seed each
     for method in scan swav deepcluster; do
@@ -47,11 +43,6 @@ case "$1" in
       cp /tmp/mnist_$method/summary.json "$OUT/mnist_${method}_summary.json"
       cat /tmp/mnist_$method/metrics.jsonl /tmp/mnist_$method/*/metrics.jsonl > "$OUT/mnist_${method}_metrics.jsonl" 2>/dev/null
     done
-    ;;
-  swav256)  # SwAV at 256 images per step, and SimCLR/SCAN again, with layer-counted model FLOPs
-    timeout ${SSL_SECONDS:-300} python3 experiments/bench_ssl.py --bench simclr scan swav --batch 512 --swav-batch 256 \
-      --steps 20 --dtype bfloat16 --peak-tflops 989 --peer-python python3 --out "$OUT/ssl_bf16_b256.json" \
-      2>&1 | tee "$OUT/ssl_bf16_b256.md"
     ;;
   variants)  # MNIST recipe variants, run side by side on the one GPU (small models leave it mostly idle)
     export XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.08}
@@ -67,5 +58,5 @@ case "$1" in
     wait
     tar czf "$OUT/variants.tgz" -C /tmp/vout .  # one file: at most 8 come back from the device
     ;;
-  *) echo "usage: $0 ssl|swav|ae|mnist|swav256|variants" >&2; exit 2 ;;
+  *) echo "usage: $0 kernels|steps|mnist|variants" >&2; exit 2 ;;
 esac

@@ -306,10 +306,13 @@ def steps(method: str, *, shape, batch: int, steps: int, repeats: int, recipe: s
   An epoch holds what the method does once per epoch besides its steps (SCAN's and Contrastive Clustering's
   cluster usage, DeepCluster's feature pass, PCA and k-means, the online methods' readouts), so its seconds per
   step are the epoch's over its steps. Stages that count steps rather than epochs (DEC's refresh intervals)
-  are timed per interval. Model TFLOP/s where the method states its step's FLOPs (``step_flops``).
+  are timed per interval. A stage whose record states ``pass_seconds`` (DEC's target refresh) also gets its steps
+  alone (``steps_only_step_seconds``). Model TFLOP/s where the method states its step's FLOPs (``step_flops``).
 
   ``peer_python``: also run each stage's PyTorch peer where the method names one (``bench_peers``), with that
-  Python (which needs torch; ClustPy for DEC), in its own process: ``row["peer"]``, see :func:`torch_peer`."""
+  Python (which needs torch; ClustPy for DEC), in its own process: ``row["peer"]``, see :func:`torch_peer`; its
+  ratio is the peer's time over our steps' alone where the stage times its passes apart (ClustPy's DEC epoch
+  has no refresh: it takes the target from each batch)."""
   import tempfile
 
   import jax
@@ -336,19 +339,21 @@ def steps(method: str, *, shape, batch: int, steps: int, repeats: int, recipe: s
       module, "bench_peers") else {}
   out = []
   with tempfile.TemporaryDirectory() as tmp:
-    run = engine.Run(config, epath.Path(tmp), mesh, prepared.k, n, tuple(shape), rows.shape[0], y=y, x=rows,
+    # No labels: a user's data has none, so the epochs time no evaluation against them.
+    run = engine.Run(config, epath.Path(tmp), mesh, prepared.k, n, tuple(shape), rows.shape[0], y=None, x=rows,
                      mask=mask, log=lambda _: None)
     state = None
     for stage in module.stages(run):
       state = stage.init(run, state)
       if stage.epoch is None or stage.epochs == 0:
         continue
-      seconds, images = [], []
+      seconds, images, passes = [], [], []
       for epoch in range(repeats + 1):
         tick = time.perf_counter()
         state, record = stage.epoch(run, state, epoch % stage.epochs)
         jax.block_until_ready(state)
         seconds.append(time.perf_counter() - tick)
+        passes.append(record.get("pass_seconds", 0.0))
         done = record.get("step")
         images.append(n if done is None else (done - (out_steps if epoch else 0)) * batch)
         out_steps = done
@@ -357,15 +362,19 @@ def steps(method: str, *, shape, batch: int, steps: int, repeats: int, recipe: s
       row = {"method": method, "stage": stage.name, "recipe": config.recipe, "shape": list(shape), "batch": batch,
              "rows": n, "epoch_seconds": median, "first": seconds[0], "compile": max(seconds[0] - median, 0.0),
              "step_seconds": median * batch / seen, "images_per_second": seen / median}
+      if any(passes):  # the stage timed its whole-dataset passes apart: the steps alone, the same work as a peer's
+        row["pass_seconds"] = statistics.median(passes[1:])
+        row["steps_only_step_seconds"] = (median - row["pass_seconds"]) * batch / seen
       if stage.name in per_image and tflops:
         row["tflops"] = per_image[stage.name] * seen / median / 1e12
         row["peak_share"] = row["tflops"] / tflops
       row["memory_gib"], row["memory_kind"] = memory()
       if stage.name in peer_specs:
-        spec = {**peer_specs[stage.name], "batch": batch, "steps": max(repeats, 3), "dtype": dtype, "n": n}
+        spec = {**peer_specs[stage.name], "batch": batch, "steps": max(steps, 3), "dtype": dtype, "n": n}
         row["peer"] = torch_peer(spec, peer_python)
-        if "seconds" in row["peer"]:  # an epoch peer against ours over the same rows: steps x n / batch
-          ours = row["step_seconds"] * (n / batch if row["peer"]["per"] == "epoch" else 1)
+        if "seconds" in row["peer"]:  # our steps (without the stage's passes) against the peer's; an epoch: n / batch
+          ours = row.get("steps_only_step_seconds", row["step_seconds"]) * (n / batch if row["peer"]["per"] == "epoch"
+                                                                             else 1)
           row["peer"]["ratio"] = row["peer"]["seconds"] / ours
       out.append(row)
   return out
@@ -395,7 +404,9 @@ def steps_table(rows: list[dict], peak_source: str) -> str:
     flops = (f"{r['tflops']:.4f} | {100 * r['peak_share']:.2f}" if "tflops" in r
              else "- | - (the method states no step FLOPs)")
     lines.append(f"| {r['method']} | {r['stage']} | {r['recipe']} | {'x'.join(map(str, r['shape']))} | {r['batch']} | "
-                 f"{r['epoch_seconds']:.3f} | {r['compile']:.2f} | {r['step_seconds']:.4f} | "
+                 f"{r['epoch_seconds']:.3f} | {r['compile']:.2f} | {r['step_seconds']:.4f}"
+                 + (f" ({r['steps_only_step_seconds']:.4f} without its passes)" if "steps_only_step_seconds" in r
+                    else "") + " | "
                  f"{r['images_per_second']:.1f} | {flops} | {r['memory_gib']:.2f} ({r['memory_kind']}) |"
                  + (_peer_cells(r.get("peer")) if peers else ""))
   return "\n".join(lines)

@@ -127,7 +127,12 @@ def test_bench_steps_peers_run_in_the_named_python_and_give_ratios(tmp_path, cap
   for spec, row in zip(specs, rows):
     assert spec["step"] == "clustpy_dec" and spec["backbone"]["shape"] == [12] and spec["n"] == 32
     assert spec["batch"] == 16 and spec["embedding"] == 10 and spec["k"] == 10
-    assert row["peer"]["ratio"] == pytest.approx(0.5 / (row["step_seconds"] * 32 / 16))
+    ours = row.get("steps_only_step_seconds", row["step_seconds"])  # DEC's clustering: its steps without the refresh
+    assert row["peer"]["ratio"] == pytest.approx(0.5 / (ours * 32 / 16))
+  pretrain, cluster = rows
+  assert "pass_seconds" not in pretrain and 0 < cluster["pass_seconds"] < cluster["epoch_seconds"]
+  assert cluster["steps_only_step_seconds"] == pytest.approx(
+      (cluster["epoch_seconds"] - cluster["pass_seconds"]) / cluster["epoch_seconds"] * cluster["step_seconds"])
   assert "fake: 0.5000 s per epoch" in capsys.readouterr().out
   assert cli.main(["bench", "steps", "--method", "simclr", "--shape", "12", "--batch", "16", "--steps", "2",
                    "--repeats", "1", "--peers", "--json", str(out)]) == 0  # this Python: no torch in the tests

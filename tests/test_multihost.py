@@ -1,10 +1,12 @@
 """fit gives the same clustering on 1 device, 8 devices, and 2 processes of 2 devices each."""
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -39,28 +41,50 @@ def test_fit_on_8_devices_equals_1_device(tmp_path, method):
 
 def _two_processes(worker: str, *args):
   """Runs ``tests/WORKER PORT PROCESS_ID *args`` as processes 0 and 1 on loopback; fails on either's error."""
+  with _two_processes_beside(worker, *args):
+    pass
+
+
+@contextlib.contextmanager
+def _two_processes_beside(worker: str, *args):
+  """Runs ``tests/WORKER PORT PROCESS_ID *args`` as processes 0 and 1 on loopback while the body runs (the
+  one-process references: the two processes wait on each other's collectives much of the time), then waits for
+  both and fails on either's error; an error in the body kills them."""
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   env = {**os.environ, "XLA_FLAGS": SUBPROCESS_XLA_FLAGS,
          "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+  logs = [tempfile.TemporaryFile("w+") for _ in range(2)]  # files, not pipes: nobody reads them while they run
   workers = [subprocess.Popen([sys.executable, str(TESTS / worker), str(port), str(i), *map(str, args)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  outputs = [w.communicate(timeout=400)[0] for w in workers]
-  for w, output in zip(workers, outputs):
-    assert w.returncode == 0, output[-3000:]
+                              stdout=log, stderr=subprocess.STDOUT, text=True) for i, log in enumerate(logs)]
+
+  try:
+    yield
+  except BaseException:
+    for w in workers:
+      w.kill()
+    raise
+  for w, log in zip(workers, logs):
+    w.wait(timeout=600)
+    log.seek(0)
+    assert w.returncode == 0, log.read()[-3000:]
 
 
 def test_two_processes_equal_one_process(tmp_path):
   """DEC on both inputs, then VaDE, one after the other in the same 2-process job (IDEC is DEC's code with
   a reconstruction term: its 8-device run is in tests/test_guarantees.py)."""
   runs = (("dec", "device"), ("dec", "tf.data"), ("vade", "device"))
-  _two_processes("multihost_worker.py", *[arg for method, data_input in runs for arg in (
-      method, tmp_path / method / data_input / "two", *two_process_settings(data_input), "--")])
+  references = {}
+  with _two_processes_beside("multihost_worker.py", *[arg for method, data_input in runs for arg in (
+      method, tmp_path / method / data_input / "two", *two_process_settings(data_input), "--")]):
+    for method, data_input in runs:
+      config = two_process_config(data_input, method)  # tf.data: each process reads its slice of the same batches
+      references[method, data_input] = engine.fit(config, tmp_path / method / data_input / "one",
+                                                  log=lambda _: None, mesh=parallel.make_mesh(4))
   for method, data_input in runs:
-    config = two_process_config(data_input, method)  # tf.data: each process reads its slice of the same batches
     one, two = tmp_path / method / data_input / "one", tmp_path / method / data_input / "two"
-    reference = engine.fit(config, one, log=lambda _: None, mesh=parallel.make_mesh(4))
+    reference = references[method, data_input]
     summary = json.loads((two / "summary.json").read_text())
     assert summary["processes"] == 2 and json.loads((two / "config.json").read_text())["input"] == data_input
     agreement = np.mean(np.load(two / "labels.npy") == np.load(one / "labels.npy"))
@@ -110,13 +134,14 @@ def test_two_processes_equal_one_process_self_supervised(tmp_path):
   """SCAN, SwAV and DeepCluster-v2 in one 2-process job (2 devices each) against one process of 4 devices."""
   from test_guarantees import SHORTER, TINY
   settings = {method: TINY[method] + SHORTER[method] for method in SHORTER}
-  _two_processes("multihost_worker.py", *[arg for method, values in settings.items() for arg in (
-      method, tmp_path / method / "two", *values, "--")])
+  with _two_processes_beside("multihost_worker.py", *[arg for method, values in settings.items() for arg in (
+      method, tmp_path / method / "two", *values, "--")]):
+    for method, values in settings.items():
+      engine.fit(cli.make_config(method, "digits", settings=values), tmp_path / method / "one", log=lambda _: None,
+                 mesh=parallel.make_mesh(4))
   agreements = {}
-  for method, values in settings.items():
-    config = cli.make_config(method, "digits", settings=values)
+  for method in settings:
     one, two = tmp_path / method / "one", tmp_path / method / "two"
-    reference = engine.fit(config, one, log=lambda _: None, mesh=parallel.make_mesh(4))
     assert json.loads((two / "summary.json").read_text())["processes"] == 2
     agreement = np.mean(np.load(two / "labels.npy") == np.load(one / "labels.npy"))
     agreements[method] = agreement
@@ -135,14 +160,15 @@ def test_two_processes_equal_one_process_issue_45_methods(tmp_path):
   import test_deepcluster2018
   settings = {"cc": test_cc.TINY + ["epochs=2"], "simclr": test_contrastive.TINY + ["pretext.epochs=2"],
               "deepcluster2018": test_deepcluster2018.TINY + ["epochs=2"]}
-  _two_processes("multihost_worker.py", *[arg for method, values in settings.items() for arg in (
-      method, tmp_path / method / "two", *values, "--")])
+  with _two_processes_beside("multihost_worker.py", *[arg for method, values in settings.items() for arg in (
+      method, tmp_path / method / "two", *values, "--")]):
+    for method, values in settings.items():
+      engine.fit(cli.make_config(method, "digits", settings=values), tmp_path / method / "one", log=lambda _: None,
+                 mesh=parallel.make_mesh(4))
   from sklearn.metrics import adjusted_rand_score
   agreements = {}
-  for method, values in settings.items():
-    config = cli.make_config(method, "digits", settings=values)
+  for method in settings:
     one, two = tmp_path / method / "one", tmp_path / method / "two"
-    engine.fit(config, one, log=lambda _: None, mesh=parallel.make_mesh(4))
     assert json.loads((two / "summary.json").read_text())["processes"] == 2
     agreements[method] = adjusted_rand_score(np.load(two / "labels.npy"), np.load(one / "labels.npy"))
   # Measured 2026-12-05 (jax 0.10.2, 2-core CPU, these settings): ARI 1.0 for all three. Another reduction order
