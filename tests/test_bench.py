@@ -2,6 +2,10 @@
 arithmetic, and the command on tiny shapes with scikit-learn as the peer."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +144,27 @@ def test_bench_steps_peers_run_in_the_named_python_and_give_ratios(tmp_path, cap
   assert row["peer"] == {"missing": "torch"} and "not installed: torch" in capsys.readouterr().out
   assert cli.main(["bench", "steps", "--method", "dec", "--peers", "--peer-python", str(tmp_path / "none")]) == 2
   assert "is not an executable Python" in error_line(capsys)
+
+
+def test_tpu_setup_and_bench_run_unchanged_with_an_explicit_platform(tmp_path):
+  """What a TPU host runs, with ``JAX_PLATFORMS`` naming the platform (cpu here): tpu_setup.sh's check (its pip
+  replaced by a stub that records its arguments, its Python this one) and both bench commands, no GPU-only flag."""
+  venv = tmp_path / "venv" / "bin"
+  venv.mkdir(parents=True)
+  (venv / "python").write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+  (venv / "pip").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'pip.txt'}\n")
+  for name in ("python", "pip"):
+    (venv / name).chmod(0o755)
+  root = Path(__file__).parents[1]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_EXTRA": "cpu", "VENV": str(tmp_path / "venv")}
+  env.pop("XLA_FLAGS", None)  # no fake devices: the host as it is
+  out = subprocess.run(["bash", str(root / "tpu_setup.sh")], env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "1 global cpu devices" in out.stdout and f"jax[cpu] {root}" in (tmp_path / "pip.txt").read_text()
+  for args in (["kernels", "--quick", "--repeats", "1"],
+               ["steps", "--method", "dec", "--shape", "12", "--batch", "16", "--steps", "2", "--repeats", "1"]):
+    out = subprocess.run([sys.executable, "-m", "jaxclust.cli", "bench", *args, "--json", str(tmp_path / "b.json")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert rows and "measured float32" in json.loads((tmp_path / "b.json").read_text())["peak_source"]
