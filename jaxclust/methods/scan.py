@@ -257,13 +257,7 @@ def prepare(config, data, mesh) -> engine.Prepared:
   """Refuses what does not fit before the workdir is claimed; SCAN trains on the images ``[n, H, W, C]``, held
   on the devices, or streamed (``input="tf.data"``) from a :class:`jaxclust.data.stream.Source`: a loaded
   array, or a tfds dataset that the engine opened without loading it (``data`` is then its Source)."""
-  if isinstance(data, stream.Source):
-    source, shape = data, stream._row_shape(data)  # pylint: disable=protected-access
-  else:
-    source, shape = None, data.x.shape[1:]
-  networks.check_rows(config, shape)  # images for the CNNs, any rows on the devices for the MLP
-  if source is None and config.input == "tf.data":
-    source = stream.open_source(data)
+  source, shape, n, classes = networks.training_rows(config, data)  # images for the CNNs, any rows for the MLP
   if source is not None and source.array is None and config.scan.epochs and not _frozen_features(config):
     # An epoch pairs every image with views of a mined neighbour, a row anywhere in the dataset.
     raise ValueError(f"input='tf.data' streams {config.dataset!r} without loading it, but scan.update_backbone="
@@ -271,8 +265,6 @@ def prepare(config, data, mesh) -> engine.Prepared:
                      "each image's neighbours, which a stream cannot read at random: set scan.update_backbone=False "
                      "and scan.augment=False (the heads on the frozen backbone's features, computed in a streamed "
                      "pass), or input='device' (the images held on the devices)")
-  n = source.n if source is not None else data.x.shape[0]
-  classes = stream.classes(source) if source is not None else len(np.unique(data.y)) if data.y is not None else 0
   k = config.n_clusters or classes or 0
   if k == 0:
     raise ValueError(f"dataset {config.dataset!r} has no labels: set n_clusters")
