@@ -121,6 +121,15 @@ def test_sharded_step_and_refresh_equal_single_device(mesh):
   b, cb = refresh(jax.device_put(sharded, NamedSharding(mesh, P())), parallel.shard_rows(x, mesh))
   np.testing.assert_allclose(np.asarray(a.target), np.asarray(b.target), rtol=1e-5)
   assert float(ca) == float(cb)
+  # In chunks (7 rows, the last chunk ragged), on one device and each device its own rows: the same P and labels.
+  chunked = jax.jit(functools.partial(dec.refresh_target, model=model, chunk=7))
+  c, cc = chunked(single, x)
+  d, cd = jax.jit(functools.partial(dec.refresh_target, model=model, chunk=7, mesh=mesh))(
+      jax.device_put(sharded, NamedSharding(mesh, P())), parallel.shard_rows(x, mesh))
+  for out, changed in ((c, cc), (d, cd)):
+    np.testing.assert_allclose(np.asarray(out.target), np.asarray(a.target), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out.labels), np.asarray(a.labels))
+    assert float(changed) == float(ca)
 
 
 def test_idec_is_reconstruction_plus_gamma_kl():
