@@ -116,18 +116,18 @@ def report(args):
     lines.append(f"| {r['name']} | {r.get('recipe', '')} | {r['seed']} | {r['acc']:.4f} | {r['nmi']:.4f} | "
                  f"{r['ari']:.4f} | {b['acc']:.4f} / {b['nmi']:.4f} / {b['ari']:.4f} | "
                  f"{r['wall_seconds']:.0f} | {r['date']} |")
-  groups = {}
+  groups = {}  # a table row's seeds: its runs' names without the seed (a readout of the same method is its own row)
   for r in runs:
-    groups.setdefault(r["method"], []).append(r)
+    groups.setdefault(r["name"].removesuffix(f"_s{r['seed']}"), []).append(r)
   if any(len(rs) > 1 for rs in groups.values()):
-    lines += ["", "| method | seeds | ACC mean ± sd | NMI mean ± sd | ARI mean ± sd |", "|---|---|---|---|---|"]
-    for method, rs in groups.items():
+    lines += ["", "| run | seeds | ACC mean ± sd | NMI mean ± sd | ARI mean ± sd |", "|---|---|---|---|---|"]
+    for name, rs in groups.items():
       cells = []
       for key in ("acc", "nmi", "ari"):
         values = [r[key] for r in rs]
-        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-        cells.append(f"{statistics.mean(values):.4f} ± {sd:.4f}")
-      lines.append(f"| {method} | {len(rs)} | {' | '.join(cells)} |")
+        cells.append(f"{statistics.mean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1
+                                                          else " (one seed)"))
+      lines.append(f"| {name} | {len(rs)} | {' | '.join(cells)} |")
   print("\n".join(lines))
 
 
