@@ -2,7 +2,8 @@
 # The accelerator figures of issue 46, run in one go on a machine that has jax and torch (the PyTorch and ClustPy
 # peers) but neither TensorFlow nor network access; every timing is `jaxclust bench`. Results go to $OUT
 # (default ./gpu_out). It needs .whl/ and gpu_data/, made beforehand by experiments/gpu_prepare.sh (carry both).
-# Usage: bash experiments/gpu_bench.sh kernels|steps|mnist|variants
+# Usage: bash experiments/gpu_bench.sh kernels|steps|crops|mnist|variants
+#   crops: SwAV's multi-crop alone against two older versions of it (experiments/bench_multi_crop.py).
 #   mnist: the small-CNN MNIST recipes of SCAN, SwAV and DeepCluster-v2 (`jaxclust fit`), one seed each.
 #   kernels: k-means 1M x 256 into 20,000 centers, 25 Lloyd iterations; kNN over 1M x 128, k=20 (KERNEL_SECONDS).
 #   steps: SwAV ResNet-50 2x224+6x96 bf16, a SimCLR ResNet-18 CIFAR epoch (97 steps of 512 = 49,664 images) in
@@ -36,6 +37,10 @@ case "$1" in
     timeout ${STEP_SECONDS:-240} bench steps --method dec --shape 784 --batch 256 --steps 273 --repeats 2 --peers \
       --peer-python python3 --json "$OUT/dec.json" 2>&1 | tee "$OUT/dec.md"
     ;;
+  crops)  # SwAV's on-device multi-crop alone against 6fc3681's (HIGHEST-precision resize) and c407007's (crops batched)
+    timeout ${CROP_SECONDS:-120} python3 experiments/bench_multi_crop.py --batch ${SWAV_BATCH:-128} \
+      --reference gpu_data/augment_6fc3681.py gpu_data/augment_c407007.py 2>&1 | tee "$OUT/multi_crop.md"
+    ;;
   mnist)  # the small-CNN MNIST recipes of SCAN, SwAV and DeepCluster-v2, one seed each
     for method in scan swav deepcluster; do
       /usr/bin/time -f "%e s wall" timeout ${MNIST_SECONDS:-170} python3 -m jaxclust.cli fit $method --dataset mnist \
@@ -58,5 +63,5 @@ case "$1" in
     wait
     tar czf "$OUT/variants.tgz" -C /tmp/vout .  # one file: at most 8 come back from the device
     ;;
-  *) echo "usage: $0 kernels|steps|mnist|variants" >&2; exit 2 ;;
+  *) echo "usage: $0 kernels|steps|crops|mnist|variants" >&2; exit 2 ;;
 esac

@@ -4,7 +4,7 @@
 #   bash experiments/gpu_prepare.sh [DATA_DIR]   # DATA_DIR: MNIST's IDX .gz files (default ../shared/data)
 # It writes, in the repository root (both git-ignored: pass them to the device tool's `carry`):
 #   .whl/      wheels of the pure-Python dependencies missing there (ml_collections, dm-pix)
-#   gpu_data/  mnist/*.gz, site/clustpy (ClustPy 0.0.3's pure-Python package, for `gpu_bench.sh ae`),
+#   gpu_data/  mnist/*.gz, site/clustpy (ClustPy 0.0.3's pure-Python package, for `gpu_bench.sh steps`),
 #              augment_6fc3681.py and augment_c407007.py (for bench_multi_crop.py --reference)
 set -euo pipefail
 DATA=$(realpath "${1:-$(dirname "$0")/../../shared/data}")

@@ -185,6 +185,6 @@ def multi_crop(rng, images, *, crops: tuple = ((2, 224, (0.14, 1.0)), (6, 96, (0
     # One call per crop. Batching a size's crops in one vmap (commit 2e899ae) gave the same values; on the
     # 2-core CPU it ran the ImageNet crops 1.08x slower (compiling 0.7x as long) and the digit crops 0.81x
     # (compiling 1.6x as long): no clear gain (experiments/RESULTS.md, 2026-12-03). On GPUs it is timed
-    # by experiments/bench_multi_crop.py (gpu_bench.sh swav) and not measured yet.
+    # by experiments/bench_multi_crop.py (gpu_bench.sh crops) and not measured yet.
     views += [view(jax.random.fold_in(rng, 100 * g + c), images) for c in range(count)]
   return views
