@@ -207,7 +207,6 @@ def clustpy_epoch(spec) -> float:
 
 def main(spec) -> dict:
   import torch
-  torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
   if spec["step"] == "clustpy_dec":
     import clustpy
     return {"seconds": clustpy_epoch(spec), "peer": f"clustpy {clustpy.__version__}", "per": "epoch",
