@@ -59,8 +59,9 @@ HELP = {
     "pretrain.init_from": "a workdir whose pretrained autoencoder to start from (skips pretraining)",
     # DEC / IDEC clustering stage (VaDE uses only kmeans_n_init).
     "cluster.batch_size": "DEC/IDEC clustering batch size",
-    "cluster.learning_rate": "SGD learning rate of the DEC/IDEC clustering stage",
-    "cluster.momentum": "SGD momentum of the DEC/IDEC clustering stage",
+    "cluster.optimizer": "optimizer of the DEC/IDEC clustering stage: 'sgd' (with cluster.momentum) or 'adam'",
+    "cluster.learning_rate": "learning rate of the DEC/IDEC clustering stage",
+    "cluster.momentum": "SGD momentum of the DEC/IDEC clustering stage (unused by 'adam')",
     "cluster.update_interval": "steps between refreshes of the DEC target distribution P",
     "cluster.tol": "stop when fewer than this fraction of labels change between refreshes",
     "cluster.max_steps": "most DEC/IDEC clustering steps",

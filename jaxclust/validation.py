@@ -109,6 +109,8 @@ _SETTING_FLOATS = {  # name: (low, high, whether low itself is allowed)
     "mask": (0.0, 1.0, True), "mix": (0.0, 1.0, True)}
 _SETTING_BOOLS = ("augment", "standardize", "update_backbone", "kmeans_warm_start")
 _SETTING_WIDTHS = ("hidden", "conv_channels", "cnn_channels", "mlp_widths")
+_SETTING_CHOICES = {"optimizer": ("lars", "adam"), "pretext.optimizer": ("sgd", "lars"),
+                    "cluster.optimizer": ("sgd", "adam")}  # by dotted name
 
 
 def check_settings(config, prefix: str = "") -> None:
@@ -127,6 +129,8 @@ def check_settings(config, prefix: str = "") -> None:
       if not (np.isfinite(value) and (low <= value if closed else low < value) and value <= high):
         bound = f"{'>=' if closed else '>'} {low:g}" if high == np.inf else f"in {'[' if closed else '('}{low:g}, {high:g}]"
         raise ValueError(f"{name}={value} must be a finite number {bound}")
+    elif name in _SETTING_CHOICES and value not in _SETTING_CHOICES[name]:
+      raise ValueError(f"{name}={value!r} must be one of {', '.join(map(repr, _SETTING_CHOICES[name]))}")
     elif key in _SETTING_BOOLS and not isinstance(value, bool):
       raise ValueError(f"{name}={value!r} must be True or False")
     elif key in _SETTING_WIDTHS:

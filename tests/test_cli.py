@@ -80,11 +80,21 @@ def test_a_bad_config_file_is_one_line_naming_it(tmp_path, capsys, no_data, name
     ("standardize=1", r"--set standardize='1': expected true or false"),
     ("seed.x=1", r"--set seed.x: seed is a setting, not a group of settings"),
     ("pretrain.epoch=3", r"--set pretrain.epoch: unknown setting 'epoch'"),
+    ("cluster.optimizer=rmsprop", r"cluster.optimizer='rmsprop' must be one of 'sgd', 'adam'"),
 ])
 def test_a_bad_setting_is_one_line_naming_it(tmp_path, capsys, no_data, setting, message):
   assert cli.main(["fit", "dec", "--workdir", str(tmp_path / "run"), "--set", setting]) == 2
   line = error_line(capsys)
   assert re.search(message, line), line
+
+
+@pytest.mark.parametrize("method, setting, message", [
+    ("swav", "optimizer=sgd", r"optimizer='sgd' must be one of 'lars', 'adam'"),
+    ("scan", "pretext.optimizer=adam", r"pretext.optimizer='adam' must be one of 'sgd', 'lars'"),
+])
+def test_a_setting_outside_its_choices_is_refused_before_loading(tmp_path, capsys, no_data, method, setting, message):
+  assert cli.main(["fit", method, "--workdir", str(tmp_path / "run"), "--set", setting]) == 2
+  assert re.search(message, error_line(capsys))
 
 
 def test_settings_are_parsed_by_their_type():

@@ -84,6 +84,23 @@ def sgd(learning_rate: float = 0.01, momentum: float = 0.9) -> optax.GradientTra
   return epochs.same(optax.sgd, learning_rate, momentum=momentum)
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
+def optimizer(name: str, learning_rate: float, momentum: float) -> optax.GradientTransformation:
+  """The clustering stage's optimizer: ``"sgd"`` with ``momentum`` (DEC; IDEC on USPS) or ``"adam"`` with
+  optax's defaults otherwise (IDEC on MNIST), both at ``learning_rate``.
+
+  Raises:
+    ValueError: ``name`` is neither.
+  """
+  if name == "sgd":
+    return sgd(learning_rate, momentum)
+  if name == "adam":
+    return epochs.same(optax.adam, learning_rate)
+  raise ValueError(f"cluster.optimizer={name!r} must be one of {', '.join(map(repr, OPTIMIZERS))}")
+
+
 def init(ae_params, centers, n: int, tx: optax.GradientTransformation, *, keep_decoder: bool = False) -> DECState:
   """The clustering-stage state after pretraining and k-means on the embeddings.
 
@@ -176,6 +193,8 @@ def predict(model: nn.Module, params, x, *, alpha: float = 1.0):
 # -- The run: what the engine (jaxclust.engine) calls.
 
 def prepare(config, data, mesh) -> engine.Prepared:
+  c = config.cluster
+  optimizer(c.optimizer, c.learning_rate, c.momentum)  # an unknown name fails here, before any training
   return pretrain.prepare(config, data, mesh=mesh, batch_sizes=("pretrain.batch_size", "cluster.batch_size"))
 
 
@@ -239,7 +258,7 @@ def bench_peers(config, shape, k: int) -> dict:
 
 def _cluster_stage(run, model) -> engine.Stage:
   c = run.config.cluster
-  tx = sgd(c.learning_rate, c.momentum)
+  tx = optimizer(c.optimizer, c.learning_rate, c.momentum)
   d = int(np.prod(run.shape))
 
   def placed(ae_params, centers):

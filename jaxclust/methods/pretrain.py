@@ -54,7 +54,7 @@ def config() -> ml_collections.ConfigDict:
   # DEC / IDEC clustering stage (DEC official code): SGD 0.01 momentum 0.9, batch 256, target P
   # refreshed every 140 steps on MNIST, stop when fewer than 0.1% of labels change.
   c.cluster = ml_collections.ConfigDict({
-      "batch_size": 256, "learning_rate": 0.01, "momentum": 0.9, "update_interval": 140, "tol": 0.001,
+      "batch_size": 256, "optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "update_interval": 140, "tol": 0.001,
       "max_steps": 20_000, "kmeans_n_init": 20, "gamma": 0.0})
   # VaDE (official code, MNIST): Adam on the negative ELBO, batch 100, 300 epochs, learning rate
   # 0.002 times 0.9 every 10 epochs, floored at 0.0002; mixture initialized by a diagonal GMM on the
