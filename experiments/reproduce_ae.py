@@ -45,6 +45,7 @@ def plan(args):
     runs.append((f"mnist_vade_s{seed}", ["vade", "--dataset", "mnist", "--data-dir", args.data_dir,
                                          "--set", f"seed={seed}", "--set", f"pretrain.epochs={args.pretrain_epochs}",
                                          "--set", f"vade.epochs={args.vade_epochs}",
+                                         "--set", f"vade.gmm_restarts={args.gmm_restarts}",
                                          "--set", f"checkpoint_every={args.checkpoint_every}"]))
   return runs
 
@@ -111,6 +112,8 @@ def main():
   parser.add_argument("--pretrain-epochs", type=int, default=200, help="MNIST autoencoder pretraining epochs")
   parser.add_argument("--usps-pretrain-epochs", type=int, default=200)
   parser.add_argument("--vade-epochs", type=int, default=300)
+  parser.add_argument("--gmm-restarts", type=int, default=10,
+                      help="VaDE's GMM fits on the pretrained embedding, the most likely kept (the issue's recipe)")
   parser.add_argument("--checkpoint-every", type=int, default=5)
   parser.add_argument("--only", nargs="*", help="run only the runs whose names contain one of these")
   parser.add_argument("--jaxclust", default=str(Path(sys.executable).with_name("jaxclust")))
