@@ -13,7 +13,8 @@ MEASURED_CONFIGS = pathlib.Path(__file__).with_name("measured_configs.json")
 def test_the_measured_datasets_keep_the_settings_they_were_measured_with():
   """Every method's settings for every named dataset, recorded before recipes were chosen by the data
   (2026-12-05, from the dataset-name branches of configs.py): unchanged but for SwAV's and DeepCluster-v2's
-  ImageNet crops on CIFAR and STL-10, now scaled to the images (32 and 14 pixels, not 224 and 96)."""
+  ImageNet crops on CIFAR and STL-10, now scaled to the images (32 and 14 pixels, not 224 and 96), and IDEC's
+  clustering optimizer, now the paper's MNIST one."""
   recorded = json.loads(MEASURED_CONFIGS.read_text())
   for key, settings in recorded.items():
     method, dataset = key.split("|")
@@ -29,6 +30,13 @@ def test_the_measured_datasets_keep_the_settings_they_were_measured_with():
       assert config["vade"].pop("likelihood") == "auto" and config["pretrain"]["loss"] == "auto", key
       config["pretrain"]["loss"] = "bce"
       assert config["vade"].pop("gmm_restarts") == 1, key  # added later; one fit, as measured
+    if "cluster" in config:  # the optimizer setting, added later: SGD as measured, but IDEC's
+      optimizer = config["cluster"].pop("optimizer")
+      if method == "idec":  # the IDEC paper's MNIST optimizer since 2026-12-05, not the SGD 0.1 of the record
+        assert (optimizer, config["cluster"]["learning_rate"]) == ("adam", 1e-3), key
+        config["cluster"]["learning_rate"] = 0.1
+      else:
+        assert optimizer == "sgd", key
     assert config == settings, key
 
 

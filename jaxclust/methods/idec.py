@@ -23,7 +23,7 @@ def config():
   every 30 steps (``--set cluster.optimizer=sgd --set cluster.learning_rate=0.1 --set cluster.momentum=0.99
   --set cluster.update_interval=30``), as experiments/reproduce_ae.py runs it."""
   c = pretrain.config()
-  c.cluster.update({"gamma": GAMMA, "optimizer": "adam", "learning_rate": 1e-3})
+  c.cluster.update({"gamma": GAMMA, "optimizer": "adam", "learning_rate": 1e-3, "momentum": 0.99})  # momentum: SGD's
   return c
 
 
