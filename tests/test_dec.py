@@ -6,6 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -152,3 +153,18 @@ def test_dec_state_drops_the_decoder_and_idec_keeps_it():
   params = model.init(jax.random.key(0), x[:2])["params"]
   assert set(dec.init(params, jnp.zeros((3, 4)), 64, tx).params["ae"]) == {"encoder_0", "encoder_1", "embedding"}
   assert set(idec.init(params, jnp.zeros((3, 4)), 64, tx).params["ae"]) == set(params)
+
+
+def test_the_clustering_optimizer_is_the_one_named():
+  """``cluster.optimizer``: two updates of optax's SGD with momentum or Adam (the references), step for step."""
+  params = {"w": jnp.asarray([1.0, -2.0, 3.0])}
+  grads = [{"w": jnp.asarray([0.5, -1.0, 2.0])}, {"w": jnp.asarray([-0.25, 0.75, 1.5])}]
+  for name, reference in (("sgd", optax.sgd(0.1, momentum=0.99)), ("adam", optax.adam(1e-3))):
+    tx = dec.optimizer(name, 0.1 if name == "sgd" else 1e-3, 0.99)
+    state, ref_state = tx.init(params), reference.init(params)
+    for g in grads:
+      updates, state = tx.update(g, state, params)
+      expected, ref_state = reference.update(g, ref_state, params)
+      np.testing.assert_allclose(updates["w"], expected["w"], rtol=1e-6)
+  with pytest.raises(ValueError, match="cluster.optimizer='rmsprop' must be one of 'sgd', 'adam'"):
+    dec.optimizer("rmsprop", 0.1, 0.9)

@@ -193,8 +193,6 @@ def predict(model: nn.Module, params, x, *, alpha: float = 1.0):
 # -- The run: what the engine (jaxclust.engine) calls.
 
 def prepare(config, data, mesh) -> engine.Prepared:
-  c = config.cluster
-  optimizer(c.optimizer, c.learning_rate, c.momentum)  # an unknown name fails here, before any training
   return pretrain.prepare(config, data, mesh=mesh, batch_sizes=("pretrain.batch_size", "cluster.batch_size"))
 
 
