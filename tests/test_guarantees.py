@@ -75,7 +75,8 @@ def config(method, *extra):
 # (``ACROSS_DEVICES``): on a 2-core Intel Xeon (2026-12-05) the two runs' epoch-1 losses differ in the 5th digit
 # (2.283499 against 2.283572), and the next epoch's k-means of this tiny, collapsing network's memory bank
 # (8 of 10 clusters empty) turns that into another partition: agreement 0.9983 after 1 epoch, 0.5437 after 2,
-# 0.9789 after 3 (nearly all rows in one cluster: size entropy 0.005 and 0.045). That is k-means amplifying the last float bits, not a sharding error.
+# 0.9789 after 3 (nearly all rows in one cluster: size entropy 0.005 and 0.045). That is k-means amplifying
+# the last float bits, not a sharding error.
 ACROSS_DEVICES = {"deepcluster": ["epochs=1"]}
 
 
