@@ -26,10 +26,10 @@ from pathlib import Path
 METHODS = ("dec", "simclr", "simclr_knn", "scan", "idec", "cc", "deepcluster2018", "swav", "deepcluster", "vade", "moco",
            "moco_knn")
 # Runs that read another run's finished stage instead of training their own (the same settings and seed, so the
-# same network): IDEC from DEC's pretrained autoencoder, as in the IDEC paper; SCAN and the kNN readout from the
-# SimCLR run's pretext, which is SCAN's pretext recipe; each pretext's kNN readout from its own run.
-REUSES = {"idec": ("dec", "pretrain.init_from"), "scan": ("simclr", "pretext.init_from"),
-          "simclr_knn": ("simclr", "pretext.init_from"), "moco_knn": ("moco", "pretext.init_from")}
+# same network): SCAN from the SimCLR run's pretext, which is SCAN's pretext recipe; each pretext's kNN readout
+# from its own run. IDEC pretrains its own autoencoder: the table's IDEC row is its whole default run.
+REUSES = {"scan": ("simclr", "pretext.init_from"), "simclr_knn": ("simclr", "pretext.init_from"),
+          "moco_knn": ("moco", "pretext.init_from")}
 VARIANTS = {"simclr_knn": ("simclr", ["readout.method=knn"]), "moco_knn": ("moco", ["readout.method=knn"])}
 
 
